@@ -19,7 +19,9 @@ class Decoding(Strict):
     top_p: float = Field(0.8, gt=0, le=1)
     top_k: int = Field(20, ge=-1)
     repetition_penalty: float = Field(1.1, gt=0)
-    max_tokens: int = Field(16384, ge=1)
+    max_tokens: int | None = Field(
+        16384, ge=1, description="None: up to the model's context window (the engine's default)"
+    )
     stop: list[str] = Field(default_factory=list)
     seed: int | None = None
 

@@ -1,0 +1,32 @@
+# Two commands do everything on a fresh machine:
+#   make demo   install, build the tiny model, run the Self-Lengthen loop on the embedded default
+#   make test   install, build the tiny model, run the tests
+VENV    ?= .venv
+PYTHON  := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+TINY    := models/tiny
+CONFIG  ?= configs/tiny.yaml
+ARGS    ?=
+
+.PHONY: demo test install tiny-model clean
+
+demo: $(STAMP) $(TINY)/config.json
+	$(PYTHON) -m jobs.self_lengthen --config $(CONFIG) $(ARGS)
+
+test: $(STAMP) $(TINY)/config.json
+	$(PYTHON) -m pytest -q $(ARGS)
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml scripts/install.sh
+	bash scripts/install.sh $(VENV)
+	touch $@
+
+tiny-model: $(TINY)/config.json
+
+# Rebuilt when the toy world or the prompt templates (which it learns) change.
+$(TINY)/config.json: $(STAMP) $(wildcard training/tiny/*.py) $(wildcard longform/prompts/*/*.txt)
+	$(PYTHON) -m training build-tiny-model $(TINY)
+
+clean:
+	rm -rf runs models

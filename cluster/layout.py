@@ -1,0 +1,61 @@
+"""Where everything of a run lives, relative to the storage root:
+
+    <run>/settings.json                      resolved settings (no secrets)
+    <run>/summary.json, report.md            what happened, for people
+    <run>/rejected/seeds.jsonl               seed lines set aside: file, line, reason
+    <run>/round-<k>/instructions/shard-NNNNN.jsonl
+    <run>/round-<k>/{drafts,extensions,sft-generator,sft-extender}/shard-NNNNN.jsonl
+    <run>/round-<k>/stats/shard-NNNNN.json   written last: the shard is complete
+    <run>/round-<k>/train-<role>/            Ray Train checkpoints
+    <run>/round-<k>/<role>/                  exported weights, loadable by vLLM and transformers
+    <run>/round-<k>/stages/<stage>.json      a finished stage of the round (for resume)
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from cluster.storage import Storage
+
+SHARD_KINDS = ("drafts", "extensions", "sft-generator", "sft-extender")
+ROLES = ("generator", "extender")
+
+
+def shard_name(index: int) -> str:
+    return f"shard-{index:05d}"
+
+
+@dataclass
+class RunLayout:
+    store: Storage  # rooted at the run folder
+
+    @classmethod
+    def create(cls, storage: Storage, run_name: str) -> "RunLayout":
+        return cls(storage.child(run_name))
+
+    def round_dir(self, k: int) -> str:
+        return f"round-{k}"
+
+    def shard_file(self, k: int, kind: str, shard: str) -> str:
+        return f"round-{k}/{kind}/{shard}.jsonl"
+
+    def stats_file(self, k: int, shard: str) -> str:
+        return f"round-{k}/stats/{shard}.json"
+
+    def model_dir(self, k: int, role: str) -> str:
+        return f"round-{k}/{role}"
+
+    def train_dir(self, k: int, role: str) -> str:
+        return f"round-{k}/train-{role}"
+
+    # stages of a round, for resuming a job that was stopped
+    def stage_file(self, k: int, stage: str) -> str:
+        return f"round-{k}/stages/{stage}.json"
+
+    def stage_done(self, k: int, stage: str) -> dict | None:
+        rel = self.stage_file(k, stage)
+        return self.store.read_json(rel) if self.store.exists(rel) else None
+
+    def mark_done(self, k: int, stage: str, info: dict) -> None:
+        self.store.write_json(self.stage_file(k, stage), {**info, "finished_at": time.time()})

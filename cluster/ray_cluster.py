@@ -1,0 +1,38 @@
+"""Connecting to Ray: an address (settings, --address, or RAY_ADDRESS, which `ray job submit`
+sets) means a real cluster; otherwise an embedded local Ray is started."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import ray
+
+from cluster.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Environment every Ray worker of the run gets. DeepSpeed must not look for CUDA on a CPU
+# cluster; vLLM-CPU sizes its KV cache from VLLM_CPU_KVCACHE_SPACE (GiB).
+CPU_WORKER_ENV = {"DS_ACCELERATOR": "cpu", "VLLM_CPU_KVCACHE_SPACE": "1"}
+
+
+def worker_env(settings: Settings) -> dict[str, str]:
+    env = {} if settings.training.use_gpu else dict(CPU_WORKER_ENV)
+    for name in ("VLLM_CPU_KVCACHE_SPACE", "VLLM_CPU_OMP_THREADS_BIND"):
+        if name in os.environ:
+            env[name] = os.environ[name]
+    return env
+
+
+def connect(settings: Settings) -> str:
+    """Start or join Ray; returns a line saying which."""
+    if ray.is_initialized():
+        return "Ray: already connected"
+    address = settings.ray.address or os.environ.get("RAY_ADDRESS")
+    runtime_env = {"env_vars": worker_env(settings)}
+    if address:
+        ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
+        return f"Ray: joined the cluster at {address}"
+    ray.init(num_cpus=settings.ray.num_cpus, runtime_env=runtime_env)
+    return f"Ray: embedded local cluster with {settings.ray.num_cpus} logical CPUs"

@@ -1,0 +1,225 @@
+"""The one settings schema of a run, loaded from YAML with command-line overrides.
+
+    settings = load_settings("configs/tiny.yaml", ["training.lr=1e-3", "run.rounds=1"])
+
+Every section has defaults; a config file names only what differs. Unknown keys and bad values
+stop the run before anything starts, with the key's dotted path in the message, e.g.
+    configs/tiny.yaml: training.lr: Input should be greater than 0 (got -1)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from longform.params import Decoding, MethodParams
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class RunSection(Section):
+    name: str = Field("demo", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    rounds: int = Field(2, ge=1)
+    seed: int = 0
+
+
+class StorageSection(Section):
+    """Where a run's data and checkpoints live: a local folder or an s3:// URI.
+    S3 endpoint and credentials come from here or from the standard AWS variables
+    (AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)."""
+
+    root: str = "./runs"
+    endpoint_url: str | None = None
+    region: str | None = None
+    access_key_id: SecretStr | None = None
+    secret_access_key: SecretStr | None = None
+
+    @property
+    def is_s3(self) -> bool:
+        return self.root.startswith("s3://")
+
+
+class RaySection(Section):
+    """None means: RAY_ADDRESS if set, else an embedded local Ray with `num_cpus` logical CPUs."""
+
+    address: str | None = None
+    num_cpus: int = Field(4, ge=4, description="Serve LLM does not schedule below 4 logical CPUs")
+
+
+class ModelSection(Section):
+    base: str = Field(..., description="local folder or s3:// URI of the base model (HF format)")
+
+
+class RoleServing(Section):
+    """One served role. On a GPU cluster set resources to e.g. {GPU: 1, CPU: 8}."""
+
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(1, ge=1)
+    target_ongoing_requests: int = Field(16, ge=1)
+    max_ongoing_requests: int = Field(64, ge=1)
+    resources: dict[str, float] = Field(default_factory=lambda: {"CPU": 1})
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def replicas_in_order(self):
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) > max_replicas ({self.max_replicas})")
+        return self
+
+
+class JudgeSection(Section):
+    """The judge: a served role ("generator" reuses the Generator's deployment) or any
+    OpenAI-compatible endpoint. The key is read from the environment variable named here."""
+
+    source: Literal["generator", "endpoint"] = "generator"
+    base_url: str | None = None
+    model: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+
+
+class ServingSection(Section):
+    mode: Literal["full", "lora"] = "full"
+    host: str = Field("127.0.0.1", description="HTTP bind address; 0.0.0.0 only inside a cluster")
+    port: int = Field(8000, ge=1, le=65535)
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="shared by all roles")
+    engine_env: dict[str, str] = Field(
+        default_factory=dict, description="environment of the engine processes, e.g. VLLM_CPU_*"
+    )
+    release_during_training: bool = Field(
+        True, description="take the models down while training runs (frees their GPUs)"
+    )
+    generator: RoleServing = Field(default_factory=RoleServing)
+    extender: RoleServing = Field(default_factory=RoleServing)
+    judge: JudgeSection = Field(default_factory=JudgeSection)
+    request_timeout_s: float = Field(600, gt=0)
+    max_retries: int = Field(3, ge=0)
+    max_concurrency: int = Field(64, ge=1, description="in-flight requests per pipeline worker")
+    deploy_timeout_s: float = Field(900, gt=0)
+
+
+class SynthesisSection(Section):
+    seeds: str = "configs/seeds/tiny_seeds.jsonl"
+    instructions_per_round: int | None = Field(None, ge=1, description="None: every seed")
+    shard_size: int = Field(64, ge=1)
+    workers: int = Field(2, ge=1, description="Ray Data actors running shards")
+    shards_per_worker: int = Field(2, ge=1, description="shards one actor runs concurrently")
+    prompt_dir: str | None = None
+    method: MethodParams = Field(default_factory=MethodParams)
+    decoding: Decoding = Field(default_factory=Decoding)
+
+
+class ProbeSection(Section):
+    """A fixed instruction set answered by the Generator before and after every round."""
+
+    file: str = "configs/seeds/tiny_probes.jsonl"
+    decoding: Decoding = Field(default_factory=lambda: Decoding(temperature=0.0, max_tokens=2048))
+
+
+class LoraSection(Section):
+    r: int = Field(8, ge=1)
+    alpha: int = Field(16, ge=1)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: str | list[str] = "all-linear"
+
+
+class TrainingSection(Section):
+    num_workers: int = Field(2, ge=1)
+    use_gpu: bool = False
+    resources_per_worker: dict[str, float] = Field(default_factory=lambda: {"CPU": 1})
+    method: Literal["full", "lora"] = "lora"
+    lora: LoraSection = Field(default_factory=LoraSection)
+    continue_from_previous: bool = Field(True, description="round k starts from round k-1's weights")
+    zero_stage: Literal[0, 1, 2, 3] = 3
+    offload_optimizer: bool = False
+    offload_params: bool = False
+    lr: float = Field(1e-4, gt=0)
+    epochs: float = Field(4, gt=0)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    scheduler: Literal["cosine", "linear", "constant"] = "cosine"
+    weight_decay: float = Field(0.0, ge=0)
+    micro_batch_size: int = Field(1, ge=1, description="rows per worker per step")
+    grad_accum: int = Field(1, ge=1)
+    cutoff_len: int = Field(16384, ge=16)
+    over_length: Literal["skip", "truncate"] = "skip"
+    packing: bool = True
+    bf16: Literal["auto", True, False] = "auto"
+    gradient_checkpointing: bool = True
+    checkpoint_every_steps: int = Field(0, ge=0, description="0: only at the end of training")
+    max_failures: int = Field(2, ge=0, description="worker failures Ray Train recovers from")
+    replay: str | None = Field(None, description="extra SFT examples (JSONL) mixed into each round")
+
+
+class Settings(Section):
+    run: RunSection = Field(default_factory=RunSection)
+    storage: StorageSection = Field(default_factory=StorageSection)
+    ray: RaySection = Field(default_factory=RaySection)
+    model: ModelSection
+    serving: ServingSection = Field(default_factory=ServingSection)
+    synthesis: SynthesisSection = Field(default_factory=SynthesisSection)
+    probe: ProbeSection = Field(default_factory=ProbeSection)
+    training: TrainingSection = Field(default_factory=TrainingSection)
+
+    def public_dict(self) -> dict:
+        """Everything but secrets (SecretStr dumps as '**********')."""
+        return self.model_dump(mode="json")
+
+
+class SettingsError(ValueError):
+    """A config that cannot run; the message names the file and the key."""
+
+
+def set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise SettingsError(f"override {dotted}: {key} is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """'training.lr=1e-3' -> ('training.lr', 0.001); values are read as YAML."""
+    if "=" not in text:
+        raise SettingsError(f"override {text!r}: expected KEY=VALUE, e.g. training.lr=1e-3")
+    key, raw = text.split("=", 1)
+    return key.strip(), yaml.safe_load(raw) if raw.strip() else None
+
+
+def describe(err: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid settings"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        got = "" if e["type"] in ("missing", "extra_forbidden") else f" (got {e.get('input')!r})"
+        message = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        lines.append(f"  {key}: {message}{got}")
+    return "\n".join(lines)
+
+
+def load_settings(path: str | os.PathLike | None, overrides: list[str] = ()) -> Settings:
+    tree: dict = {}
+    source = str(path) if path else "(defaults)"
+    if path:
+        try:
+            tree = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except FileNotFoundError:
+            raise SettingsError(f"config file not found: {path}") from None
+        except yaml.YAMLError as err:
+            raise SettingsError(f"{path}: not valid YAML: {err}") from None
+        if not isinstance(tree, dict):
+            raise SettingsError(f"{path}: the top level must be a mapping of sections")
+    for override in overrides:
+        set_dotted(tree, *parse_override(override))
+    if overrides:
+        source += " + overrides " + " ".join(overrides)
+    try:
+        return Settings.model_validate(tree)
+    except ValidationError as err:
+        raise SettingsError(describe(err, source)) from None

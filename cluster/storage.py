@@ -1,0 +1,151 @@
+"""One storage layer for a local folder or an s3:// URI, on fsspec.
+
+    store = Storage.open("s3://bucket/runs", settings.storage)   # or "./runs"
+    store.write_jsonl("demo/round-1/sft/generator/shard-00000.jsonl", rows)
+
+Paths are relative to the root. Writes are atomic: a local file is written under a temporary
+name and renamed; an S3 object appears only when its single PUT completes. So a reader never
+sees half a file, and a file's presence means it is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import fsspec
+
+from cluster.settings import StorageSection
+
+
+def s3_options(cfg: StorageSection) -> dict[str, Any]:
+    """s3fs options from settings, falling back to the standard AWS environment variables."""
+    options: dict[str, Any] = {}
+    endpoint = cfg.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        options["endpoint_url"] = endpoint
+    if cfg.access_key_id and cfg.secret_access_key:
+        options["key"] = cfg.access_key_id.get_secret_value()
+        options["secret"] = cfg.secret_access_key.get_secret_value()
+    if cfg.region:
+        options["client_kwargs"] = {"region_name": cfg.region}
+    return options
+
+
+def filesystem_for(uri: str, cfg: StorageSection) -> tuple[fsspec.AbstractFileSystem, str]:
+    """(filesystem, path without protocol) for any local path or s3:// URI."""
+    if uri.startswith("s3://"):
+        fs = fsspec.filesystem("s3", **s3_options(cfg))
+        return fs, uri[len("s3://"):].rstrip("/")
+    fs = fsspec.filesystem("file", auto_mkdir=True)
+    return fs, os.path.abspath(uri)
+
+
+@dataclass
+class Storage:
+    fs: fsspec.AbstractFileSystem
+    root: str  # without protocol
+    protocol: str  # "s3" or "file"
+    settings: StorageSection
+
+    @classmethod
+    def open(cls, uri: str, settings: StorageSection) -> "Storage":
+        fs, root = filesystem_for(uri, settings)
+        return cls(fs, root, "s3" if uri.startswith("s3://") else "file", settings)
+
+    # paths
+    def path(self, rel: str = "") -> str:
+        return f"{self.root}/{rel}".rstrip("/") if rel else self.root
+
+    def uri(self, rel: str = "") -> str:
+        path = self.path(rel)
+        return f"s3://{path}" if self.protocol == "s3" else path
+
+    def child(self, rel: str) -> "Storage":
+        return Storage(self.fs, self.path(rel), self.protocol, self.settings)
+
+    # queries
+    def exists(self, rel: str) -> bool:
+        return self.fs.exists(self.path(rel))
+
+    def list(self, rel: str, suffix: str = "") -> list[str]:
+        """Names (not paths) directly under `rel`, sorted; [] when it does not exist."""
+        try:
+            entries = self.fs.ls(self.path(rel), detail=False, refresh=True)
+        except FileNotFoundError:
+            return []
+        names = sorted(e.rstrip("/").rsplit("/", 1)[-1] for e in entries)
+        return [n for n in names if n.endswith(suffix) and not n.startswith(".tmp")]
+
+    # bytes and text
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        path = self.path(rel)
+        if self.protocol == "s3":
+            self.fs.pipe_file(path, data)
+            return
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{os.path.dirname(path)}/.tmp-{uuid.uuid4().hex}-{os.path.basename(path)}"
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+
+    def read_bytes(self, rel: str) -> bytes:
+        return self.fs.cat_file(self.path(rel))
+
+    def write_text(self, rel: str, text: str) -> None:
+        self.write_bytes(rel, text.encode("utf-8"))
+
+    def read_text(self, rel: str) -> str:
+        return self.read_bytes(rel).decode("utf-8")
+
+    def write_json(self, rel: str, obj: Any) -> None:
+        self.write_text(rel, json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
+
+    def read_json(self, rel: str) -> Any:
+        return json.loads(self.read_text(rel))
+
+    def write_jsonl(self, rel: str, rows: Iterable[dict]) -> int:
+        lines = [json.dumps(r, ensure_ascii=False) for r in rows]
+        self.write_text(rel, "".join(line + "\n" for line in lines))
+        return len(lines)
+
+    def read_jsonl(self, rel: str) -> Iterator[dict]:
+        for line in self.read_text(rel).splitlines():
+            if line.strip():
+                yield json.loads(line)
+
+    # folders (models, checkpoints)
+    def put_dir(self, local_dir: str, rel: str) -> None:
+        """Upload a local folder; the files land one by one, so callers mark completion
+        separately (see `RunLayout.mark_done`)."""
+        target = self.path(rel)
+        for dirpath, _, files in os.walk(local_dir):
+            for name in sorted(files):
+                src = os.path.join(dirpath, name)
+                dst = f"{target}/{os.path.relpath(src, local_dir)}"
+                if self.protocol == "s3":
+                    self.fs.put_file(src, dst)
+                else:
+                    os.makedirs(os.path.dirname(dst), exist_ok=True)
+                    self.fs.copy(src, dst)
+
+    def get_dir(self, rel: str, local_dir: str) -> str:
+        os.makedirs(local_dir, exist_ok=True)
+        self.fs.get(self.path(rel).rstrip("/") + "/", local_dir.rstrip("/") + "/", recursive=True)
+        return local_dir
+
+    def delete(self, rel: str) -> None:
+        if self.exists(rel):
+            self.fs.rm(self.path(rel), recursive=True)
+
+    def pyarrow(self):
+        """(pyarrow filesystem, root path) for Ray Train's RunConfig and Ray Data."""
+        import pyarrow.fs as pafs
+
+        if self.protocol == "s3":
+            return pafs.PyFileSystem(pafs.FSSpecHandler(self.fs)), self.root
+        return pafs.LocalFileSystem(), self.root

@@ -1,0 +1,1 @@
+"""Entry points that `ray job submit` runs (python -m jobs.<name>)."""

@@ -1,0 +1,205 @@
+"""The Self-Lengthen loop, end to end:
+
+    python -m jobs.self_lengthen --config configs/tiny.yaml [--set run.rounds=1 ...]
+
+    serve the base model as Generator and Extender; answer the probe set
+    for each round k:
+        synthesize   instruction shards -> drafts -> two-stage extensions -> SFT shards
+        train        the Generator and the Extender on them (Ray Train + DeepSpeed ZeRO-3)
+        hand off     serve the new weights; answer the probe set again
+
+Every finished stage is recorded under <run>/round-<k>/stages/, so the same command with the
+same run name resumes after the last finished stage (and inside synthesis, after the last
+finished shard). The summary is printed and written to <run>/summary.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+
+from actors.client import LLMClient
+from actors.serving import Serving
+from cluster.cli import add_settings_args, settings_from_args
+from cluster.layout import RunLayout
+from cluster.ray_cluster import connect
+from cluster.settings import Settings
+from cluster.storage import Storage, filesystem_for
+from jobs import probe, synthesize
+from jobs.summary import print_summary
+from longform.instructions import InstructionFile, parse_instructions
+from training.trainer import train_role
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def read_instruction_file(uri: str, settings: Settings) -> InstructionFile:
+    fs, path = filesystem_for(uri, settings.storage)
+    if not fs.exists(path):
+        raise SystemExit(f"error: instruction file not found: {uri}")
+    stem = path.rsplit("/", 1)[-1].split(".")[0]
+    return parse_instructions(fs.cat_file(path), uri, stem)
+
+
+class LoopRun:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.layout = RunLayout.create(Storage.open(settings.storage.root, settings.storage), settings.run.name)
+        self.serving = Serving(settings)
+        self.summary: dict = {"run": settings.run.name, "storage": self.layout.store.uri(), "rounds": []}
+        self.started = time.time()
+
+    # -- inputs -------------------------------------------------------------------------
+    def load_inputs(self) -> None:
+        seeds = read_instruction_file(self.settings.synthesis.seeds, self.settings)
+        probes = read_instruction_file(self.settings.probe.file, self.settings)
+        self.seeds, self.probes = seeds.records, probes.records
+        rejected = seeds.rejected + probes.rejected
+        if rejected:
+            self.layout.store.write_jsonl("rejected/inputs.jsonl", rejected)
+            for r in rejected:
+                log(f"set aside {r['file']} line {r['line']}: {r['reason']}")
+        self.summary["inputs"] = {"seeds": len(self.seeds), "probes": len(self.probes),
+                                  "set_aside": len(rejected), "set_aside_file": "rejected/inputs.jsonl" if rejected else None}
+        if not self.seeds:
+            raise SystemExit(f"error: no usable seed instruction in {self.settings.synthesis.seeds}")
+        log(f"inputs: {len(self.seeds)} seeds, {len(self.probes)} probes, {len(rejected)} lines set aside")
+
+    # -- serving and probing ------------------------------------------------------------
+    def serve(self, sources: dict[str, str]) -> float:
+        log(f"serving generator={sources['generator']} extender={sources['extender']}")
+        seconds = self.serving.deploy(sources)
+        log(f"models answering after {seconds:.1f}s")
+        return seconds
+
+    def probe(self, label: str) -> dict:
+        client = LLMClient(self.serving.base_url, timeout_s=self.settings.serving.request_timeout_s,
+                           max_retries=self.settings.serving.max_retries)
+        answers = asyncio.run(probe.answer(client, self.serving.model_id("generator"), self.probes,
+                                           self.settings.probe.decoding))
+        self.layout.store.write_jsonl(f"probes/{label}.jsonl", answers)
+        summary = probe.summarize(answers)
+        log(f"probe {label}: mean words {summary['mean_words']}, unique-sentence ratio "
+            f"{summary['unique_sentence_ratio']}")
+        return summary
+
+    # -- one round ----------------------------------------------------------------------
+    def stage(self, k: int, name: str, fn):
+        """Run a stage once: its result is stored, and a resumed job reads it back."""
+        done = self.layout.stage_done(k, name)
+        if done is not None:
+            log(f"round {k}: {name} already finished, skipping")
+            return done
+        result = fn()
+        self.layout.mark_done(k, name, result)
+        return result
+
+    def synthesize(self, k: int, sources: dict[str, str]) -> dict:
+        instructions = synthesize.select_instructions(self.settings, self.seeds, k)
+        shards = synthesize.write_instruction_shards(self.layout, k, instructions, self.settings.synthesis.shard_size)
+        plan = synthesize.RoundPlan(
+            round=k, base_url=self.serving.base_url,
+            model_ids={r: self.serving.model_id(r) for r in ("generator", "extender")},
+            versions=dict(sources),
+        )
+        log(f"round {k}: synthesizing from {len(instructions)} instructions in {len(shards)} shards")
+        result = synthesize.run_synthesis(self.settings, self.layout, plan, shards, log=log)
+        result["shard_names"] = shards
+        return result
+
+    def train(self, k: int, role: str, sources: dict[str, str], shards: list[str]) -> dict:
+        files = synthesize.sft_files(self.layout, k, shards, role)
+        init = sources[role] if self.settings.training.continue_from_previous else self.settings.model.base
+        log(f"round {k}: training {role} from {init} on {len(files)} shard files")
+        result = train_role(self.settings, self.layout, k, role, init, files)
+        log(f"round {k}: {role} trained, loss {result.metrics.get('train_loss')}, exported to {result.export_uri}")
+        return {"export_uri": result.export_uri, "metrics": result.metrics, "loss_history": result.loss_history}
+
+    def run_round(self, k: int, sources: dict[str, str], before: dict) -> dict[str, str]:
+        t0 = time.time()
+        synth = self.stage(k, "synthesis", lambda: self.synthesize(k, sources))
+        if self.settings.serving.release_during_training and self.serving.sources is not None:
+            self.serving.release()
+        roles = ["generator"] if self.settings.synthesis.method.control else ["generator", "extender"]
+        empty = [r for r in roles if not synth["tally"].get(f"sft.{r}")]
+        for role in empty:
+            log(f"round {k}: WARNING no SFT examples for the {role}; it keeps its current weights")
+        roles = [r for r in roles if r not in empty]
+        trained = {role: self.stage(k, f"train-{role}", lambda r=role: self.train(k, r, sources, synth["shard_names"]))
+                   for role in roles}
+        new_sources = {**sources, **{role: trained[role]["export_uri"] for role in roles}}
+        handoff = self.serve(new_sources) if self.serving.sources != new_sources else 0.0
+        after = self.stage(k, "probe", lambda: self.probe(f"round-{k}"))
+        self.summary["rounds"].append({
+            "round": k, "synthesis": {key: synth[key] for key in ("tally", "calls", "shards", "resumed_shards", "seconds")},
+            "training": {role: {"metrics": trained[role]["metrics"], "loss_history": trained[role]["loss_history"]}
+                         for role in roles},
+            "not_trained": empty,
+            "handoff_seconds": round(handoff, 1), "probe_before": before, "probe_after": after,
+            "seconds": round(time.time() - t0, 1),
+        })
+        self.write_summary()
+        return new_sources
+
+    # -- the whole loop -----------------------------------------------------------------
+    def resume_point(self) -> tuple[int, dict[str, str], dict | None]:
+        """First round still to run, the weights to serve, and the last probe result."""
+        base = self.settings.model.base
+        sources = {"generator": base, "extender": base}
+        probe_before = self.layout.stage_done(0, "probe")
+        for k in range(1, self.settings.run.rounds + 1):
+            finished = self.layout.stage_done(k, "probe")
+            if finished is None:
+                return k, sources, probe_before
+            for role in ("generator", "extender"):
+                trained = self.layout.stage_done(k, f"train-{role}")
+                if trained:
+                    sources[role] = trained["export_uri"]
+            probe_before = finished
+        return self.settings.run.rounds + 1, sources, probe_before
+
+    def run(self) -> dict:
+        self.layout.store.write_json("settings.json", self.settings.public_dict())
+        self.load_inputs()
+        first, sources, before = self.resume_point()
+        if first > 1:
+            log(f"resuming run {self.settings.run.name!r} at round {first}")
+            if self.layout.store.exists("summary.json"):
+                earlier = self.layout.store.read_json("summary.json").get("rounds", [])
+                self.summary["rounds"] = [r for r in earlier if r["round"] < first]
+        if first <= self.settings.run.rounds:
+            self.serve(sources)
+            if before is None:
+                before = self.stage(0, "probe", lambda: self.probe("base"))
+        self.summary["probe_base"] = self.layout.stage_done(0, "probe")
+        for k in range(first, self.settings.run.rounds + 1):
+            before_k = before
+            sources = self.run_round(k, sources, before_k)
+            before = self.summary["rounds"][-1]["probe_after"]
+        self.summary["seconds"] = round(time.time() - self.started, 1)
+        self.write_summary()
+        return self.summary
+
+    def write_summary(self) -> None:
+        self.layout.store.write_json("summary.json", self.summary)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jobs.self_lengthen", description=__doc__.split("\n\n")[0])
+    add_settings_args(parser)
+    args = parser.parse_args(argv)
+    settings = settings_from_args(args)
+    log(connect(settings))
+    run = LoopRun(settings)
+    summary = run.run()
+    print_summary(summary, out=sys.stdout)
+    log(f"summary written to {run.layout.store.uri('summary.json')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""The end-of-run summary, as a table a person can read in a terminal."""
+
+from __future__ import annotations
+
+from typing import TextIO
+
+
+def table(headers: list[str], rows: list[list], out: TextIO) -> None:
+    cells = [[str(c) for c in row] for row in [headers, *rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    for n, row in enumerate(cells):
+        out.write("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))) + "\n")
+        if n == 0:
+            out.write("  ".join("-" * w for w in widths) + "\n")
+
+
+def acceptance(tally: dict) -> float:
+    requested = tally.get("extensions.requested", 0)
+    return round(tally.get("extensions.passed", 0) / requested, 3) if requested else 0.0
+
+
+def print_summary(summary: dict, out: TextIO) -> None:
+    out.write(f"\n== Self-Lengthen run {summary['run']!r} ({summary.get('seconds', '?')} s) ==\n")
+    inputs = summary.get("inputs", {})
+    out.write(f"inputs: {inputs.get('seeds')} seeds, {inputs.get('probes')} probes, "
+              f"{inputs.get('set_aside', 0)} input lines set aside\n\n")
+    rows = []
+    for r in summary["rounds"]:
+        t = r["synthesis"]["tally"]
+        before, after = r["probe_before"] or {}, r["probe_after"] or {}
+        growth = after.get("mean_words", 0) / before["mean_words"] if before.get("mean_words") else 0
+        rows.append([
+            r["round"], t.get("instructions", 0), f"{t.get('drafts.passed', 0)}/{t.get('drafts.requested', 0)}",
+            f"{t.get('extensions.passed', 0)}/{t.get('extensions.requested', 0)}", acceptance(t),
+            t.get("sft.generator", 0), before.get("mean_words"), after.get("mean_words"), f"{growth:.2f}x",
+            after.get("unique_sentence_ratio"),
+        ])
+    table(["round", "instr", "drafts ok", "extended ok", "accept", "sft", "probe words before",
+           "after", "growth", "unique sent."], rows, out)
+    out.write("\n")

@@ -1,0 +1,74 @@
+"""Fine-tune one role for one round on Ray Train: a `TorchTrainer` whose workers run
+`training.worker.train_func` (transformers' Trainer under DeepSpeed ZeRO-3).
+
+    result = train_role(settings, layout, round=1, role="generator",
+                        init_model=..., data_files=[...])
+
+The cluster details stay here: number of workers, GPUs or CPUs per worker, NCCL or gloo,
+where checkpoints go (the run's storage, local or S3), how many worker failures to survive.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchConfig, TorchTrainer
+
+from cluster.layout import RunLayout
+from cluster.ray_cluster import worker_env
+from cluster.settings import Settings
+from training.worker import EXPORT_MARKER, train_func
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    export_uri: str
+    metrics: dict
+    loss_history: list[dict]
+
+
+def train_role(
+    settings: Settings, layout: RunLayout, round: int, role: str, init_model: str,
+    data_files: list[str], init_adapter: str | None = None,
+) -> TrainResult:
+    t = settings.training
+    export_rel = layout.model_dir(round, role)
+    filesystem, root = layout.store.pyarrow()
+    config = {
+        "settings": settings,
+        "label": f"{role} r{round}",
+        "init_model": init_model,
+        "init_adapter": init_adapter,
+        "data_files": data_files,
+        "run_root": layout.store.uri(),
+        "export": export_rel,
+    }
+    trainer = TorchTrainer(
+        train_func,
+        train_loop_config=config,
+        scaling_config=ScalingConfig(
+            num_workers=t.num_workers, use_gpu=t.use_gpu, resources_per_worker=dict(t.resources_per_worker)
+        ),
+        torch_config=TorchConfig(backend="nccl" if t.use_gpu else "gloo"),
+        run_config=RunConfig(
+            name=f"train-{role}",
+            storage_path=f"{root}/{layout.round_dir(round)}",
+            storage_filesystem=filesystem,
+            failure_config=FailureConfig(max_failures=t.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+            worker_runtime_env={"env_vars": worker_env(settings)},
+        ),
+    )
+    result = trainer.fit()
+    if result.error:
+        raise RuntimeError(f"training {role} for round {round} failed: {result.error}")
+    marker = f"{export_rel}/{EXPORT_MARKER}"
+    if not layout.store.exists(marker):
+        raise RuntimeError(f"training {role} for round {round} finished without an export at {export_rel}")
+    metrics = layout.store.read_json(marker)["metrics"]
+    history = metrics.pop("loss_history", [])
+    return TrainResult(layout.store.uri(export_rel), metrics, history)

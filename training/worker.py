@@ -1,0 +1,203 @@
+"""What every Ray Train worker runs: load the model, tokenize and pack the round's SFT
+examples, train with transformers' Trainer under DeepSpeed, report checkpoints to Ray Train,
+and export the weights for serving.
+
+Checkpoints: every `checkpoint_every_steps` the Trainer saves (DeepSpeed shards per rank plus
+trainer state); each rank reports its own folder and Ray Train merges them into one
+checkpoint on the run's storage (local or S3). A restarted worker group (a worker died) or a
+rerun of the whole job with the same run name gets that checkpoint from
+`ray.train.get_checkpoint()` and resumes from its step.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+
+import ray.train
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_callback import PrinterCallback
+
+from cluster.settings import Settings
+from cluster.storage import Storage
+from training import sft_data
+from training.deepspeed_config import deepspeed_config
+
+EXPORT_MARKER = "_EXPORT_COMPLETE.json"
+
+
+def fetch_dir(uri: str, settings: Settings, local: str) -> str:
+    """A local folder for `uri`: itself when local, a download when it is on S3."""
+    if not uri.startswith("s3://"):
+        return uri
+    store = Storage.open(uri, settings.storage)
+    return store.get_dir("", local)
+
+
+def read_examples(settings: Settings, files: list[str]) -> list[dict]:
+    examples = []
+    for uri in files:
+        store = Storage.open(os.path.dirname(uri), settings.storage)
+        examples.extend(store.read_jsonl(os.path.basename(uri)))
+    return examples
+
+
+def use_bf16(settings: Settings) -> bool:
+    wanted = settings.training.bf16
+    if wanted == "auto":
+        return settings.training.use_gpu and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return bool(wanted)
+
+
+def load_model(cfg: dict, settings: Settings, local: str):
+    t = settings.training
+    base = fetch_dir(cfg["init_model"], settings, f"{local}/init-model")
+    dtype = torch.bfloat16 if use_bf16(settings) else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    if t.method == "lora":
+        from peft import LoraConfig, PeftModel, get_peft_model
+
+        if cfg.get("init_adapter"):
+            adapter = fetch_dir(cfg["init_adapter"], settings, f"{local}/init-adapter")
+            model = PeftModel.from_pretrained(model, adapter, is_trainable=True)
+        else:
+            model = get_peft_model(model, LoraConfig(
+                r=t.lora.r, lora_alpha=t.lora.alpha, lora_dropout=t.lora.dropout,
+                target_modules=t.lora.target_modules, task_type="CAUSAL_LM",
+            ))
+    if t.gradient_checkpointing:
+        model.config.use_cache = False
+    return model, tokenizer
+
+
+def build_dataset(examples: list[dict], tokenizer, settings: Settings):
+    t = settings.training
+    samples, counts = sft_data.encode_all(examples, tokenizer, t.cutoff_len, t.over_length)
+    if not samples:
+        raise ValueError(f"no trainable examples ({dict(counts)})")
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    stats = sft_data.token_stats(samples, 0, None)
+    if t.packing:
+        rows = sft_data.pack(samples, t.cutoff_len)
+        stats = sft_data.token_stats(samples, len(rows), t.cutoff_len)
+        return sft_data.PackedRows(rows, t.cutoff_len, pad_id), sft_data.stack_rows, counts, stats
+    return sft_data.PaddedSamples(samples), lambda b: sft_data.pad_batch(b, pad_id), counts, stats
+
+
+class ReportToRay(TrainerCallback):
+    """Prints progress on rank 0 and reports every saved checkpoint to Ray Train."""
+
+    def __init__(self, label: str, rank: int):
+        self.label, self.rank, self.start = label, rank, time.time()
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.rank != 0 or not logs or "loss" not in logs:
+            return
+        elapsed = time.time() - self.start
+        done = max(state.global_step, 1)
+        eta = elapsed / done * (state.max_steps - state.global_step)
+        print(f"[train {self.label}] step {state.global_step}/{state.max_steps} "
+              f"loss {logs['loss']:.4f} lr {logs.get('learning_rate', 0):.2e} ETA {eta:.0f}s", flush=True)
+
+    def on_save(self, args, state, control, **kwargs):
+        source = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
+        with tempfile.TemporaryDirectory() as tmp:
+            shutil.copytree(source, os.path.join(tmp, "checkpoint"))
+            ray.train.report(
+                {"step": state.global_step, "loss": last_loss(state)},
+                checkpoint=ray.train.Checkpoint.from_directory(tmp),
+            )
+
+
+def last_loss(state) -> float | None:
+    losses = [log["loss"] for log in state.log_history if "loss" in log]
+    return losses[-1] if losses else None
+
+
+def training_args(settings: Settings, output_dir: str) -> TrainingArguments:
+    t = settings.training
+    every = t.checkpoint_every_steps
+    return TrainingArguments(
+        output_dir=output_dir,
+        per_device_train_batch_size=t.micro_batch_size,
+        gradient_accumulation_steps=t.grad_accum,
+        learning_rate=t.lr,
+        num_train_epochs=t.epochs,
+        lr_scheduler_type=t.scheduler,
+        warmup_steps=t.warmup_ratio,
+        weight_decay=t.weight_decay,
+        bf16=use_bf16(settings),
+        gradient_checkpointing=t.gradient_checkpointing,
+        deepspeed=deepspeed_config(t),
+        use_cpu=not t.use_gpu,
+        logging_steps=1,
+        save_strategy="steps" if every else "no",
+        save_steps=every or 1,
+        save_total_limit=1,
+        report_to=[],
+        disable_tqdm=True,
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        seed=settings.run.seed,
+        average_tokens_across_devices=True,
+    )
+
+
+def resume_path(local: str) -> str | None:
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return None
+    path = checkpoint.to_directory(f"{local}/resume")
+    return os.path.join(path, "checkpoint")
+
+
+def export(trainer: Trainer, tokenizer, cfg: dict, settings: Settings, local: str, rank: int,
+           metrics: dict) -> None:
+    """All ranks take part in gathering ZeRO-3 weights; rank 0 writes and uploads them, then a
+    marker with the file list and the training metrics (its presence means: complete)."""
+    out = f"{local}/export"
+    trainer.save_model(out)
+    if rank != 0:
+        return
+    tokenizer.save_pretrained(out)
+    for pickled in ("training_args.bin",):  # serving folders hold safetensors and JSON only
+        if os.path.exists(f"{out}/{pickled}"):
+            os.remove(f"{out}/{pickled}")
+    store = Storage.open(cfg["run_root"], settings.storage)
+    store.delete(cfg["export"])
+    store.put_dir(out, cfg["export"])
+    store.write_json(f"{cfg['export']}/{EXPORT_MARKER}", {"files": sorted(os.listdir(out)), "metrics": metrics})
+
+
+def train_func(cfg: dict) -> None:
+    settings: Settings = cfg["settings"]
+    ctx = ray.train.get_context()
+    rank = ctx.get_world_rank()
+    torch.manual_seed(settings.run.seed)
+    local = tempfile.mkdtemp(prefix=f"sft-{cfg['label']}-")
+    model, tokenizer = load_model(cfg, settings, local)
+    examples = read_examples(settings, cfg["data_files"])
+    dataset, collate, counts, stats = build_dataset(examples, tokenizer, settings)
+    args = training_args(settings, f"{local}/rank-{rank}")
+    trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collate,
+                      callbacks=[ReportToRay(cfg["label"], rank)])
+    trainer.remove_callback(PrinterCallback)  # ReportToRay prints one line per step instead
+    start = time.time()
+    output = trainer.train(resume_from_checkpoint=resume_path(local))
+    seconds = time.time() - start
+    history = [{"step": log["step"], "loss": log["loss"]} for log in trainer.state.log_history if "loss" in log]
+    metrics = {
+        "train_loss": output.training_loss,
+        "steps": trainer.state.global_step,
+        "seconds": round(seconds, 2),
+        "label_tokens_per_s": round(stats["label_tokens"] * settings.training.epochs / max(seconds, 1e-9), 1),
+        **stats,
+        **{f"data.{k}": v for k, v in counts.items()},
+        "loss_history": history,
+    }
+    export(trainer, tokenizer, cfg, settings, local, rank, metrics)
+    shutil.rmtree(local, ignore_errors=True)
