@@ -9,7 +9,8 @@
   counted.
 * `pack`: samples go into rows of `row_len` tokens, first-fit by decreasing length. Position
   ids restart at 0 for every sample; transformers builds a block-diagonal causal mask from
-  them (when no attention mask is given), so no token attends across samples.
+  them (when no attention mask and no KV cache is given: training runs with use_cache=False),
+  so no token attends across samples.
 * The Trainer averages the loss over all label tokens of the global batch (all devices, all
   accumulation steps), so a long answer weighs by its tokens, not as one sequence.
 """
@@ -73,6 +74,8 @@ def pack(samples: list[Encoded], row_len: int) -> list[list[Encoded]]:
     rows: list[list[Encoded]] = []
     room: list[int] = []
     for sample in sorted(samples, key=len, reverse=True):
+        if len(sample) > row_len:
+            raise ValueError(f"a sample of {len(sample)} tokens does not fit a row of {row_len}")
         for i, free in enumerate(room):
             if len(sample) <= free:
                 rows[i].append(sample)

@@ -69,8 +69,9 @@ def load_model(cfg: dict, settings: Settings, local: str):
                 r=t.lora.r, lora_alpha=t.lora.alpha, lora_dropout=t.lora.dropout,
                 target_modules=t.lora.target_modules, task_type="CAUSAL_LM",
             ))
-    if t.gradient_checkpointing:
-        model.config.use_cache = False
+    # With a KV cache, transformers skips the block-diagonal mask it builds from packed
+    # position ids, and packed samples would attend to each other. export() turns it back on.
+    model.config.use_cache = False
     return model, tokenizer
 
 
@@ -160,6 +161,7 @@ def export(trainer: Trainer, tokenizer, cfg: dict, settings: Settings, local: st
     """All ranks take part in gathering ZeRO-3 weights; rank 0 writes and uploads them, then a
     marker with the file list and the training metrics (its presence means: complete)."""
     out = f"{local}/export"
+    trainer.model.config.use_cache = True  # for people who generate with transformers
     trainer.save_model(out)
     if rank != 0:
         return
