@@ -165,6 +165,16 @@ class Settings(Section):
     probe: ProbeSection = Field(default_factory=ProbeSection)
     training: TrainingSection = Field(default_factory=TrainingSection)
 
+    @model_validator(mode="after")
+    def lora_needs_object_storage(self):
+        if self.serving.mode == "lora":
+            if self.training.method != "lora":
+                raise ValueError("serving.mode 'lora' serves LoRA adapters: set training.method to 'lora'")
+            if not self.storage.is_s3:
+                raise ValueError("serving.mode 'lora' needs storage.root on s3:// "
+                                 "(Ray Serve LLM loads adapters only from object storage)")
+        return self
+
     def public_dict(self) -> dict:
         """Everything but secrets (SecretStr dumps as '**********')."""
         return self.model_dump(mode="json")

@@ -49,7 +49,7 @@ class LoopRun:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.layout = RunLayout.create(Storage.open(settings.storage.root, settings.storage), settings.run.name)
-        self.serving = Serving(settings)
+        self.serving = Serving(settings, run_store=self.layout.store)
         self.summary: dict = {"run": settings.run.name, "storage": self.layout.store.uri(), "rounds": []}
         self.started = time.time()
 
@@ -113,9 +113,12 @@ class LoopRun:
 
     def train(self, k: int, role: str, sources: dict[str, str], shards: list[str]) -> dict:
         files = synthesize.sft_files(self.layout, k, shards, role)
-        init = sources[role] if self.settings.training.continue_from_previous else self.settings.model.base
-        log(f"round {k}: training {role} from {init} on {len(files)} shard files")
-        result = train_role(self.settings, self.layout, k, role, init, files)
+        t, base = self.settings.training, self.settings.model.base
+        previous = sources[role] if t.continue_from_previous and sources[role] != base else None
+        # full: start from last round's weights; lora: last round's adapter on the original base
+        init_model, init_adapter = (base, previous) if t.method == "lora" else (previous or base, None)
+        log(f"round {k}: training {role} from {init_adapter or init_model} on {len(files)} shard files")
+        result = train_role(self.settings, self.layout, k, role, init_model, files, init_adapter)
         log(f"round {k}: {role} trained, loss {result.metrics.get('train_loss')}, exported to {result.export_uri}")
         return {"export_uri": result.export_uri, "metrics": result.metrics, "loss_history": result.loss_history}
 

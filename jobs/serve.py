@@ -1,0 +1,101 @@
+"""Serve the trained Generator as an OpenAI-compatible API (chat/completions, completions):
+
+    python -m jobs.serve --config configs/tiny.yaml [--round K] [--host 127.0.0.1] [--port 8000]
+
+Without --round it serves the last round that exported a Generator; --round 0 serves the base
+model. It binds to loopback unless told otherwise. A RayService runs the same app through
+`import_path: jobs.serve:app_builder` with `args: {config: ..., round: ..., set: [...]}`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from ray import serve
+from ray.serve.llm import build_openai_app
+
+from actors.serving import ADAPTERS_DIR, BASE_ID, llm_config, publish_adapter
+from cluster.cli import add_settings_args, settings_from_args
+from cluster.layout import RunLayout
+from cluster.ray_cluster import connect
+from cluster.settings import Settings, load_settings
+from cluster.storage import Storage
+from training.worker import EXPORT_MARKER
+
+SERVED_NAME = "generator"
+
+
+def generator_weights(settings: Settings, layout: RunLayout, round: int | None) -> tuple[int, str]:
+    """(round, weights) of the Generator to serve: an exported folder, or the base model."""
+    if round == 0:
+        return 0, settings.model.base
+    rounds = [round] if round is not None else range(settings.run.rounds, 0, -1)
+    for k in rounds:
+        rel = layout.model_dir(k, "generator")
+        if layout.store.exists(f"{rel}/{EXPORT_MARKER}"):
+            return k, layout.store.uri(rel)
+    if round is not None:
+        raise SystemExit(f"error: no exported Generator for round {round} under {layout.store.uri()}")
+    return 0, settings.model.base
+
+
+def build_app(settings: Settings, round: int | None = None):
+    """The Serve application and the model name clients must ask for."""
+    layout = RunLayout.create(Storage.open(settings.storage.root, settings.storage), settings.run.name)
+    k, weights = generator_weights(settings, layout, round)
+    role = settings.serving.generator
+    if settings.serving.mode == "lora" and k > 0:
+        # the round's adapter, published under its own name next to the run's other adapters
+        name = publish_adapter(layout.store, weights, f"generator-round-{k}", settings)
+        config = llm_config(BASE_ID, settings.model.base, role, settings,
+                            {"enable_lora": True, "max_lora_rank": settings.training.lora.r},
+                            layout.store.uri(ADAPTERS_DIR))
+        model = f"{BASE_ID}:{name}"
+    else:
+        config = llm_config(SERVED_NAME, weights, role, settings)
+        model = SERVED_NAME
+    app = build_openai_app({"llm_configs": [config],
+                            "ingress_deployment_config": {"ray_actor_options": {"num_cpus": 0}}})
+    return app, model, k
+
+
+def app_builder(args: dict):
+    """Entry point for a RayService's serveConfigV2 (`import_path: jobs.serve:app_builder`)."""
+    settings = load_settings(args["config"], list(args.get("set", [])))
+    round = args.get("round")
+    app, _, _ = build_app(settings, None if round in (None, "latest") else int(round))
+    return app
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jobs.serve", description=__doc__.split("\n\n")[0])
+    add_settings_args(parser)
+    parser.add_argument("--round", type=int, help="round whose Generator to serve (0: the base model)")
+    parser.add_argument("--host", help="bind address (default: serving.host, loopback)")
+    parser.add_argument("--port", type=int, help="port (default: serving.port)")
+    args = parser.parse_args(argv)
+    settings = settings_from_args(args)
+    host, port = args.host or settings.serving.host, args.port or settings.serving.port
+    print(connect(settings), flush=True)
+    app, model, k = build_app(settings, args.round)
+    serve.start(http_options={"host": host, "port": port})
+    serve.run(app, name="generator", route_prefix="/", blocking=False)
+    while serve.status().applications["generator"].status != "RUNNING":
+        if serve.status().applications["generator"].status == "DEPLOY_FAILED":
+            print(serve.status().applications["generator"].message, file=sys.stderr)
+            return 1
+        time.sleep(1)
+    what = f"round {k}" if k else "the base model"
+    print(f"serving the Generator of {what} as model {model!r} at http://{host}:{port}/v1 (Ctrl-C stops)", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        serve.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
