@@ -22,6 +22,7 @@ import os
 import time
 from dataclasses import dataclass, field
 
+import ray
 from ray import serve
 from ray.serve.llm import LLMConfig, build_openai_app
 
@@ -98,8 +99,12 @@ class Serving:
 
     @property
     def base_url(self) -> str:
-        # Serve runs an HTTP proxy on every node, so every worker calls its own node.
-        return f"http://127.0.0.1:{self.settings.serving.port}/v1"
+        """Where pipeline workers send requests: the HTTP proxy on the driver's node (the
+        head, under `ray job submit`), which always runs one; Serve starts proxies on other
+        nodes only where replicas live. On loopback this is a single-node setup."""
+        serving = self.settings.serving
+        host = "127.0.0.1" if serving.host in ("127.0.0.1", "localhost") else ray.util.get_node_ip_address()
+        return f"http://{host}:{serving.port}/v1"
 
     def model_id(self, role: str) -> str:
         if role == "judge":

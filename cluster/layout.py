@@ -2,7 +2,9 @@
 
     <run>/settings.json                      resolved settings (no secrets)
     <run>/summary.json, report.md            what happened, for people
-    <run>/rejected/seeds.jsonl               seed lines set aside: file, line, reason
+    <run>/rejected/inputs.jsonl              seed/probe lines set aside: file, line, reason
+    <run>/probes/<label>.jsonl               the Generator's probe answers (base, round-<k>)
+    <run>/adapters/<name>/                   LoRA adapters published for serving (lora mode)
     <run>/round-<k>/instructions/shard-NNNNN.jsonl
     <run>/round-<k>/{drafts,extensions,sft-generator,sft-extender}/shard-NNNNN.jsonl
     <run>/round-<k>/stats/shard-NNNNN.json   written last: the shard is complete

@@ -25,6 +25,10 @@ def worker_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+def embedded(settings: Settings) -> bool:
+    return not (settings.ray.address or os.environ.get("RAY_ADDRESS"))
+
+
 def connect(settings: Settings) -> str:
     """Start or join Ray; returns a line saying which."""
     if ray.is_initialized():

@@ -132,7 +132,7 @@ class TrainingSection(Section):
     num_workers: int = Field(2, ge=1)
     use_gpu: bool = False
     resources_per_worker: dict[str, float] = Field(default_factory=lambda: {"CPU": 1})
-    method: Literal["full", "lora"] = "lora"
+    method: Literal["full", "lora"] = Field("full", description="the reference trains LoRA (see configs/)")
     lora: LoraSection = Field(default_factory=LoraSection)
     continue_from_previous: bool = Field(True, description="round k starts from round k-1's weights")
     zero_stage: Literal[0, 1, 2, 3] = 3
@@ -166,7 +166,10 @@ class Settings(Section):
     training: TrainingSection = Field(default_factory=TrainingSection)
 
     @model_validator(mode="after")
-    def lora_needs_object_storage(self):
+    def serving_matches_training(self):
+        if self.serving.mode == "full" and self.training.method == "lora":
+            raise ValueError("training.method 'lora' exports adapters, which serving.mode 'full' cannot "
+                             "serve as models: set serving.mode to 'lora' (or train with method 'full')")
         if self.serving.mode == "lora":
             if self.training.method != "lora":
                 raise ValueError("serving.mode 'lora' serves LoRA adapters: set training.method to 'lora'")

@@ -24,10 +24,12 @@ from actors.client import LLMClient
 from actors.serving import Serving
 from cluster.cli import add_settings_args, settings_from_args
 from cluster.layout import RunLayout
-from cluster.ray_cluster import connect
+from cluster.capacity import CapacityError, require_fit
+from cluster.ray_cluster import connect, embedded
 from cluster.settings import Settings
 from cluster.storage import Storage, filesystem_for
 from jobs import probe, synthesize
+from jobs.report import write_report
 from jobs.summary import print_summary
 from longform.instructions import InstructionFile, parse_instructions
 from training.trainer import train_role
@@ -197,10 +199,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = settings_from_args(args)
     log(connect(settings))
+    try:
+        for warning in require_fit(settings, "loop", embedded=embedded(settings)):
+            log(f"WARNING (the autoscaler may still add nodes): {warning}")
+    except CapacityError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     run = LoopRun(settings)
     summary = run.run()
     print_summary(summary, out=sys.stdout)
-    log(f"summary written to {run.layout.store.uri('summary.json')}")
+    log(f"summary: {run.layout.store.uri('summary.json')}")
+    log(f"report:  {write_report(run.layout, summary)}")
     return 0
 
 

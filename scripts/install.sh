@@ -18,7 +18,8 @@ pip install --quiet --upgrade pip
 torch_args=()
 [ -n "${TORCH_INDEX_URL:-}" ] && torch_args+=(--index-url "$TORCH_INDEX_URL")
 pip install --quiet "${torch_args[@]}" "torch==2.13.0"
-torch_version=$("$venv/bin/python" -c "import torch; print(torch.__version__)")
+# the installed distribution's version (a CUDA wheel's torch.__version__ may carry +cu1xx)
+torch_version=$("$venv/bin/python" -c "import importlib.metadata as m; print(m.version('torch'))")
 constraints=$(mktemp)
 echo "torch==$torch_version" > "$constraints"
 
