@@ -19,7 +19,8 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from cluster.layout import RunLayout
 from cluster.ray_cluster import worker_env
 from cluster.settings import Settings
-from training.worker import EXPORT_MARKER, train_func
+from training.export import EXPORT_MARKER
+from training.worker import train_func
 
 log = logging.getLogger(__name__)
 

@@ -11,6 +11,7 @@ rerun of the whole job with the same run name gets that checkpoint from
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -25,9 +26,7 @@ from cluster.settings import Settings
 from cluster.storage import Storage
 from training import sft_data
 from training.deepspeed_config import deepspeed_config
-
-EXPORT_MARKER = "_EXPORT_COMPLETE.json"
-
+from training.export import export_weights
 
 def fetch_dir(uri: str, settings: Settings, local: str) -> str:
     """A local folder for `uri`: itself when local, a download when it is on S3."""
@@ -72,7 +71,7 @@ def load_model(cfg: dict, settings: Settings, local: str):
     # With a KV cache, transformers skips the block-diagonal mask it builds from packed
     # position ids, and packed samples would attend to each other. export() turns it back on.
     model.config.use_cache = False
-    return model, tokenizer
+    return model, tokenizer, base
 
 
 def build_dataset(examples: list[dict], tokenizer, settings: Settings):
@@ -132,7 +131,7 @@ def training_args(settings: Settings, output_dir: str) -> TrainingArguments:
         warmup_steps=t.warmup_ratio,
         weight_decay=t.weight_decay,
         bf16=use_bf16(settings),
-        gradient_checkpointing=t.gradient_checkpointing,
+        activation_checkpointing=t.gradient_checkpointing,
         deepspeed=deepspeed_config(t),
         use_cpu=not t.use_gpu,
         logging_steps=1,
@@ -148,31 +147,14 @@ def training_args(settings: Settings, output_dir: str) -> TrainingArguments:
     )
 
 
-def resume_path(local: str) -> str | None:
+def resume_path(local: str) -> tuple[str | None, int]:
+    """The checkpoint Ray Train hands a restarted worker group or a rerun job, and its step."""
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
-        return None
-    path = checkpoint.to_directory(f"{local}/resume")
-    return os.path.join(path, "checkpoint")
-
-
-def export(trainer: Trainer, tokenizer, cfg: dict, settings: Settings, local: str, rank: int,
-           metrics: dict) -> None:
-    """All ranks take part in gathering ZeRO-3 weights; rank 0 writes and uploads them, then a
-    marker with the file list and the training metrics (its presence means: complete)."""
-    out = f"{local}/export"
-    trainer.model.config.use_cache = True  # for people who generate with transformers
-    trainer.save_model(out)
-    if rank != 0:
-        return
-    tokenizer.save_pretrained(out)
-    for pickled in ("training_args.bin",):  # serving folders hold safetensors and JSON only
-        if os.path.exists(f"{out}/{pickled}"):
-            os.remove(f"{out}/{pickled}")
-    store = Storage.open(cfg["run_root"], settings.storage)
-    store.delete(cfg["export"])
-    store.put_dir(out, cfg["export"])
-    store.write_json(f"{cfg['export']}/{EXPORT_MARKER}", {"files": sorted(os.listdir(out)), "metrics": metrics})
+        return None, 0
+    path = os.path.join(checkpoint.to_directory(f"{local}/resume"), "checkpoint")
+    with open(os.path.join(path, "trainer_state.json")) as f:
+        return path, json.load(f)["global_step"]
 
 
 def train_func(cfg: dict) -> None:
@@ -181,7 +163,7 @@ def train_func(cfg: dict) -> None:
     rank = ctx.get_world_rank()
     torch.manual_seed(settings.run.seed)
     local = tempfile.mkdtemp(prefix=f"sft-{cfg['label']}-")
-    model, tokenizer = load_model(cfg, settings, local)
+    model, tokenizer, base_dir = load_model(cfg, settings, local)
     examples = read_examples(settings, cfg["data_files"])
     dataset, collate, counts, stats = build_dataset(examples, tokenizer, settings)
     args = training_args(settings, f"{local}/rank-{rank}")
@@ -189,17 +171,22 @@ def train_func(cfg: dict) -> None:
                       callbacks=[ReportToRay(cfg["label"], rank)])
     trainer.remove_callback(PrinterCallback)  # ReportToRay prints one line per step instead
     start = time.time()
-    output = trainer.train(resume_from_checkpoint=resume_path(local))
+    resume, resumed_from = resume_path(local)
+    if resume and rank == 0:
+        print(f"[train {cfg['label']}] resuming from the checkpoint of step {resumed_from}", flush=True)
+    output = trainer.train(resume_from_checkpoint=resume)
     seconds = time.time() - start
     history = [{"step": log["step"], "loss": log["loss"]} for log in trainer.state.log_history if "loss" in log]
     metrics = {
         "train_loss": output.training_loss,
         "steps": trainer.state.global_step,
+        "resumed_from_step": resumed_from,
         "seconds": round(seconds, 2),
         "label_tokens_per_s": round(stats["label_tokens"] * settings.training.epochs / max(seconds, 1e-9), 1),
         **stats,
         **{f"data.{k}": v for k, v in counts.items()},
         "loss_history": history,
     }
-    export(trainer, tokenizer, cfg, settings, local, rank, metrics)
+    export_weights(trainer, tokenizer, settings, cfg["run_root"], cfg["export"], base_dir, local, rank,
+                   metrics, bf16=use_bf16(settings))
     shutil.rmtree(local, ignore_errors=True)
