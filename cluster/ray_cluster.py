@@ -38,5 +38,6 @@ def connect(settings: Settings) -> str:
     if address:
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
         return f"Ray: joined the cluster at {address}"
-    ray.init(num_cpus=settings.ray.num_cpus, runtime_env=runtime_env)
+    # address="local": always a new instance, never a cluster some other process started
+    ray.init(address="local", num_cpus=settings.ray.num_cpus, runtime_env=runtime_env)
     return f"Ray: embedded local cluster with {settings.ray.num_cpus} logical CPUs"

@@ -132,6 +132,8 @@ class TrainingSection(Section):
     num_workers: int = Field(2, ge=1)
     use_gpu: bool = False
     resources_per_worker: dict[str, float] = Field(default_factory=lambda: {"CPU": 1})
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
+        "PACK", description="STRICT_SPREAD: one worker per node")
     method: Literal["full", "lora"] = Field("full", description="the reference trains LoRA (see configs/)")
     lora: LoraSection = Field(default_factory=LoraSection)
     continue_from_previous: bool = Field(True, description="round k starts from round k-1's weights")

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import free_port
+from tests.k8s_helpers import k8s_entrypoint
 
 pytestmark = pytest.mark.cluster
 BIN = Path(sys.executable).parent
@@ -72,8 +73,9 @@ def test_the_loop_runs_as_a_ray_job_with_storage_on_s3(repo, tiny_model, ray_hea
     s3.upload_file(str(repo / "configs/seeds/tiny_probes.jsonl"), s3_bucket, "inputs/probes.jsonl")
     before = repo_files(repo)
 
+    # the RayJob's exact command (k8s/base/rayjob.yaml) with the tiny config substituted
     entrypoint = [
-        "python", "-m", "jobs.self_lengthen", "--config", "configs/tiny.yaml",
+        *k8s_entrypoint(repo),
         "--set", f"model.base=s3://{s3_bucket}/models/tiny", "--set", "run.rounds=1",
         "--set", f"synthesis.seeds=s3://{s3_bucket}/inputs/seeds.jsonl",
         "--set", f"probe.file=s3://{s3_bucket}/inputs/probes.jsonl",

@@ -52,7 +52,8 @@ def train_role(
         train_func,
         train_loop_config=config,
         scaling_config=ScalingConfig(
-            num_workers=t.num_workers, use_gpu=t.use_gpu, resources_per_worker=dict(t.resources_per_worker)
+            num_workers=t.num_workers, use_gpu=t.use_gpu, resources_per_worker=dict(t.resources_per_worker),
+            placement_strategy=t.placement_strategy,
         ),
         torch_config=TorchConfig(backend="nccl" if t.use_gpu else "gloo"),
         run_config=RunConfig(

@@ -1,0 +1,176 @@
+"""Fine-tuning on Ray Train with DeepSpeed ZeRO-3, on a two-node Ray cluster on this machine:
+full and LoRA, exports that reproduce the trained model, S3-only storage, and resuming after a
+worker dies and after the whole job is killed and run again."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import psutil
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from cluster.layout import RunLayout
+from cluster.settings import load_settings
+from cluster.storage import Storage
+from training.export import EXPORT_MARKER, last_logits, reload, verify_ids
+from training.trainer import train_role
+
+pytestmark = pytest.mark.cluster
+
+
+@pytest.fixture(scope="module")
+def two_nodes(s3_server):
+    """A Ray cluster of two nodes on this machine (ray.cluster_utils), 4 logical CPUs each.
+    Started after the S3 server: its processes get the AWS variables, as pods get them from
+    a Secret."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 4})
+    cluster.add_node(num_cpus=4)
+    ray.init(address=cluster.address)
+    cluster.wait_for_nodes()
+    yield cluster
+    ray.shutdown()
+    cluster.shutdown()
+
+
+def sft_examples(repo, n=48) -> list[dict]:
+    seeds = [json.loads(line) for line in (repo / "configs/seeds/tiny_seeds.jsonl").read_text().splitlines()]
+    answers = {"en": "It matters to many people.\n\nIt has a long history.\n\nIt will change again.",
+               "zh": "它对许多人都很重要。\n\n它有很长的历史。\n\n它还会再变化。"}
+    return [{"id": f"x{i}", "messages": [{"role": "user", "content": s["instruction"]},
+                                         {"role": "assistant", "content": answers[s["lang"]]}]}
+            for i, s in enumerate((seeds * 4)[:n])]
+
+
+def setup_run(repo, tiny_model, root: str, name: str, *overrides: str):
+    settings = load_settings(repo / "configs/tiny.yaml", [
+        f"model.base={tiny_model}", f"storage.root={root}", f"run.name={name}",
+        "training.cutoff_len=256", "training.epochs=2", *overrides])
+    layout = RunLayout.create(Storage.open(root, settings.storage), name)
+    layout.store.write_jsonl("round-1/sft-generator/shard-00000.jsonl", sft_examples(repo))
+    return settings, layout, [layout.store.uri("round-1/sft-generator/shard-00000.jsonl")]
+
+
+def reference_check(export_uri: str, marker: dict, tiny_model, lora: bool, tmp_path):
+    """Reload the export independently and compare with the logits the trainer recorded."""
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    folder = export_uri
+    if export_uri.startswith("s3://"):
+        folder = Storage.open(export_uri, load_settings(None, ["model.base=x"]).storage).get_dir("", str(tmp_path / "export"))
+    model = reload(folder, str(tiny_model), lora)
+    logits = last_logits(model, verify_ids(tokenizer))
+    check = marker["export_check"]
+    torch.testing.assert_close(logits[check["top_ids"]], torch.tensor(check["top_logits"]), rtol=1e-4, atol=1e-4)
+    return logits
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_zero3_on_two_workers_exports_what_was_trained(method, repo, tiny_model, tmp_path, two_nodes, request):
+    if method == "lora":  # LoRA runs serve adapters from object storage, so this one is on S3
+        root, extra = f"s3://{request.getfixturevalue('s3_bucket')}/runs", ["serving.mode=lora"]
+    else:
+        root, extra = str(tmp_path), []
+    settings, layout, files = setup_run(repo, tiny_model, root, "t", f"training.method={method}",
+                                        "training.zero_stage=3", "training.num_workers=2", *extra)
+    result = train_role(settings, layout, 1, "generator", str(tiny_model), files)
+    marker = layout.store.read_json(f"round-1/generator/{EXPORT_MARKER}")
+    assert result.metrics["steps"] > 0 and result.loss_history[-1]["loss"] < result.loss_history[0]["loss"]
+    assert marker["export_check"]["max_abs_logit_diff"] < 1e-3
+    expected = {"adapter_config.json", "adapter_model.safetensors"} if method == "lora" else {"model.safetensors"}
+    assert expected <= set(marker["files"]) and "tokenizer.json" in marker["files"]
+    assert not any(f.endswith((".bin", ".pt", ".pth")) for f in marker["files"]), "no pickles in an export"
+    logits = reference_check(result.export_uri, marker, tiny_model, method == "lora", tmp_path)
+    base_logits = last_logits(AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32),
+                              verify_ids(AutoTokenizer.from_pretrained(tiny_model)))
+    assert not torch.allclose(logits, base_logits, atol=1e-3), "training changed nothing"
+
+
+def test_one_worker_per_node_with_storage_on_s3_only(repo, tiny_model, two_nodes, s3_bucket, tmp_path):
+    settings, layout, files = setup_run(repo, tiny_model, f"s3://{s3_bucket}/runs", "spread",
+                                        "training.placement_strategy=STRICT_SPREAD",
+                                        "training.resources_per_worker={CPU: 2}",
+                                        "training.checkpoint_every_steps=4")
+    base = f"s3://{s3_bucket}/models/tiny"
+    Storage.open(base, settings.storage).put_dir(str(tiny_model), "")
+    result = train_role(settings, layout, 1, "generator", base, files)
+    assert result.export_uri == f"s3://{s3_bucket}/runs/spread/round-1/generator"
+    assert layout.store.exists(f"round-1/generator/{EXPORT_MARKER}")
+    assert any(n.startswith("checkpoint_") for n in layout.store.list("round-1/train-generator"))
+    marker = layout.store.read_json(f"round-1/generator/{EXPORT_MARKER}")
+    reference_check(result.export_uri, marker, tiny_model, False, tmp_path)
+
+
+def train_workers() -> list[psutil.Process]:
+    return [p for p in psutil.process_iter(["cmdline"]) if "ray::RayTrainWorker" in " ".join(p.info["cmdline"] or [])]
+
+
+def wait_for_checkpoints(layout: RunLayout, count: int = 2, timeout: float = 300) -> None:
+    """Until `count` checkpoint folders exist: a report returns only once every rank made it,
+    so the second folder means the first checkpoint is registered with Ray Train."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if sum(n.startswith("checkpoint_") for n in layout.store.list("round-1/train-generator")) >= count:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"fewer than {count} checkpoints appeared")
+
+
+LONG = ("training.epochs=12", "training.checkpoint_every_steps=3")
+
+
+def test_a_killed_worker_resumes_from_the_last_checkpoint(repo, tiny_model, tmp_path, two_nodes):
+    settings, layout, files = setup_run(repo, tiny_model, str(tmp_path), "kill-worker", *LONG)
+    outcome = {}
+    thread = threading.Thread(target=lambda: outcome.update(
+        result=train_role(settings, layout, 1, "generator", str(tiny_model), files)))
+    thread.start()
+    wait_for_checkpoints(layout)
+    victim = train_workers()[-1]
+    victim.send_signal(signal.SIGKILL)
+    thread.join(timeout=600)
+    result = outcome["result"]
+    assert result.metrics["resumed_from_step"] >= 3, "the restarted workers did not resume from a checkpoint"
+    assert result.metrics["steps"] == result.loss_history[-1]["step"]
+
+
+def test_a_killed_job_run_again_resumes_instead_of_restarting(repo, tiny_model, tmp_path, two_nodes):
+    settings, layout, files = setup_run(repo, tiny_model, str(tmp_path), "kill-job", *LONG)
+    import ray
+
+    script = f"""
+import ray
+from cluster.layout import RunLayout
+from cluster.settings import load_settings
+from cluster.storage import Storage
+from training.trainer import train_role
+ray.init(address={ray.get_runtime_context().gcs_address!r})
+settings = load_settings({str(repo / 'configs/tiny.yaml')!r}, {settings_overrides(settings, tiny_model)!r})
+layout = RunLayout.create(Storage.open(settings.storage.root, settings.storage), settings.run.name)
+train_role(settings, layout, 1, "generator", {str(tiny_model)!r}, {files!r})
+"""
+    driver = subprocess.Popen([sys.executable, "-c", script], cwd=repo,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_checkpoints(layout)
+    finally:
+        driver.send_signal(signal.SIGKILL)  # the whole job goes: driver, controller, workers
+        driver.wait()
+    deadline = time.time() + 60
+    while train_workers() and time.time() < deadline:
+        time.sleep(1)
+    result = train_role(settings, layout, 1, "generator", str(tiny_model), files)
+    assert result.metrics["resumed_from_step"] >= 3, "the rerun started from step 0"
+
+
+def settings_overrides(settings, tiny_model) -> list[str]:
+    return [f"model.base={tiny_model}", f"storage.root={settings.storage.root}", f"run.name={settings.run.name}",
+            "training.cutoff_len=256", *LONG]
