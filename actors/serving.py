@@ -79,6 +79,8 @@ def llm_config(model_id: str, source: str, role: RoleServing, settings: Settings
                 "min_replicas": role.min_replicas,
                 "max_replicas": role.max_replicas,
                 "target_ongoing_requests": role.target_ongoing_requests,
+                "upscale_delay_s": role.upscale_delay_s,
+                "downscale_delay_s": role.downscale_delay_s,
             },
             "max_ongoing_requests": role.max_ongoing_requests,
         },

@@ -63,6 +63,8 @@ class RoleServing(Section):
     max_replicas: int = Field(1, ge=1)
     target_ongoing_requests: int = Field(16, ge=1)
     max_ongoing_requests: int = Field(64, ge=1)
+    upscale_delay_s: float = Field(30.0, ge=0, description="load must last this long before scaling up")
+    downscale_delay_s: float = Field(600.0, ge=0)
     resources: dict[str, float] = Field(default_factory=lambda: {"CPU": 1})
     engine_kwargs: dict[str, Any] = Field(default_factory=dict)
 
@@ -157,6 +159,73 @@ class TrainingSection(Section):
     replay: str | None = Field(None, description="extra SFT examples (JSONL) mixed into each round")
 
 
+class EndpointSection(Section):
+    """An OpenAI-compatible endpoint outside the run (vLLM, a hosted API, ...). The key is
+    read from the environment variable named here; it is never logged or stored."""
+
+    base_url: str | None = Field(None, description="e.g. https://api.example.com/v1; None: serve our own model")
+    model: str | None = Field(None, description="the model name the endpoint expects")
+    api_key_env: str = "OPENAI_API_KEY"
+
+    @model_validator(mode="after")
+    def model_with_url(self):
+        if self.base_url and not self.model:
+            raise ValueError("an endpoint needs a model name (model)")
+        return self
+
+
+class AgentWriteSection(Section):
+    """AgentWrite (LongWriter): plan, then write section by section (`python -m jobs.agentwrite`).
+    The writer is `endpoint` when its base_url is set, else `model` (default: model.base)
+    served as the Generator on this cluster."""
+
+    prompts: str | None = Field(None, description="instruction JSONL (path or s3:// URI); or --prompts")
+    model: str | None = Field(None, description="weights to serve as the writer; None: model.base")
+    endpoint: EndpointSection = Field(default_factory=EndpointSection)
+    plan_attempts: int = Field(3, ge=1, description="plan calls per sample until one parses")
+    max_steps: int = Field(50, ge=1, description="a plan with more steps fails (the reference skips them)")
+    shard_size: int = Field(16, ge=1, description="samples per shard: the unit of progress and output files")
+    workers: int = Field(2, ge=1, description="Ray Data actors running shards")
+    shards_per_worker: int = Field(2, ge=1, description="shards one actor runs concurrently")
+    samples_in_flight: int = Field(16, ge=1, description="samples of one shard written at once")
+    prompt_dir: str | None = None
+    plan_decoding: Decoding = Field(default_factory=lambda: Decoding(max_tokens=2048))
+    write_decoding: Decoding = Field(
+        default_factory=lambda: Decoding(max_tokens=4096), description="per section (200-1000 words)")
+
+
+class BenchmarkSpec(Section):
+    name: Literal["longbench-write", "longwrite-ruler", "longen"]
+    data: str = Field(..., description="the benchmark's JSONL (path or s3:// URI); the project ships none")
+    limit: int | None = Field(None, ge=1, description="an evenly spaced subset of this many prompts")
+
+
+class EvaluationSection(Section):
+    """Long-output benchmarks (`python -m jobs.evaluate`, and after each round of the loop when
+    `after_each_round` is set). Quality scores (LongBench-Write S_q, LonGen quality) need a
+    judge: with `judge` on they are asked of serving.judge (the served Generator, or an
+    endpoint such as GPT-4o); with it off they are null."""
+
+    after_each_round: bool = Field(False, description="the loop evaluates the base model and every round")
+    benchmarks: list[BenchmarkSpec] = Field(default_factory=list, description="what the loop evaluates")
+    endpoint: EndpointSection = Field(default_factory=EndpointSection, description="jobs.evaluate --endpoint")
+    # LongWriter's pred.py: temperature 0.5, plain sampling, up to 32k new tokens. Neutral
+    # top_p/top_k/repetition_penalty are left out of requests, so hosted APIs accept them.
+    decoding: Decoding = Field(default_factory=lambda: Decoding(
+        temperature=0.5, top_p=1.0, top_k=-1, repetition_penalty=1.0, max_tokens=32768))
+    judge: bool = False
+    judge_attempts: int = Field(3, ge=1, description="judge calls per response until a verdict parses")
+    judge_decoding: Decoding = Field(default_factory=lambda: Decoding(
+        temperature=0.5, top_p=1.0, top_k=-1, repetition_penalty=1.0, max_tokens=1024))
+    concurrency: int = Field(16, ge=1, description="requests in flight to the evaluated model and the judge")
+
+    @model_validator(mode="after")
+    def benchmarks_when_after_rounds(self):
+        if self.after_each_round and not self.benchmarks:
+            raise ValueError("after_each_round needs at least one entry in benchmarks")
+        return self
+
+
 class Settings(Section):
     run: RunSection = Field(default_factory=RunSection)
     storage: StorageSection = Field(default_factory=StorageSection)
@@ -166,6 +235,8 @@ class Settings(Section):
     synthesis: SynthesisSection = Field(default_factory=SynthesisSection)
     probe: ProbeSection = Field(default_factory=ProbeSection)
     training: TrainingSection = Field(default_factory=TrainingSection)
+    agentwrite: AgentWriteSection = Field(default_factory=AgentWriteSection)
+    evaluation: EvaluationSection = Field(default_factory=EvaluationSection)
 
     @model_validator(mode="after")
     def serving_matches_training(self):
