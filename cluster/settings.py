@@ -239,6 +239,17 @@ class Settings(Section):
     evaluation: EvaluationSection = Field(default_factory=EvaluationSection)
 
     @model_validator(mode="after")
+    def absolute_local_paths(self):
+        """Relative paths mean: relative to where the job starts. Ray workers run elsewhere,
+        so they get absolute paths (URIs are left as they are)."""
+        for section, key in LOCAL_PATHS:
+            owner = getattr(self, section)
+            value = getattr(owner, key)
+            if value and "://" not in value:
+                object.__setattr__(owner, key, os.path.abspath(os.path.expanduser(value)))
+        return self
+
+    @model_validator(mode="after")
     def serving_matches_training(self):
         if self.serving.mode == "full" and self.training.method == "lora":
             raise ValueError("training.method 'lora' exports adapters, which serving.mode 'full' cannot "
@@ -254,6 +265,10 @@ class Settings(Section):
     def public_dict(self) -> dict:
         """Everything but secrets (SecretStr dumps as '**********')."""
         return self.model_dump(mode="json")
+
+
+LOCAL_PATHS = [("storage", "root"), ("model", "base"), ("synthesis", "seeds"), ("synthesis", "prompt_dir"),
+               ("probe", "file"), ("training", "replay")]
 
 
 class SettingsError(ValueError):

@@ -28,7 +28,7 @@ from cluster.capacity import CapacityError, require_fit
 from cluster.ray_cluster import connect, embedded
 from cluster.settings import Settings
 from cluster.storage import Storage, filesystem_for
-from jobs import probe, synthesize
+from jobs import evaluate, probe, synthesize
 from jobs.report import write_report
 from jobs.summary import print_summary
 from longform.instructions import InstructionFile, parse_instructions
@@ -57,6 +57,9 @@ class LoopRun:
 
     # -- inputs -------------------------------------------------------------------------
     def load_inputs(self) -> None:
+        fs, path = filesystem_for(self.settings.model.base, self.settings.storage)
+        if not fs.exists(f"{path}/config.json"):
+            raise SystemExit(f"error: model.base: no model at {self.settings.model.base} (config.json not found)")
         seeds = read_instruction_file(self.settings.synthesis.seeds, self.settings)
         probes = read_instruction_file(self.settings.probe.file, self.settings)
         self.seeds, self.probes = seeds.records, probes.records
@@ -138,6 +141,7 @@ class LoopRun:
                    for role in roles}
         new_sources = {**sources, **{role: trained[role]["export_uri"] for role in roles}}
         handoff = self.serve(new_sources) if self.serving.sources != new_sources else 0.0
+        evaluation = self.evaluate(k)
         after = self.stage(k, "probe", lambda: self.probe(f"round-{k}"))
         self.summary["rounds"].append({
             "round": k, "synthesis": {key: synth[key] for key in ("tally", "calls", "shards", "resumed_shards", "seconds")},
@@ -145,10 +149,19 @@ class LoopRun:
                          for role in roles},
             "not_trained": empty,
             "handoff_seconds": round(handoff, 1), "probe_before": before, "probe_after": after,
-            "seconds": round(time.time() - t0, 1),
+            "evaluation": evaluation, "seconds": round(time.time() - t0, 1),
         })
         self.write_summary()
         return new_sources
+
+    # -- benchmarks after each round (evaluation.after_each_round) ---------------------------
+    def evaluate(self, k: int) -> dict | None:
+        """The served Generator on evaluation.benchmarks (k = 0: the base model), once per round."""
+        if not self.settings.evaluation.after_each_round:
+            return None
+        done = self.stage(k, "evaluation", lambda: {
+            "benchmarks": evaluate.after_round(self.settings, self.layout.store, self.serving, k, log=log)})
+        return done["benchmarks"]
 
     # -- the whole loop -----------------------------------------------------------------
     def resume_point(self) -> tuple[int, dict[str, str], dict | None]:
@@ -180,7 +193,10 @@ class LoopRun:
             self.serve(sources)
             if before is None:
                 before = self.stage(0, "probe", lambda: self.probe("base"))
+            if first == 1:  # the base model is being served only before round 1
+                self.evaluate(0)
         self.summary["probe_base"] = self.layout.stage_done(0, "probe")
+        self.summary["evaluation_base"] = (self.layout.stage_done(0, "evaluation") or {}).get("benchmarks")
         for k in range(first, self.settings.run.rounds + 1):
             before_k = before
             sources = self.run_round(k, sources, before_k)

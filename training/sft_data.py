@@ -136,10 +136,25 @@ def pad_batch(batch: list[Encoded], pad_id: int) -> dict:
     return {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels), "attention_mask": torch.tensor(mask)}
 
 
-def token_stats(samples: list[Encoded], rows: int, row_len: int | None) -> dict:
-    """Useful tokens (labels) and the share of computed positions that carry a label."""
+class Collator:
+    """Makes batches (stacked packed rows, or padded samples) and counts what they cost: the
+    positions the model computes and how many of them carry a label."""
+
+    def __init__(self, packed: bool, pad_id: int):
+        self.packed, self.pad_id = packed, pad_id
+        self.positions = self.label_positions = 0
+
+    def __call__(self, batch: list) -> dict:
+        out = stack_rows(batch) if self.packed else pad_batch(batch, self.pad_id)
+        self.positions += out["input_ids"].numel()
+        self.label_positions += int((out["labels"] != IGNORE).sum())
+        return out
+
+    @property
+    def useful_token_ratio(self) -> float:
+        return round(self.label_positions / self.positions, 4) if self.positions else 0.0
+
+
+def token_stats(samples: list[Encoded]) -> dict:
     label_tokens = sum(sum(1 for x in s.labels if x != IGNORE) for s in samples)
-    tokens = sum(len(s) for s in samples)
-    computed = rows * row_len if row_len else tokens
-    return {"samples": len(samples), "tokens": tokens, "label_tokens": label_tokens,
-            "useful_token_ratio": round(label_tokens / computed, 4) if computed else 0.0}
+    return {"samples": len(samples), "tokens": sum(len(s) for s in samples), "label_tokens": label_tokens}

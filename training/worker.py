@@ -80,12 +80,12 @@ def build_dataset(examples: list[dict], tokenizer, settings: Settings):
     if not samples:
         raise ValueError(f"no trainable examples ({dict(counts)})")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    stats = sft_data.token_stats(samples, 0, None)
+    collator = sft_data.Collator(t.packing, pad_id)
     if t.packing:
-        rows = sft_data.pack(samples, t.cutoff_len)
-        stats = sft_data.token_stats(samples, len(rows), t.cutoff_len)
-        return sft_data.PackedRows(rows, t.cutoff_len, pad_id), sft_data.stack_rows, counts, stats
-    return sft_data.PaddedSamples(samples), lambda b: sft_data.pad_batch(b, pad_id), counts, stats
+        dataset = sft_data.PackedRows(sft_data.pack(samples, t.cutoff_len), t.cutoff_len, pad_id)
+    else:
+        dataset = sft_data.PaddedSamples(samples)
+    return dataset, collator, counts, sft_data.token_stats(samples)
 
 
 class ReportToRay(TrainerCallback):
@@ -182,7 +182,10 @@ def train_func(cfg: dict) -> None:
         "steps": trainer.state.global_step,
         "resumed_from_step": resumed_from,
         "seconds": round(seconds, 2),
-        "label_tokens_per_s": round(stats["label_tokens"] * settings.training.epochs / max(seconds, 1e-9), 1),
+        # label tokens this run processed (rank 0's share x ranks) per second of training
+        "label_tokens_per_s": round(collate.label_positions * ctx.get_world_size() / max(seconds, 1e-9), 1),
+        "useful_token_ratio": collate.useful_token_ratio,  # measured on this rank's batches
+        "packing": settings.training.packing,
         **stats,
         **{f"data.{k}": v for k, v in counts.items()},
         "loss_history": history,
