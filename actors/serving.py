@@ -54,6 +54,7 @@ def engine_env(settings: Settings) -> dict[str, str]:
     """Environment of the engine processes: vLLM-CPU knobs, and S3 access for model and
     adapter downloads (Ray redacts env values in its logs)."""
     env = {"VLLM_CPU_KVCACHE_SPACE": "1"} if not settings.training.use_gpu else {}
+    env["VLLM_LOGGING_LEVEL"] = settings.serving.log_level
     env.update(settings.serving.engine_env)
     storage = settings.storage
     if storage.endpoint_url:
@@ -65,6 +66,12 @@ def engine_env(settings: Settings) -> dict[str, str]:
         if name in os.environ:
             env.setdefault(name, os.environ[name])
     return env
+
+
+def serve_logging(settings: Settings) -> dict:
+    """A line per request is Serve's default: thousands of lines a round that bury progress."""
+    level = settings.serving.log_level
+    return {"log_level": level, "enable_access_log": level in ("DEBUG", "INFO")}
 
 
 def llm_config(model_id: str, source: str, role: RoleServing, settings: Settings,
@@ -83,6 +90,7 @@ def llm_config(model_id: str, source: str, role: RoleServing, settings: Settings
                 "downscale_delay_s": role.downscale_delay_s,
             },
             "max_ongoing_requests": role.max_ongoing_requests,
+            "logging_config": serve_logging(settings),
         },
         runtime_env={"env_vars": engine_env(settings)},
     )
@@ -126,10 +134,13 @@ class Serving:
         return [llm_config(BASE_ID, s.model.base, s.serving.generator, s, lora, adapters)]
 
     def build(self, sources: dict[str, str]):
+        # the builders log each deployment's whole option dict at INFO
+        logging.getLogger("ray.llm").setLevel(self.settings.serving.log_level)
         return build_openai_app({
             "llm_configs": self.configs(sources),
             # the router does no compute: let it share a node with anything
-            "ingress_deployment_config": {"ray_actor_options": {"num_cpus": 0}},
+            "ingress_deployment_config": {"ray_actor_options": {"num_cpus": 0},
+                                          "logging_config": serve_logging(self.settings)},
         })
 
     # -- deploying ----------------------------------------------------------------------

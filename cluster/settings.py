@@ -103,6 +103,9 @@ class ServingSection(Section):
     max_retries: int = Field(3, ge=0)
     max_concurrency: int = Field(64, ge=1, description="in-flight requests per pipeline worker")
     deploy_timeout_s: float = Field(900, gt=0)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "WARNING", description="Serve replicas and vLLM engines; INFO adds a line per request"
+    )
 
 
 class SynthesisSection(Section):
@@ -174,6 +177,34 @@ class EndpointSection(Section):
         return self
 
 
+# Decoding with other defaults is a subclass, not a default_factory: a config that sets one
+# field of it (e.g. max_tokens) then keeps the other defaults of the section.
+class PlanDecoding(Decoding):
+    max_tokens: int | None = Field(2048, ge=1)
+
+
+class SectionDecoding(Decoding):
+    max_tokens: int | None = Field(4096, ge=1, description="per section (200-1000 words)")
+
+
+class BenchmarkDecoding(Decoding):
+    """LongWriter's pred.py: temperature 0.5, plain sampling, up to 32k new tokens. Knobs at
+    their neutral value (top_p 1, top_k -1, repetition_penalty 1) are left out of requests, so
+    hosted APIs that lack them accept the request."""
+
+    temperature: float = Field(0.5, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    top_k: int = Field(-1, ge=-1)
+    repetition_penalty: float = Field(1.0, gt=0)
+    max_tokens: int | None = Field(32768, ge=1)
+
+
+class JudgeDecoding(BenchmarkDecoding):
+    """LongBench-Write's judge calls: temperature 0.5, up to 1,024 new tokens."""
+
+    max_tokens: int | None = Field(1024, ge=1)
+
+
 class AgentWriteSection(Section):
     """AgentWrite (LongWriter): plan, then write section by section (`python -m jobs.agentwrite`).
     The writer is `endpoint` when its base_url is set, else `model` (default: model.base)
@@ -189,9 +220,8 @@ class AgentWriteSection(Section):
     shards_per_worker: int = Field(2, ge=1, description="shards one actor runs concurrently")
     samples_in_flight: int = Field(16, ge=1, description="samples of one shard written at once")
     prompt_dir: str | None = None
-    plan_decoding: Decoding = Field(default_factory=lambda: Decoding(max_tokens=2048))
-    write_decoding: Decoding = Field(
-        default_factory=lambda: Decoding(max_tokens=4096), description="per section (200-1000 words)")
+    plan_decoding: PlanDecoding = Field(default_factory=PlanDecoding)
+    write_decoding: SectionDecoding = Field(default_factory=SectionDecoding)
 
 
 class BenchmarkSpec(Section):
@@ -209,14 +239,10 @@ class EvaluationSection(Section):
     after_each_round: bool = Field(False, description="the loop evaluates the base model and every round")
     benchmarks: list[BenchmarkSpec] = Field(default_factory=list, description="what the loop evaluates")
     endpoint: EndpointSection = Field(default_factory=EndpointSection, description="jobs.evaluate --endpoint")
-    # LongWriter's pred.py: temperature 0.5, plain sampling, up to 32k new tokens. Neutral
-    # top_p/top_k/repetition_penalty are left out of requests, so hosted APIs accept them.
-    decoding: Decoding = Field(default_factory=lambda: Decoding(
-        temperature=0.5, top_p=1.0, top_k=-1, repetition_penalty=1.0, max_tokens=32768))
+    decoding: BenchmarkDecoding = Field(default_factory=BenchmarkDecoding)
     judge: bool = False
     judge_attempts: int = Field(3, ge=1, description="judge calls per response until a verdict parses")
-    judge_decoding: Decoding = Field(default_factory=lambda: Decoding(
-        temperature=0.5, top_p=1.0, top_k=-1, repetition_penalty=1.0, max_tokens=1024))
+    judge_decoding: JudgeDecoding = Field(default_factory=JudgeDecoding)
     concurrency: int = Field(16, ge=1, description="requests in flight to the evaluated model and the judge")
 
     @model_validator(mode="after")

@@ -4,6 +4,10 @@
     <run>/report/round-<k>-lengths.png   words of drafts vs extended texts
     <run>/report/round-<k>-loss.png      training loss of each role
     <run>/report/probe.png               the Generator's mean words on the probe set per round
+    <run>/report/benchmark-<name>.png    produced vs required words per round (with evaluation)
+
+The benchmark tables and plots are also what jobs/evaluate.py writes for one model
+(scores.md, lengths.png), and jobs/agentwrite.py writes <run>/agentwrite/report.md.
 
     python -m jobs.report --config configs/tiny.yaml [--run-name demo]   # re-render a run
 """
@@ -13,6 +17,7 @@ from __future__ import annotations
 import argparse
 import io
 import sys
+from collections import defaultdict
 
 import matplotlib
 
@@ -23,6 +28,7 @@ from cluster.cli import add_settings_args, settings_from_args  # noqa: E402
 from cluster.layout import RunLayout  # noqa: E402
 from cluster.storage import Storage  # noqa: E402
 from jobs.summary import acceptance  # noqa: E402
+from longform.scores import LBW_BUCKETS, LONGEN_TYPES  # noqa: E402
 
 
 def png(fig) -> bytes:
@@ -94,6 +100,120 @@ def yields_table(tally: dict) -> list[str]:
     return lines
 
 
+# -- benchmarks --------------------------------------------------------------------------------
+BENCHMARK_TITLES = {"longbench-write": "LongBench-Write", "longwrite-ruler": "LongWrite-Ruler", "longen": "LonGen"}
+BENCHMARK_NOTES = {
+    "longbench-write": "S_l: length score (0-100), overall and per bucket of required length; S_q: the "
+                       "judge's quality score (0-100); S = (S_l + S_q) / 2.",
+    "longwrite-ruler": "S_l: length score (0-100); words @ N: mean words produced when N were required.",
+    "longen": "Length score (0-1), overall, per constraint type and per required range; quality: the "
+              "judge's mean over 7 dimensions (1-10).",
+}
+NULL_NOTE = "A dash is null: no judge configured, or nothing to score."
+
+
+def fmt(value) -> str:
+    if value is None:
+        return "–"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def md_table(header: list[str], rows: list[list]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    return lines + ["| " + " | ".join(fmt(c) for c in row) + " |" for row in rows]
+
+
+def verdicts_note(scores: dict) -> str:
+    quality = scores.get("quality")
+    if not quality:
+        return "no judge"
+    return f"{quality['judged']} judged, {quality['unparseable']} unparseable, {quality['judge_errors']} errors"
+
+
+def benchmark_table(benchmark: str, results: list[tuple[str, dict]]) -> list[str]:
+    """One row per model (or round) with the benchmark's headline scores."""
+    answered = {label: f"{s['answered']}/{s['prompts']}" for label, s in results}
+    if benchmark == "longbench-write":
+        buckets = [label for label, _, _ in LBW_BUCKETS]
+        header = ["model", "answered", "S_l", *buckets, "S_q", "S", "verdicts"]
+        rows = [[label, answered[label], s["S_l"], *[s["S_l_buckets"][b]["score"] for b in buckets],
+                 s["S_q"], s["S"], verdicts_note(s)] for label, s in results]
+    elif benchmark == "longwrite-ruler":
+        lengths = sorted({int(n) for _, s in results for n in s["per_length"]})
+        header = ["model", "answered", "S_l", *[f"words @ {n}" for n in lengths]]
+        rows = [[label, answered[label], s["S_l"],
+                 *[s["per_length"].get(str(n), {}).get("mean_words") for n in lengths]] for label, s in results]
+    else:
+        ranges = sorted({r for _, s in results for r in s["by_range"]})
+        header = ["model", "answered", "length score", *LONGEN_TYPES, *ranges, "quality", "verdicts"]
+        rows = [[label, answered[label], s["length_score"],
+                 *[s["by_type"].get(t, {}).get("score") for t in LONGEN_TYPES],
+                 *[s["by_range"].get(r, {}).get("score") for r in ranges],
+                 s["quality_score"], verdicts_note(s)] for label, s in results]
+    return md_table(header, rows)
+
+
+def benchmark_markdown(benchmark: str, results: list[tuple[str, dict]], image: str, source: str) -> str:
+    """scores.md of jobs/evaluate.py."""
+    lines = [f"# {BENCHMARK_TITLES[benchmark]}", "", f"Data: `{source}`.", "",
+             *benchmark_table(benchmark, results), "", BENCHMARK_NOTES[benchmark] + " " + NULL_NOTE, "",
+             f"![produced vs required words]({image})", ""]
+    for label, scores in results:
+        if scores["failed_responses"]:
+            lines.append(f"{label}: {len(scores['failed_responses'])} responses failed to generate "
+                         f"(left out of the scores; see responses.jsonl).")
+        not_scored = (scores.get("quality") or {}).get("not_scored", [])
+        if not_scored:
+            lines += ["", f"{label}: verdicts not scored ({len(not_scored)}):", ""]
+            lines += [f"- `{v['id']}`: {v['status']}: {v['reason']}" for v in not_scored]
+    return "\n".join(lines) + "\n"
+
+
+def plot_points(scored: list[dict]) -> list[tuple[float, int]]:
+    return [(s["required"], s["produced"]) for s in scored]
+
+
+def required_vs_produced_figure(benchmark: str, series: dict[str, list[tuple[float, int]]]) -> bytes:
+    """Produced vs required words, log-log, one colour per model; y = 0 is drawn at 1."""
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    values = [v for points in series.values() for x, y in points for v in (x, max(y, 1))] or [1, 10]
+    low, high = min(values) / 1.5, max(values) * 1.5
+    ax.plot([low, high], [low, high], "k--", linewidth=1, label="produced = required")
+    for label, points in series.items():
+        ax.scatter([x for x, _ in points], [max(y, 1) for _, y in points], s=28, alpha=0.5, label=label)
+    required = "middle of the required window" if benchmark == "longen" else "required words"
+    ax.set(xscale="log", yscale="log", xlim=(low, high), ylim=(low, high), xlabel=required,
+           ylabel="produced words", title=f"{BENCHMARK_TITLES[benchmark]}: produced vs required")
+    ax.legend(fontsize=8)
+    return png(fig)
+
+
+def evaluation_results(summary: dict) -> dict[str, list[tuple[str, dict, str]]]:
+    """benchmark -> [(label, scores, outputs folder)], base model first, then the rounds."""
+    entries = [("base", summary["evaluation_base"])] if summary.get("evaluation_base") else []
+    entries += [(f"round {r['round']}", r["evaluation"]) for r in summary["rounds"] if r.get("evaluation")]
+    results = defaultdict(list)
+    for label, evaluation in entries:
+        for benchmark, result in evaluation.items():
+            results[benchmark].append((label, result["scores"], result["out"]))
+    return results
+
+
+def benchmark_section(summary: dict, images: dict[str, str]) -> list[str]:
+    results = evaluation_results(summary)
+    if not results:
+        return []
+    out = ["## Benchmarks", ""]
+    for benchmark, entries in results.items():
+        out += [f"### {BENCHMARK_TITLES[benchmark]}", "",
+                *benchmark_table(benchmark, [(label, scores) for label, scores, _ in entries]), "",
+                BENCHMARK_NOTES[benchmark] + " " + NULL_NOTE, ""]
+        if f"benchmark-{benchmark}" in images:
+            out += [f"![{benchmark}]({images[f'benchmark-{benchmark}']})", ""]
+        out += ["Details: " + ", ".join(f"[{label}]({folder}/scores.md)" for label, _, folder in entries), ""]
+    return out
+
+
 def render(summary: dict, images: dict[str, str]) -> str:
     out = [f"# Run `{summary['run']}`", "",
            f"Storage: `{summary.get('storage')}`; total time {summary.get('seconds', '?')} s.", ""]
@@ -109,6 +229,7 @@ def render(summary: dict, images: dict[str, str]) -> str:
         before, after = r["probe_before"]["mean_words"], r["probe_after"]["mean_words"]
         out.append(f"| {r['round']} | {before} | {after} | {after / before if before else 0:.2f}x | "
                    f"{r['probe_after']['unique_sentence_ratio']} | {acceptance(r['synthesis']['tally'])} |")
+    out += ["", *benchmark_section(summary, images)]
     for r in summary["rounds"]:
         k = r["round"]
         out += ["", f"## Round {k}", "", "### Stage yields", "", *yields_table(r["synthesis"]["tally"]), ""]
@@ -125,7 +246,8 @@ def render(summary: dict, images: dict[str, str]) -> str:
                 out += ["", f"![loss round {k}]({images[f'loss-{k}']})"]
         out += ["", f"Serving the new weights took {r.get('handoff_seconds')} s."]
         if r.get("evaluation"):
-            out += ["", "### Evaluation", "", "```json", str(r["evaluation"]), "```"]
+            out += ["", "Benchmarks: " + ", ".join(f"[{BENCHMARK_TITLES[name]}]({result['out']}/scores.md)"
+                                                   for name, result in r["evaluation"].items())]
     return "\n".join(out) + "\n"
 
 
@@ -142,8 +264,58 @@ def write_report(layout: RunLayout, summary: dict) -> str:
         if r.get("training"):
             layout.store.write_bytes(f"report/round-{k}-loss.png", loss_figure(k, r["training"]))
             images[f"loss-{k}"] = f"report/round-{k}-loss.png"
+    for benchmark, entries in evaluation_results(summary).items():
+        series = {label: benchmark_points(layout.store, folder) for label, _, folder in entries}
+        layout.store.write_bytes(f"report/benchmark-{benchmark}.png", required_vs_produced_figure(benchmark, series))
+        images[f"benchmark-{benchmark}"] = f"report/benchmark-{benchmark}.png"
     layout.store.write_text("report.md", render(summary, images))
     return layout.store.uri("report.md")
+
+
+def benchmark_points(store: Storage, folder: str) -> list[tuple[float, int]]:
+    rel = f"{folder}/scored.jsonl"
+    return plot_points(list(store.read_jsonl(rel))) if store.exists(rel) else []
+
+
+# -- the AgentWrite job's report -------------------------------------------------------------------
+def agentwrite_words(store: Storage) -> list[int]:
+    return [r["words"] for name in store.list("samples", ".jsonl") for r in store.read_jsonl(f"samples/{name}")
+            if r["status"] == "done"]
+
+
+def words_figure(words: list[int]) -> bytes:
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.hist(words, bins=30, range=(0, max(words + [1])))
+    ax.set(title=f"AgentWrite: words per written sample (n={len(words)})", xlabel="words", ylabel="samples")
+    return png(fig)
+
+
+def write_agentwrite_report(store: Storage, summary: dict) -> str:
+    """<run>/agentwrite/report.md and report/words.png; `store` is the job's folder."""
+    store.write_bytes("report/words.png", words_figure(agentwrite_words(store)))
+    samples, words, inputs = summary["samples"], summary["words"], summary["inputs"]
+    out = [f"# AgentWrite run `{summary['run']}`", "",
+           f"Prompts `{summary['prompts']}`; writer `{summary['writer']['model']}` "
+           f"({summary['writer']['version']}); {summary['seconds']} s in this invocation.", "",
+           *md_table(["prompts", "set aside", "samples done", "failed", "words", "words per sample", "sections",
+                      "model calls", "steps from cache"],
+                     [[inputs["prompts"], inputs["set_aside"], samples["done"], samples["failed"], words["total"],
+                       words["mean_per_sample"], words["sections"], summary["steps"]["called"],
+                       summary["steps"]["cached"]]]), ""]
+    if inputs.get("set_aside_file"):
+        out += [f"Prompt lines set aside: `{inputs['set_aside_file']}`.", ""]
+    out += ["## Failures", ""]
+    if samples["failed_by_reason"]:
+        out += md_table(["reason", "samples"], [[k, v] for k, v in samples["failed_by_reason"].items()])
+        out += ["", "First failures (all are in `samples/*.jsonl`):", ""]
+        out += [f"- `{f['id']}`: {f['reason'][:300]}" for f in samples["first_failures"]]
+    else:
+        out.append("None.")
+    out += ["", "## Lengths", "", "![words per sample](report/words.png)", "",
+            f"SFT examples: `sft/` ({len(summary['sft_files'])} shards of chat `messages`, "
+            "the format training/ reads).", ""]
+    store.write_text("report.md", "\n".join(out))
+    return store.uri("report.md")
 
 
 def main(argv: list[str] | None = None) -> int:

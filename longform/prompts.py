@@ -22,6 +22,10 @@ TEMPLATES: dict[str, frozenset[str]] = {
     "self_instruct": frozenset(),
     "self_instruct_prefix": frozenset({"first", "second"}),
     "judge_long": frozenset({"instruction"}),
+    "agentwrite_plan": frozenset({"instruction"}),
+    "agentwrite_write": frozenset({"instruction", "plan", "text", "step"}),
+    "judge_longbench_write": frozenset({"instruction", "response"}),
+    "judge_longen": frozenset({"instruction", "response"}),
 }
 
 # how the judge says yes in each language (compared after stripping punctuation and case)

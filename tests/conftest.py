@@ -16,6 +16,8 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 TINY_MODEL = REPO / "models" / "tiny"
 
+pytest_plugins = ["tests.tiny_served"]
+
 
 def free_port() -> int:
     with socket.socket() as s:

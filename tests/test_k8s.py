@@ -9,6 +9,7 @@ import argparse
 import copy
 import importlib
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -465,7 +466,8 @@ def test_k8s_entrypoint_is_the_rayjobs_command_with_the_tiny_config():
     config_at = job_argv.index("--config") + 1
     assert argv[:config_at] == job_argv[:config_at] and argv[config_at + 1:] == job_argv[config_at + 1:]
     assert argv[config_at] == "configs/tiny.yaml"
-    assert settings_from_argv(argv[3:]).model.base == "models/tiny"
+    # relative local paths resolve where the job starts (the working dir it was submitted with)
+    assert settings_from_argv(argv[3:]).model.base == os.path.abspath("models/tiny")
 
 
 # -- the image ------------------------------------------------------------------------------

@@ -130,11 +130,12 @@ LONG = ("training.epochs=12", "training.checkpoint_every_steps=3")
 def test_a_killed_worker_resumes_from_the_last_checkpoint(repo, tiny_model, tmp_path, two_nodes):
     settings, layout, files = setup_run(repo, tiny_model, str(tmp_path), "kill-worker", *LONG)
     outcome = {}
+    earlier = {p.pid for p in train_workers()}  # an earlier test's workers may still be exiting
     thread = threading.Thread(target=lambda: outcome.update(
         result=train_role(settings, layout, 1, "generator", str(tiny_model), files)))
     thread.start()
     wait_for_checkpoints(layout)
-    victim = train_workers()[-1]
+    victim = [p for p in train_workers() if p.pid not in earlier][-1]
     victim.send_signal(signal.SIGKILL)
     thread.join(timeout=600)
     result = outcome["result"]
