@@ -154,7 +154,8 @@ class Serving:
                 self.sources = dict(sources)
                 return time.time() - start
         serving = self.settings.serving
-        serve.start(http_options={"host": serving.host, "port": serving.port})
+        serve.start(http_options={"host": serving.host, "port": serving.port},
+                    logging_config=serve_logging(self.settings))
         serve.run(self.build(sources), name=APP_NAME, route_prefix="/", blocking=False)
         self.wait_running(start)
         self.sources = dict(sources)

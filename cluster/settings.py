@@ -108,6 +108,26 @@ class ServingSection(Section):
     )
 
 
+class SelfInstructDecoding(Decoding):
+    max_tokens: int | None = Field(256, ge=1, description="one instruction line")
+
+
+class JudgeLongDecoding(Decoding):
+    temperature: float = Field(0.0, ge=0)
+    max_tokens: int | None = Field(8, ge=1, description="yes or no")
+
+
+class SelfInstructSection(Section):
+    """New instructions the Generator writes from two sampled ones, kept if the judge says they
+    need a long answer (longform/self_instruct.py). The pool grows across rounds."""
+
+    new_per_round: int = Field(0, ge=0, description="0: off, every round drafts from the seeds only")
+    batch_size: int = Field(16, ge=1, description="candidates per batch; accepted ones join the pool at once")
+    max_candidates: int | None = Field(None, ge=1, description="per round; default 4 x new_per_round")
+    decoding: SelfInstructDecoding = Field(default_factory=SelfInstructDecoding)
+    judge_decoding: JudgeLongDecoding = Field(default_factory=JudgeLongDecoding)
+
+
 class SynthesisSection(Section):
     seeds: str = "configs/seeds/tiny_seeds.jsonl"
     instructions_per_round: int | None = Field(None, ge=1, description="None: every seed")
@@ -117,6 +137,7 @@ class SynthesisSection(Section):
     prompt_dir: str | None = None
     method: MethodParams = Field(default_factory=MethodParams)
     decoding: Decoding = Field(default_factory=Decoding)
+    self_instruct: SelfInstructSection = Field(default_factory=SelfInstructSection)
 
 
 class ProbeSection(Section):
@@ -205,6 +226,30 @@ class JudgeDecoding(BenchmarkDecoding):
     max_tokens: int | None = Field(1024, ge=1)
 
 
+class RewriteDecoding(Decoding):
+    temperature: float = Field(0.0, ge=0)
+    max_tokens: int | None = Field(256, ge=1, description="one query")
+
+
+class CollectSection(Section):
+    """The final data (`python -m jobs.collect`): every round's kept extended responses in a
+    word window, each query rewritten with a length constraint it satisfies."""
+
+    min_words: int = Field(2000, ge=1)
+    max_words: int = Field(8000, ge=1)
+    rewrite: bool = Field(True, description="the Generator rewrites each query to state its constraint")
+    endpoint: EndpointSection = Field(default_factory=EndpointSection,
+                                      description="rewrite with this endpoint instead of the last round's Generator")
+    decoding: RewriteDecoding = Field(default_factory=RewriteDecoding)
+    concurrency: int = Field(16, ge=1)
+
+    @model_validator(mode="after")
+    def _window(self):
+        if self.min_words > self.max_words:
+            raise ValueError(f"min_words ({self.min_words}) is above max_words ({self.max_words})")
+        return self
+
+
 class AgentWriteSection(Section):
     """AgentWrite (LongWriter): plan, then write section by section (`python -m jobs.agentwrite`).
     The writer is `endpoint` when its base_url is set, else `model` (default: model.base)
@@ -262,6 +307,7 @@ class Settings(Section):
     probe: ProbeSection = Field(default_factory=ProbeSection)
     training: TrainingSection = Field(default_factory=TrainingSection)
     agentwrite: AgentWriteSection = Field(default_factory=AgentWriteSection)
+    collect: CollectSection = Field(default_factory=CollectSection)
     evaluation: EvaluationSection = Field(default_factory=EvaluationSection)
 
     @model_validator(mode="after")

@@ -28,7 +28,7 @@ from cluster.capacity import CapacityError, require_fit
 from cluster.ray_cluster import connect, embedded
 from cluster.settings import Settings
 from cluster.storage import Storage, filesystem_for
-from jobs import evaluate, probe, synthesize
+from jobs import evaluate, probe, self_instruct, synthesize
 from jobs.report import write_report
 from jobs.summary import print_summary
 from longform.instructions import InstructionFile, parse_instructions
@@ -52,6 +52,7 @@ class LoopRun:
         self.settings = settings
         self.layout = RunLayout.create(Storage.open(settings.storage.root, settings.storage), settings.run.name)
         self.serving = Serving(settings, run_store=self.layout.store)
+        self.self_instruct_tally: dict[int, dict] = {}
         self.summary: dict = {"run": settings.run.name, "storage": self.layout.store.uri(), "rounds": []}
         self.started = time.time()
 
@@ -103,8 +104,17 @@ class LoopRun:
         self.layout.mark_done(k, name, result)
         return result
 
+    def instruction_pool(self, k: int) -> list[dict]:
+        """The seeds and what self-instruct added up to round k (this round's stage included)."""
+        if self.settings.synthesis.self_instruct.new_per_round:
+            pool = self.seeds + self_instruct.earlier_instructions(self.layout, k)
+            grown = self.stage(k, "self-instruct", lambda: self_instruct.run_self_instruct(
+                self.settings, self.layout, self.serving, pool, k, log=log))
+            self.self_instruct_tally[k] = grown["tally"]
+        return self.seeds + self_instruct.earlier_instructions(self.layout, k + 1)
+
     def synthesize(self, k: int, sources: dict[str, str]) -> dict:
-        instructions = synthesize.select_instructions(self.settings, self.seeds, k)
+        instructions = synthesize.select_instructions(self.settings, self.instruction_pool(k), k)
         shards = synthesize.write_instruction_shards(self.layout, k, instructions, self.settings.synthesis.shard_size)
         plan = synthesize.RoundPlan(
             round=k, base_url=self.serving.base_url,
@@ -145,6 +155,7 @@ class LoopRun:
         after = self.stage(k, "probe", lambda: self.probe(f"round-{k}"))
         self.summary["rounds"].append({
             "round": k, "synthesis": {key: synth[key] for key in ("tally", "calls", "shards", "resumed_shards", "seconds")},
+            "self_instruct": self.self_instruct_tally.get(k) or (self.layout.stage_done(k, "self-instruct") or {}).get("tally"),
             "training": {role: {"metrics": trained[role]["metrics"], "loss_history": trained[role]["loss_history"]}
                          for role in roles},
             "not_trained": empty,

@@ -29,12 +29,14 @@ def print_summary(summary: dict, out: TextIO) -> None:
         t = r["synthesis"]["tally"]
         before, after = r["probe_before"] or {}, r["probe_after"] or {}
         growth = after.get("mean_words", 0) / before["mean_words"] if before.get("mean_words") else 0
+        si = r.get("self_instruct") or {}
         rows.append([
-            r["round"], t.get("instructions", 0), f"{t.get('drafts.passed', 0)}/{t.get('drafts.requested', 0)}",
+            r["round"], f"+{si.get('self_instruct.accepted', 0)}/{si.get('self_instruct.candidates', 0)}",
+            t.get("instructions", 0), f"{t.get('drafts.passed', 0)}/{t.get('drafts.requested', 0)}",
             f"{t.get('extensions.passed', 0)}/{t.get('extensions.requested', 0)}", acceptance(t),
             t.get("sft.generator", 0), before.get("mean_words"), after.get("mean_words"), f"{growth:.2f}x",
             after.get("unique_sentence_ratio"),
         ])
-    table(["round", "instr", "drafts ok", "extended ok", "accept", "sft", "probe words before",
+    table(["round", "self-instr", "instr", "drafts ok", "extended ok", "accept", "sft", "probe words before",
            "after", "growth", "unique sent."], rows, out)
     out.write("\n")

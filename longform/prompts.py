@@ -23,6 +23,7 @@ TEMPLATES: dict[str, frozenset[str]] = {
     "self_instruct_prefix": frozenset({"first", "second"}),
     "judge_long": frozenset({"instruction"}),
     "agentwrite_plan": frozenset({"instruction"}),
+    "constrain_query": frozenset({"instruction", "requirement"}),
     "agentwrite_write": frozenset({"instruction", "plan", "text", "step"}),
     "judge_longbench_write": frozenset({"instruction", "response"}),
     "judge_longen": frozenset({"instruction", "response"}),

