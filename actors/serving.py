@@ -74,6 +74,25 @@ def serve_logging(settings: Settings) -> dict:
     return {"log_level": level, "enable_access_log": level in ("DEBUG", "INFO")}
 
 
+# Ray LLM modules that log a deployment's whole option dict (runtime_env included) at INFO
+OPTION_DUMPERS = ("core.server.builder", "core.ingress.builder", "core.ingress.dev_ingress",
+                  "serving_patterns.data_parallel.builder")
+
+
+def quiet_ray_llm() -> None:
+    """Those option dumps would print the S3 credentials the engines get in their environment.
+    Ray LLM names its loggers `ray.serve.<module>` and sets INFO on one only if it has no
+    handler yet, so each is made here first, with a handler that passes records up and a
+    WARNING level; loggers of Ray LLM that exist already are set to WARNING too."""
+    names = {f"ray.serve.ray.llm._internal.serve.{m}" for m in OPTION_DUMPERS}
+    names |= {n for n in logging.root.manager.loggerDict if "ray.llm" in n}
+    for name in names:
+        logger = logging.getLogger(name)
+        if not logger.handlers:
+            logger.addHandler(logging.NullHandler())
+        logger.setLevel(logging.WARNING)
+
+
 def llm_config(model_id: str, source: str, role: RoleServing, settings: Settings,
                engine_extra: dict | None = None, lora_path: str | None = None) -> LLMConfig:
     return LLMConfig(
@@ -134,8 +153,7 @@ class Serving:
         return [llm_config(BASE_ID, s.model.base, s.serving.generator, s, lora, adapters)]
 
     def build(self, sources: dict[str, str]):
-        # the builders log each deployment's whole option dict at INFO
-        logging.getLogger("ray.llm").setLevel(self.settings.serving.log_level)
+        quiet_ray_llm()
         return build_openai_app({
             "llm_configs": self.configs(sources),
             # the router does no compute: let it share a node with anything

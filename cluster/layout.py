@@ -5,12 +5,15 @@
     <run>/rejected/inputs.jsonl              seed/probe lines set aside: file, line, reason
     <run>/probes/<label>.jsonl               the Generator's probe answers (base, round-<k>)
     <run>/adapters/<name>/                   LoRA adapters published for serving (lora mode)
+    <run>/round-<k>/self-instruct/{new,rejected}.jsonl   instructions self-instruct added / turned down
     <run>/round-<k>/instructions/shard-NNNNN.jsonl
     <run>/round-<k>/{drafts,extensions,sft-generator,sft-extender}/shard-NNNNN.jsonl
+    <run>/round-<k>/alpaca-{generator,extender}/shard-NNNNN.jsonl   the SFT sets as instruction/input/output
     <run>/round-<k>/stats/shard-NNNNN.json   written last: the shard is complete
     <run>/round-<k>/train-<role>/            Ray Train checkpoints
     <run>/round-<k>/<role>/                  exported weights, loadable by vLLM and transformers
     <run>/round-<k>/stages/<stage>.json      a finished stage of the round (for resume)
+    <run>/collect/{data,alpaca,rejected}.jsonl   the final data (python -m jobs.collect)
 """
 
 from __future__ import annotations

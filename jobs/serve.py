@@ -16,7 +16,7 @@ import time
 from ray import serve
 from ray.serve.llm import build_openai_app
 
-from actors.serving import ADAPTERS_DIR, BASE_ID, llm_config, publish_adapter
+from actors.serving import ADAPTERS_DIR, BASE_ID, llm_config, publish_adapter, quiet_ray_llm
 from cluster.cli import add_settings_args, settings_from_args
 from cluster.layout import RunLayout
 from cluster.capacity import CapacityError, require_fit
@@ -57,6 +57,7 @@ def build_app(settings: Settings, round: int | None = None):
     else:
         config = llm_config(SERVED_NAME, weights, role, settings)
         model = SERVED_NAME
+    quiet_ray_llm()
     app = build_openai_app({"llm_configs": [config],
                             "ingress_deployment_config": {"ray_actor_options": {"num_cpus": 0}}})
     return app, model, k

@@ -24,6 +24,7 @@ from cluster.storage import Storage
 from longform.prompts import load_prompts
 from longform.round import RoundSpec, run_shard
 from longform.sampling import seeded_rng
+from longform.sft import to_alpaca
 
 OUTPUT_KINDS = {"drafts": "drafts", "extensions": "extensions",
                 "sft-generator": "generator_sft", "sft-extender": "extender_sft"}
@@ -88,6 +89,9 @@ class ShardWorker:
             await client.aclose()
         for kind, attr in OUTPUT_KINDS.items():
             store.write_jsonl(self.layout.shard_file(k, kind, shard), getattr(result, attr))
+        for role in ("generator", "extender"):  # the same SFT sets for LLaMA-Factory users
+            store.write_jsonl(self.layout.shard_file(k, f"alpaca-{role}", shard),
+                              [to_alpaca(e) for e in getattr(result, f"{role}_sft")])
         stats = {"shard": shard, "seconds": round(time.time() - start, 2),
                  "tally": dict(result.tally), "calls": dict(client.calls)}
         store.write_json(self.layout.stats_file(k, shard), stats)  # last: the shard is complete

@@ -110,7 +110,7 @@ def test_the_loop_runs_as_a_ray_job_with_storage_on_s3(repo, tiny_model, ray_hea
             for o in page.get("Contents", [])}
     run = "runs/job"
     assert f"{run}/summary.json" in keys and f"{run}/settings.json" in keys
-    for kind in ("instructions", "drafts", "extensions", "sft-generator", "sft-extender", "stats"):
+    for kind in ("instructions", "drafts", "extensions", "sft-generator", "sft-extender", "alpaca-generator", "stats"):
         assert f"{run}/round-1/{kind}/shard-00000.jsonl" in keys or f"{run}/round-1/{kind}/shard-00000.json" in keys
     for role in ("generator", "extender"):
         assert f"{run}/round-1/{role}/model.safetensors" in keys
@@ -135,8 +135,8 @@ def test_the_loop_runs_as_a_ray_job_with_storage_on_s3(repo, tiny_model, ray_hea
     assert all(r["file"] == f"s3://{s3_bucket}/inputs/seeds.jsonl" and r["reason"] for r in rejected)
 
     # the loop lengthens: the retrained Generator writes more on the fixed probe set
-    before, after = round1["probe_before"]["mean_words"], round1["probe_after"]["mean_words"]
-    assert after > before, (before, after)
+    words_before, words_after = round1["probe_before"]["mean_words"], round1["probe_after"]["mean_words"]
+    assert words_after > words_before, (words_before, words_after)
 
     # progress and the summary reach the terminal of whoever submitted the job
     out = submit.stdout
