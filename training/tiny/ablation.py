@@ -70,8 +70,12 @@ async def synthesize(settings: Settings, instructions: list[dict]) -> dict[str, 
     from vllm.v1.engine.async_llm import AsyncLLM
 
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    engine = AsyncLLM.from_engine_args(AsyncEngineArgs(model=settings.model.base, seed=settings.run.seed,
-                                                       **settings.serving.engine_kwargs))
+    kwargs = dict(settings.serving.engine_kwargs)
+    max_len = kwargs.get("max_model_len", 2048)
+    # Whole prefills only: vLLM-CPU 0.29 crashes ("CPU Generator does not use offset") when a
+    # seeded request's prefill is split across steps.
+    kwargs.update(enable_chunked_prefill=False, max_num_batched_tokens=max(max_len, kwargs.get("max_num_batched_tokens", 0)))
+    engine = AsyncLLM.from_engine_args(AsyncEngineArgs(model=settings.model.base, seed=settings.run.seed, **kwargs))
     model = EngineChat(engine, AutoTokenizer.from_pretrained(settings.model.base),
                        engine.model_config.max_model_len)
     size = settings.synthesis.shard_size
