@@ -93,6 +93,21 @@ def quiet_ray_llm() -> None:
         logger.setLevel(logging.WARNING)
 
 
+def wait_until_running(app_name: str, start: float, timeout: float) -> None:
+    """Until Serve reports `app_name` RUNNING; DeployError if it fails or `timeout` passes."""
+    time.sleep(1)  # let the controller register the new version before polling
+    while True:
+        app = serve.status().applications.get(app_name)
+        if app is not None and app.status == "RUNNING":
+            return
+        if app is not None and app.status == "DEPLOY_FAILED":
+            raise DeployError(f"Serve application {app_name!r} failed to deploy: {app.message}")
+        if time.time() - start > timeout:
+            state = app.status if app else "absent"
+            raise DeployError(f"Serve application {app_name!r} not running after {timeout:.0f} s (state {state})")
+        time.sleep(1)
+
+
 def llm_config(model_id: str, source: str, role: RoleServing, settings: Settings,
                engine_extra: dict | None = None, lora_path: str | None = None) -> LLMConfig:
     return LLMConfig(
@@ -184,18 +199,7 @@ class Serving:
         return app is not None and app.status == "RUNNING"
 
     def wait_running(self, start: float) -> None:
-        timeout = self.settings.serving.deploy_timeout_s
-        time.sleep(1)  # let the controller register the new version before polling
-        while True:
-            app = serve.status().applications.get(APP_NAME)
-            if app is not None and app.status == "RUNNING":
-                return
-            if app is not None and app.status == "DEPLOY_FAILED":
-                raise DeployError(f"Serve application {APP_NAME!r} failed to deploy: {app.message}")
-            if time.time() - start > timeout:
-                state = app.status if app else "absent"
-                raise DeployError(f"Serve application {APP_NAME!r} not running after {timeout:.0f} s (state {state})")
-            time.sleep(1)
+        wait_until_running(APP_NAME, start, self.settings.serving.deploy_timeout_s)
 
     def release(self) -> None:
         """Take the models down (frees their CPUs/GPUs); `deploy` brings them back."""

@@ -240,27 +240,11 @@ def judge_for(settings: Settings, evaluated: ChatModel | None, clients: list[LLM
     return evaluated
 
 
-def wait_running(app_name: str, timeout_s: float) -> None:
-    from ray import serve
-
-    start = time.time()
-    time.sleep(1)
-    while True:
-        app = serve.status().applications.get(app_name)
-        if app is not None and app.status == "RUNNING":
-            return
-        if app is not None and app.status == "DEPLOY_FAILED":
-            raise SystemExit(f"error: Serve application {app_name!r} failed to deploy: {app.message}")
-        if time.time() - start > timeout_s:
-            raise SystemExit(f"error: Serve application {app_name!r} not running after {timeout_s:.0f} s")
-        time.sleep(1)
-
-
 def serve_round(settings: Settings, round: int | None) -> tuple[str, str, int]:
     """Serve the Generator of `round` as jobs/serve.py does; (base_url, model name, round)."""
     from ray import serve
 
-    from actors.serving import Serving
+    from actors.serving import DeployError, Serving, serve_logging, wait_until_running
     from cluster.capacity import CapacityError, require_fit
     from cluster.ray_cluster import connect, embedded
     from jobs.serve import build_app
@@ -273,9 +257,13 @@ def serve_round(settings: Settings, round: int | None) -> tuple[str, str, int]:
         raise SystemExit(f"error: {err}") from None
     app, model, k = build_app(settings, round)
     start = time.time()
-    serve.start(http_options={"host": settings.serving.host, "port": settings.serving.port})
+    serve.start(http_options={"host": settings.serving.host, "port": settings.serving.port},
+                logging_config=serve_logging(settings))
     serve.run(app, name=EVAL_APP, route_prefix="/", blocking=False)
-    wait_running(EVAL_APP, settings.serving.deploy_timeout_s)
+    try:
+        wait_until_running(EVAL_APP, start, settings.serving.deploy_timeout_s)
+    except DeployError as err:
+        raise SystemExit(f"error: {err}") from None
     log(f"serving the Generator of {'round ' + str(k) if k else 'the base model'} as {model!r} "
         f"after {time.time() - start:.1f}s")
     return Serving(settings).base_url, model, k

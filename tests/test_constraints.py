@@ -13,9 +13,8 @@ import pytest
 
 from cluster.settings import load_settings
 from jobs.collect import build
-from longform.constraints import TYPES, Constraint, constraint_for, numbers_stated, window
+from longform.constraints import TYPES, Constraint, constraint_for, numbers_stated, pick_kind, window
 from longform.sampling import seeded_rng
-from longform.constraints import pick_kind
 
 
 @pytest.mark.parametrize("kind, numbers, expected", [
