@@ -39,6 +39,9 @@ class StorageSection(Section):
     region: str | None = None
     access_key_id: SecretStr | None = None
     secret_access_key: SecretStr | None = None
+    retry_timeout_s: float = Field(300, ge=0, description="how long a read or write keeps retrying "
+                                   "while the storage cannot be reached, before the run stops")
+    retry_backoff_s: float = Field(1.0, gt=0, description="first wait between retries; doubles, at most 30 s")
 
     @property
     def is_s3(self) -> bool:

@@ -6,20 +6,54 @@
 Paths are relative to the root. Writes are atomic: a local file is written under a temporary
 name and renamed; an S3 object appears only when its single PUT completes. So a reader never
 sees half a file, and a file's presence means it is complete.
+
+An endpoint that cannot be reached (connection refused, timeouts) is retried with exponential
+backoff for `storage.retry_timeout_s`; past that, `StorageUnavailable` names the file and the
+last error, and the job stops. Other errors (missing file, access denied) are raised at once.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
+import aiohttp
+import botocore.exceptions
 import fsspec
 
 from cluster.settings import StorageSection
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# the endpoint is not there (yet): worth waiting for; anything else is an answer
+UNREACHABLE = (botocore.exceptions.ConnectionError, aiohttp.ClientConnectionError, ConnectionError, TimeoutError)
+
+
+class StorageUnavailable(RuntimeError):
+    """The storage could not be reached for longer than `storage.retry_timeout_s`."""
+
+
+def with_retries(what: str, uri: str, cfg: StorageSection, call: Callable[[], T]) -> T:
+    deadline = time.monotonic() + cfg.retry_timeout_s
+    delay = cfg.retry_backoff_s
+    while True:
+        try:
+            return call()
+        except UNREACHABLE as err:
+            if time.monotonic() + delay > deadline:
+                raise StorageUnavailable(
+                    f"storage unreachable: could not {what} {uri} within storage.retry_timeout_s="
+                    f"{cfg.retry_timeout_s:g}s (last error: {err})") from err
+            log.warning("storage unreachable: %s %s failed (%s); retrying in %.1fs", what, uri, err, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 30.0)
 
 
 def s3_options(cfg: StorageSection) -> dict[str, Any]:
@@ -69,13 +103,16 @@ class Storage:
         return Storage(self.fs, self.path(rel), self.protocol, self.settings)
 
     # queries
+    def retrying(self, what: str, rel: str, call: Callable[[], T]) -> T:
+        return with_retries(what, self.uri(rel), self.settings, call)
+
     def exists(self, rel: str) -> bool:
-        return self.fs.exists(self.path(rel))
+        return self.retrying("check", rel, lambda: self.fs.exists(self.path(rel)))
 
     def list(self, rel: str, suffix: str = "") -> list[str]:
         """Names (not paths) directly under `rel`, sorted; [] when it does not exist."""
         try:
-            entries = self.fs.ls(self.path(rel), detail=False, refresh=True)
+            entries = self.retrying("list", rel, lambda: self.fs.ls(self.path(rel), detail=False, refresh=True))
         except FileNotFoundError:
             return []
         names = sorted(e.rstrip("/").rsplit("/", 1)[-1] for e in entries)
@@ -85,7 +122,7 @@ class Storage:
     def write_bytes(self, rel: str, data: bytes) -> None:
         path = self.path(rel)
         if self.protocol == "s3":
-            self.fs.pipe_file(path, data)
+            self.retrying("write", rel, lambda: self.fs.pipe_file(path, data))
             return
         os.makedirs(os.path.dirname(path), exist_ok=True)
         tmp = f"{os.path.dirname(path)}/.tmp-{uuid.uuid4().hex}-{os.path.basename(path)}"
@@ -94,7 +131,7 @@ class Storage:
         os.replace(tmp, path)
 
     def read_bytes(self, rel: str) -> bytes:
-        return self.fs.cat_file(self.path(rel))
+        return self.retrying("read", rel, lambda: self.fs.cat_file(self.path(rel)))
 
     def write_text(self, rel: str, text: str) -> None:
         self.write_bytes(rel, text.encode("utf-8"))
@@ -128,19 +165,21 @@ class Storage:
                 src = os.path.join(dirpath, name)
                 dst = f"{target}/{os.path.relpath(src, local_dir)}"
                 if self.protocol == "s3":
-                    self.fs.put_file(src, dst)
+                    self.retrying("upload", f"{rel}/{os.path.relpath(src, local_dir)}",
+                                  lambda: self.fs.put_file(src, dst))
                 else:
                     os.makedirs(os.path.dirname(dst), exist_ok=True)
                     self.fs.copy(src, dst)
 
     def get_dir(self, rel: str, local_dir: str) -> str:
         os.makedirs(local_dir, exist_ok=True)
-        self.fs.get(self.path(rel).rstrip("/") + "/", local_dir.rstrip("/") + "/", recursive=True)
+        self.retrying("download", rel, lambda: self.fs.get(self.path(rel).rstrip("/") + "/",
+                                                         local_dir.rstrip("/") + "/", recursive=True))
         return local_dir
 
     def delete(self, rel: str) -> None:
         if self.exists(rel):
-            self.fs.rm(self.path(rel), recursive=True)
+            self.retrying("delete", rel, lambda: self.fs.rm(self.path(rel), recursive=True))
 
     def pyarrow(self):
         """(pyarrow filesystem, root path) for Ray Train's RunConfig and Ray Data."""

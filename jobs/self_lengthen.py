@@ -154,7 +154,8 @@ class LoopRun:
         evaluation = self.evaluate(k)
         after = self.stage(k, "probe", lambda: self.probe(f"round-{k}"))
         self.summary["rounds"].append({
-            "round": k, "synthesis": {key: synth[key] for key in ("tally", "calls", "shards", "resumed_shards", "seconds")},
+            "round": k, "synthesis": {key: synth.get(key) for key in ("tally", "calls", "calls_this_run", "shards",
+                                                                  "resumed_shards", "seconds")},
             "self_instruct": self.self_instruct_tally.get(k) or (self.layout.stage_done(k, "self-instruct") or {}).get("tally"),
             "training": {role: {"metrics": trained[role]["metrics"], "loss_history": trained[role]["loss_history"]}
                          for role in roles},

@@ -13,6 +13,7 @@ import json
 import time
 from collections import Counter
 from dataclasses import dataclass
+from typing import Callable
 
 import ray
 import ray.data
@@ -58,11 +59,23 @@ def write_instruction_shards(layout: RunLayout, round: int, records: list[dict],
     return shards
 
 
+def served_client(settings: Settings, plan: RoundPlan) -> LLMClient:
+    """The default engine of a shard: the served roles over HTTP."""
+    serving = settings.serving
+    return LLMClient(plan.base_url, timeout_s=serving.request_timeout_s,
+                     max_retries=serving.max_retries, max_concurrency=serving.max_concurrency)
+
+
+# (settings, plan) -> an object with `.role(model_id)` (a ChatModel), `.calls` and `aclose()`;
+# benchmarks pass their own (a zero-cost engine, a recording client)
+ClientFactory = Callable[[Settings, RoundPlan], LLMClient]
+
+
 class ShardWorker:
     """A Ray Data actor: runs whole shards of a round and writes their outputs."""
 
-    def __init__(self, settings: Settings, run_root: str, plan: RoundPlan):
-        self.settings, self.plan = settings, plan
+    def __init__(self, settings: Settings, run_root: str, plan: RoundPlan, client_factory: ClientFactory = served_client):
+        self.settings, self.plan, self.client_factory = settings, plan, client_factory
         self.layout = RunLayout(Storage.open(run_root, settings.storage))
         self.spec = RoundSpec(
             round=plan.round, seed=settings.run.seed, params=settings.synthesis.method,
@@ -76,10 +89,9 @@ class ShardWorker:
 
     async def run(self, shard: str) -> dict:
         start = time.time()
-        k, store, serving = self.plan.round, self.layout.store, self.settings.serving
+        k, store = self.plan.round, self.layout.store
         instructions = list(store.read_jsonl(self.layout.shard_file(k, "instructions", shard)))
-        client = LLMClient(self.plan.base_url, timeout_s=serving.request_timeout_s,
-                           max_retries=serving.max_retries, max_concurrency=serving.max_concurrency)
+        client = self.client_factory(self.settings, self.plan)
         try:
             result = await run_shard(
                 shard, instructions, client.role(self.plan.model_ids["generator"]),
@@ -107,8 +119,10 @@ def completed(layout: RunLayout, round: int, shards: list[str]) -> dict[str, dic
     return done
 
 
-def run_synthesis(settings: Settings, layout: RunLayout, plan: RoundPlan, shards: list[str], log=print) -> dict:
-    """Run every shard not yet complete; returns the merged tally, calls and timings."""
+def run_synthesis(settings: Settings, layout: RunLayout, plan: RoundPlan, shards: list[str], log=print,
+                  client_factory: ClientFactory = served_client) -> dict:
+    """Run every shard not yet complete; returns the merged tally, calls and timings.
+    `calls_this_run` counts only the engine calls of the shards this call ran."""
     done = completed(layout, plan.round, shards)
     todo = [s for s in shards if s not in done]
     if done:
@@ -119,7 +133,8 @@ def run_synthesis(settings: Settings, layout: RunLayout, plan: RoundPlan, shards
         dataset = ray.data.from_items([{"shard": s} for s in todo], override_num_blocks=len(todo))
         dataset = dataset.map_batches(
             ShardWorker,
-            fn_constructor_kwargs={"settings": settings, "run_root": layout.store.uri(), "plan": plan},
+            fn_constructor_kwargs={"settings": settings, "run_root": layout.store.uri(), "plan": plan,
+                                   "client_factory": client_factory},
             batch_size=1,
             num_cpus=0.25,
             compute=ray.data.ActorPoolStrategy(size=syn.workers, max_tasks_in_flight_per_actor=syn.shards_per_worker),
@@ -136,10 +151,14 @@ def run_synthesis(settings: Settings, layout: RunLayout, plan: RoundPlan, shards
                 f"{tokens / max(elapsed, 1e-9):.0f} tok/s | ETA {eta:.0f}s")
     tally: Counter = Counter()
     calls: Counter = Counter()
-    for stats in done.values():
+    calls_this_run: Counter = Counter()
+    for shard, stats in done.items():
         tally.update(stats["tally"])
         calls.update(stats["calls"])
+        if shard in todo:
+            calls_this_run.update(stats["calls"])
     return {"tally": dict(sorted(tally.items())), "calls": dict(sorted(calls.items())),
+            "calls_this_run": dict(sorted(calls_this_run.items())),
             "shards": len(shards), "resumed_shards": len(shards) - len(todo),
             "seconds": round(time.time() - start, 2)}
 
