@@ -168,8 +168,18 @@ train_role(settings, layout, 1, "generator", {str(tiny_model)!r}, {files!r})
     deadline = time.time() + 60
     while train_workers() and time.time() < deadline:
         time.sleep(1)
+    # damage every checkpoint but the oldest, as a kill during an upload could: the rerun must
+    # name and skip them and resume from the oldest, not fail inside DeepSpeed or start over
+    folder = tmp_path / "kill-job/round-1/train-generator"
+    oldest, *newer = sorted(p for p in folder.iterdir() if p.name.startswith("checkpoint_"))
+    for checkpoint in newer:
+        for shard in checkpoint.glob("checkpoint/global_step*/*.pt"):
+            shard.write_bytes(shard.read_bytes()[:1000])
+    oldest_step = json.loads((oldest / "checkpoint/trainer_state.json").read_text())["global_step"]
     result = train_role(settings, layout, 1, "generator", str(tiny_model), files)
-    assert result.metrics["resumed_from_step"] >= 3, "the rerun started from step 0"
+    assert result.metrics["resumed_from_step"] == oldest_step >= 3, "the rerun did not resume from the oldest checkpoint"
+    skipped = result.metrics["skipped_checkpoints"]
+    assert all("truncated" in reason for reason in skipped), skipped
 
 
 def settings_overrides(settings, tiny_model) -> list[str]:

@@ -6,12 +6,12 @@ Checkpoints: every `checkpoint_every_steps` the Trainer saves (DeepSpeed shards 
 trainer state); each rank reports its own folder and Ray Train merges them into one
 checkpoint on the run's storage (local or S3). A restarted worker group (a worker died) or a
 rerun of the whole job with the same run name gets that checkpoint from
-`ray.train.get_checkpoint()` and resumes from its step.
+`ray.train.get_checkpoint()` and resumes from its step (or from an earlier one, if that one
+is damaged: training/checkpoints.py).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -26,6 +26,7 @@ from cluster.settings import Settings
 from cluster.storage import Storage
 from training import sft_data
 from training.deepspeed_config import deepspeed_config
+from training.checkpoints import INNER, pick_resume
 from training.export import export_weights
 
 def fetch_dir(uri: str, settings: Settings, local: str) -> str:
@@ -106,7 +107,7 @@ class ReportToRay(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):
         source = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
         with tempfile.TemporaryDirectory() as tmp:
-            shutil.copytree(source, os.path.join(tmp, "checkpoint"))
+            shutil.copytree(source, os.path.join(tmp, INNER))
             ray.train.report(
                 {"step": state.global_step, "loss": last_loss(state)},
                 checkpoint=ray.train.Checkpoint.from_directory(tmp),
@@ -147,16 +148,6 @@ def training_args(settings: Settings, output_dir: str) -> TrainingArguments:
     )
 
 
-def resume_path(local: str) -> tuple[str | None, int]:
-    """The checkpoint Ray Train hands a restarted worker group or a rerun job, and its step."""
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is None:
-        return None, 0
-    path = os.path.join(checkpoint.to_directory(f"{local}/resume"), "checkpoint")
-    with open(os.path.join(path, "trainer_state.json")) as f:
-        return path, json.load(f)["global_step"]
-
-
 def train_func(cfg: dict) -> None:
     settings: Settings = cfg["settings"]
     ctx = ray.train.get_context()
@@ -171,7 +162,8 @@ def train_func(cfg: dict) -> None:
                       callbacks=[ReportToRay(cfg["label"], rank)])
     trainer.remove_callback(PrinterCallback)  # ReportToRay prints one line per step instead
     start = time.time()
-    resume, resumed_from = resume_path(local)
+    warn = print if rank == 0 else (lambda message: None)
+    resume, resumed_from, skipped = pick_resume(ray.train.get_checkpoint(), local, warn)
     if resume and rank == 0:
         print(f"[train {cfg['label']}] resuming from the checkpoint of step {resumed_from}", flush=True)
     output = trainer.train(resume_from_checkpoint=resume)
@@ -181,6 +173,7 @@ def train_func(cfg: dict) -> None:
         "train_loss": output.training_loss,
         "steps": trainer.state.global_step,
         "resumed_from_step": resumed_from,
+        "skipped_checkpoints": skipped,
         "seconds": round(seconds, 2),
         # label tokens this run processed (rank 0's share x ranks) per second of training
         "label_tokens_per_s": round(collate.label_positions * ctx.get_world_size() / max(seconds, 1e-9), 1),
