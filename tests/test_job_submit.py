@@ -4,10 +4,16 @@ Data, Ray Train with DeepSpeed ZeRO-3, and storage on an S3 server only (moto on
 seeds and the base model are read from s3://, the shards, checkpoints and exported weights are
 written there, and nothing is written to local disk outside temporary folders.
 
-One round of it costs about four minutes of a two-core machine, so this one test also checks
-what a user sees: bad seed lines set aside and counted, the Generator writing longer after the
-round, progress on the terminal, and no credential in any output. (`make demo` runs the same
-loop on the embedded default.)"""
+One round of it costs about four minutes of a two-core machine, so this one test also puts the
+faults of a long run to it, in the order a cluster would throw them:
+  * a Serve replica of the Generator is killed while the round's first shards are being
+    synthesized: the round goes on (Serve starts a new replica; the client retries);
+  * the job's driver is stopped mid-round and the same command is submitted again: the new job
+    skips the finished stages (base probe, self-instruct) and shards, whose files stay as they
+    were, and runs only the rest; every instruction is accounted for exactly once;
+and what a user sees: bad seed lines set aside and counted, the Generator writing longer after
+the round, progress on the terminal, and no credential in any output. (`make demo` runs the
+same loop on the embedded default.)"""
 
 from __future__ import annotations
 
@@ -49,6 +55,10 @@ def ray_head(s3_server):
     head = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
          "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--num-cpus=8",
+         # ports of its own: another Ray on the machine must not keep the job agent from starting
+         f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+         f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}",
+         f"--ray-client-server-port={free_port()}",
          f"--temp-dir={temp_dir}"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
@@ -58,7 +68,7 @@ def ray_head(s3_server):
                          capture_output=True, env=env).returncode != 0:
         assert head.poll() is None and time.time() < deadline, "the Ray head did not come up"
         time.sleep(2)
-    yield address, env
+    yield address, env, f"127.0.0.1:{port}"
     os.killpg(head.pid, signal.SIGTERM)  # --block: the head stops every process it started
     head.wait(timeout=120)
     shutil.rmtree(temp_dir, ignore_errors=True)
@@ -75,7 +85,76 @@ def repo_files(repo: Path) -> set[str]:
     return {str(p.relative_to(repo)) for p in repo.rglob("*") if not skip & set(p.relative_to(repo).parts)}
 
 
-def test_the_loop_runs_as_a_ray_job_with_storage_on_s3(repo, tiny_model, ray_head, s3_server, s3_bucket):
+def s3_objects(s3, bucket: str, prefix: str = "") -> dict[str, dict]:
+    return {o["Key"]: o for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+            for o in page.get("Contents", [])}
+
+
+def wait_for_objects(s3, bucket: str, prefix: str, count: int, job, timeout: float = 600) -> dict[str, dict]:
+    deadline, checked = time.time() + timeout, time.time()
+    while time.time() < deadline:
+        done = s3_objects(s3, bucket, prefix)
+        if len(done) >= count:
+            return done
+        if time.time() - checked > 15:  # the CLI costs a second of CPU: not every poll
+            assert job.status() not in ("FAILED", "STOPPED", "SUCCEEDED"), job.logs()[-3000:]
+            checked = time.time()
+        time.sleep(1)
+    raise AssertionError(f"fewer than {count} objects under {prefix} after {timeout:.0f}s; "
+                         f"the job's log ends:\n{job.logs()[-4000:]}")
+
+
+class Job:
+    """A job on the test's Ray head, through the `ray job` CLI only."""
+
+    def __init__(self, address: str, env: dict, repo: Path, submission_id: str):
+        self.address, self.env, self.repo, self.id = address, env, repo, submission_id
+
+    def ray(self, command: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        return subprocess.run([str(BIN / "ray"), "job", command, "--address", self.address, *args], cwd=self.repo,
+                              capture_output=True, text=True, timeout=timeout, env=self.env)
+
+    def submit(self, runtime_env: str, entrypoint: list[str], wait: bool) -> subprocess.CompletedProcess:
+        extra = [] if wait else ["--no-wait"]
+        for _ in range(20):  # a head that has just come up may not have its job agent yet
+            done = self.ray("submit", "--submission-id", self.id, "--working-dir", ".", "--runtime-env-json",
+                            runtime_env, *extra, "--", *entrypoint, timeout=1500)
+            if "No available agent" not in done.stdout + done.stderr:
+                return done
+            time.sleep(3)
+        return done
+
+    def status(self) -> str:
+        done = self.ray("status", self.id)
+        out = done.stdout + done.stderr  # the CLI writes the status line to stderr
+        words = {"was stopped": "STOPPED", "failed": "FAILED", "succeeded": "SUCCEEDED",
+                 "RUNNING": "RUNNING", "PENDING": "PENDING"}
+        return next((status for word, status in words.items() if word in out), out)
+
+    def logs(self) -> str:
+        return self.ray("logs", self.id).stdout
+
+
+def kill_a_replica(gcs_address: str, env: dict, deployment: str) -> str:
+    """Kill one replica actor of a Serve deployment, as a node failure would."""
+    script = f"""
+import ray
+from ray.util.state import list_actors
+ray.init(logging_level="ERROR")
+names = [a.name for a in list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
+         if a.name and a.name.startswith("SERVE_REPLICA::") and {deployment!r} in a.name]
+assert names, "no replica of {deployment} is alive"
+ray.kill(ray.get_actor(names[0], namespace="serve"), no_restart=True)
+print(names[0])
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          env={**env, "RAY_ADDRESS": gcs_address})
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout.strip().splitlines()[-1]
+
+
+def test_the_loop_runs_as_a_ray_job_survives_its_faults_and_keeps_storage_on_s3(
+        repo, tiny_model, ray_head, s3_server, s3_bucket):
     import boto3
 
     s3 = boto3.client("s3", endpoint_url=s3_server["endpoint"], region_name="us-east-1")
@@ -86,38 +165,87 @@ def test_the_loop_runs_as_a_ray_job_with_storage_on_s3(repo, tiny_model, ray_hea
     s3.upload_file(str(repo / "configs/seeds/tiny_probes.jsonl"), s3_bucket, "inputs/probes.jsonl")
     before = repo_files(repo)
 
-    # the RayJob's exact command (k8s/base/rayjob.yaml) with the tiny config substituted
+    # the RayJob's exact command (k8s/base/rayjob.yaml) with the tiny config substituted; small
+    # shards, so that some finish while others are still running when the faults come
     entrypoint = [
         *k8s_entrypoint(repo),
         "--set", f"model.base=s3://{s3_bucket}/models/tiny", "--set", "run.rounds=1",
         "--set", f"synthesis.seeds=s3://{s3_bucket}/inputs/seeds.jsonl",
         "--set", f"probe.file=s3://{s3_bucket}/inputs/probes.jsonl",
-        "--set", "training.checkpoint_every_steps=2", "--set", "synthesis.self_instruct.new_per_round=8",
+        "--set", "training.checkpoint_every_steps=4", "--set", "synthesis.self_instruct.new_per_round=8",
+        "--set", "synthesis.shard_size=4", "--set", "serving.max_retries=8",
         "--storage", f"s3://{s3_bucket}/runs", "--run-name", "job",
     ]
-    address, env = ray_head
+    address, env, gcs_address = ray_head
     # moto takes any key: a unique one shows whether a credential leaks into any output
     runtime_env = json.dumps({"env_vars": {**s3_server["env"], "AWS_SECRET_ACCESS_KEY": FAKE_SECRET}})
-    submit = subprocess.run(
-        [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", ".",
-         "--runtime-env-json", runtime_env, "--", *entrypoint],
-        cwd=repo, capture_output=True, text=True, timeout=1500, env=env,
-    )
+    run, stats_prefix = "runs/job", "runs/job/round-1/stats/"
+
+    # 1. the first job: a Generator replica is killed as synthesis starts; as soon as a shard
+    #    has finished after that, the job's driver is stopped
+    first = Job(address, env, repo, "first")
+    submitted = first.submit(runtime_env, entrypoint, wait=False)
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    wait_for_objects(s3, s3_bucket, f"{run}/round-1/instructions/", 1, first)
+    killed = kill_a_replica(gcs_address, env, "LLMServer:generator")
+    wait_for_objects(s3, s3_bucket, stats_prefix, 1, first)
+    assert first.ray("stop", first.id).returncode == 0
+    assert first.status() == "STOPPED"
+    first_logs = first.logs()
+    assert killed.startswith("SERVE_REPLICA::")
+    assert "probe base: mean words" in first_logs and "self-instruct added" in first_logs
+    frozen = s3_objects(s3, s3_bucket, f"{run}/round-1/")
+    finished = {k: v for k, v in frozen.items() if k.startswith(stats_prefix)}
+    shards = [k for k in frozen if k.startswith(f"{run}/round-1/instructions/")]
+    assert 0 < len(finished) < len(shards), "the driver was not stopped mid-round"
+
+    # 2. the same command again: resumes after the finished stages and shards
+    second = Job(address, env, repo, "second")
+    submit = second.submit(runtime_env, entrypoint, wait=True)
     assert submit.returncode == 0, submit.stdout[-4000:] + submit.stderr[-2000:]
     assert "succeeded" in submit.stdout.lower()
+    out = submit.stdout
+    assert "probe base: mean words" not in out and "round 1: self-instruct already finished" in out
+    assert f"resuming: {len(finished)} of " in out
 
-    keys = {o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=s3_bucket)
-            for o in page.get("Contents", [])}
-    run = "runs/job"
+    keys = s3_objects(s3, s3_bucket)
     assert f"{run}/summary.json" in keys and f"{run}/settings.json" in keys
-    for kind in ("instructions", "drafts", "extensions", "sft-generator", "sft-extender", "alpaca-generator", "stats"):
-        assert f"{run}/round-1/{kind}/shard-00000.jsonl" in keys or f"{run}/round-1/{kind}/shard-00000.json" in keys
+    for kind in ("instructions", "drafts", "extensions", "sft-generator", "sft-extender", "alpaca-generator"):
+        assert f"{run}/round-1/{kind}/shard-00000.jsonl" in keys
     for role in ("generator", "extender"):
         assert f"{run}/round-1/{role}/model.safetensors" in keys
         assert any(k.startswith(f"{run}/round-1/train-{role}/checkpoint_") for k in keys), "no Ray Train checkpoint on S3"
     summary = json.loads(s3.get_object(Bucket=s3_bucket, Key=f"{run}/summary.json")["Body"].read())
     (round1,) = summary["rounds"]
-    tally = round1["synthesis"]["tally"]
+    synthesis, tally = round1["synthesis"], round1["synthesis"]["tally"]
+
+    # finished shards were not run again: their files are untouched, and the second job's
+    # engine calls are exactly those of the shards it ran
+    finished_shards = {k.rsplit("/", 1)[-1].split(".")[0] for k in finished}
+    for key in frozen:
+        if key.rsplit("/", 1)[-1].split(".")[0] in finished_shards:
+            assert keys[key]["ETag"] == frozen[key]["ETag"], f"{key} was written again"
+            assert keys[key]["LastModified"] == frozen[key]["LastModified"], f"{key} was written again"
+    assert synthesis["resumed_shards"] == len(finished) < synthesis["shards"]
+    rerun = [k for k in keys if k.startswith(stats_prefix) and k not in finished]
+    calls_rerun = sum(json.loads(s3.get_object(Bucket=s3_bucket, Key=k)["Body"].read())["calls"].get("generator.requests", 0)
+                      for k in rerun)
+    assert synthesis["calls_this_run"]["generator.requests"] == calls_rerun
+    assert 0 < calls_rerun < synthesis["calls"]["generator.requests"]
+
+    # every instruction accounted for exactly once: 2 drafts each, ids unique, one extension
+    # record per kept draft (kept, dropped or rejected with its reason)
+    def rows(kind):
+        return [json.loads(line) for k in sorted(keys) if k.startswith(f"{run}/round-1/{kind}/")
+                for line in s3.get_object(Bucket=s3_bucket, Key=k)["Body"].read().decode().splitlines()]
+    instructions, drafts, extensions = rows("instructions"), rows("drafts"), rows("extensions")
+    assert len({i["id"] for i in instructions}) == len(instructions) == tally["instructions"]
+    assert sorted(d["instruction_id"] for d in drafts) == sorted(i["id"] for i in instructions for _ in range(2))
+    assert len({d["id"] for d in drafts}) == len(drafts)
+    assert all(d["status"] in ("kept", "rejected", "dropped_short") and (d["status"] == "kept" or d["reason"]) for d in drafts)
+    assert sorted(e["draft_id"] for e in extensions) == sorted(d["id"] for d in drafts if d["status"] == "kept")
+    assert len({e["id"] for e in extensions}) == len(extensions)
+
     # self-instruct grew the pool; this round drafted from the seeds and what it added
     added = round1["self_instruct"]["self_instruct.accepted"]
     assert 0 < added <= 8
@@ -139,11 +267,10 @@ def test_the_loop_runs_as_a_ray_job_with_storage_on_s3(repo, tiny_model, ray_hea
     assert words_after > words_before, (words_before, words_after)
 
     # progress and the summary reach the terminal of whoever submitted the job
-    out = submit.stdout
-    assert "shard shard-00000 done" in out and "tok/s" in out and "probe words before" in out
+    assert "done (" in out and "tok/s" in out and "ETA" in out and "probe words before" in out
 
-    # no credential in the job's output or anything it wrote
-    assert FAKE_SECRET not in out + submit.stderr
+    # no credential in the jobs' output or anything they wrote
+    assert FAKE_SECRET not in first_logs + out + submit.stderr
     for key in keys:
         assert FAKE_SECRET.encode() not in s3.get_object(Bucket=s3_bucket, Key=key)["Body"].read(), key
 
