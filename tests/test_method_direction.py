@@ -14,11 +14,11 @@ from training.tiny.ablation import compare, read_instructions
 
 pytestmark = pytest.mark.cluster
 
-# seeds 0-2 measured: method growth 1.26 / 1.66 / 1.22, control 1.08 / 1.07 / 1.06, gaps >= 0.16
-# (every request has its own seed: seed 0 run twice gave the same figures)
-METHOD_AT_LEAST = 1.15
+# seeds 0-2 measured (configs/tiny.yaml, grad_accum 1): method growth 1.85 / 2.52 / 1.83, control
+# 1.08 / 1.06 / 0.97, gaps >= 0.76 (every request has its own seed: a seed run twice repeats)
+METHOD_AT_LEAST = 1.5
 CONTROL_AT_MOST = 1.15
-GAP_AT_LEAST = 0.1
+GAP_AT_LEAST = 0.4
 
 
 def test_extension_lengthens_and_the_control_does_not(repo, tiny_model):

@@ -54,7 +54,7 @@ def sft_examples(repo, n=48) -> list[dict]:
 def setup_run(repo, tiny_model, root: str, name: str, *overrides: str):
     settings = load_settings(repo / "configs/tiny.yaml", [
         f"model.base={tiny_model}", f"storage.root={root}", f"run.name={name}",
-        "training.cutoff_len=256", "training.epochs=2", *overrides])
+        "training.cutoff_len=256", "training.epochs=2", "training.grad_accum=8", *overrides])
     layout = RunLayout.create(Storage.open(root, settings.storage), name)
     layout.store.write_jsonl("round-1/sft-generator/shard-00000.jsonl", sft_examples(repo))
     return settings, layout, [layout.store.uri("round-1/sft-generator/shard-00000.jsonl")]
@@ -184,4 +184,4 @@ train_role(settings, layout, 1, "generator", {str(tiny_model)!r}, {files!r})
 
 def settings_overrides(settings, tiny_model) -> list[str]:
     return [f"model.base={tiny_model}", f"storage.root={settings.storage.root}", f"run.name={settings.run.name}",
-            "training.cutoff_len=256", *LONG]
+            "training.cutoff_len=256", "training.grad_accum=8", *LONG]
