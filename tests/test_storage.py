@@ -140,11 +140,12 @@ def run_one_shard(repo, outage, run_name, timeout_s, on_first_call):
 def test_writes_wait_out_an_outage_and_the_shard_completes(repo, outage, caplog):
     from tests.test_round import INSTRUCTIONS
 
-    layout, shard, run = run_one_shard(repo, outage, "waits", 60, lambda: outage.stop(restart_after=10))
+    # 25 s: longer than botocore's own retries (up to ~15 s) can hide, so this layer must wait
+    layout, shard, run = run_one_shard(repo, outage, "waits", 90, lambda: outage.stop(restart_after=25))
     start = time.time()
     with caplog.at_level(logging.WARNING, logger="cluster.storage"):
         stats = run()
-    assert time.time() - start > 9, "the writes did not wait for the server"
+    assert time.time() - start > 24, "the writes did not wait for the server"
     assert "storage unreachable" in caplog.text and "retrying" in caplog.text
     assert layout.store.read_json(f"round-1/stats/{shard}.json") == json.loads(json.dumps(stats))
     drafts = list(layout.store.read_jsonl(f"round-1/drafts/{shard}.jsonl"))
