@@ -137,7 +137,10 @@ def run_synthesis(settings: Settings, layout: RunLayout, plan: RoundPlan, shards
                                    "client_factory": client_factory},
             batch_size=1,
             num_cpus=0.25,
-            compute=ray.data.ActorPoolStrategy(size=syn.workers, max_tasks_in_flight_per_actor=syn.shards_per_worker),
+            # max_concurrent_calls_per_actor: without it Ray Data runs one task at a time on an
+            # actor and only queues the others, so an actor would run one shard, not shards_per_worker
+            compute=ray.data.ActorPoolStrategy(size=syn.workers, max_tasks_in_flight_per_actor=syn.shards_per_worker,
+                                               max_concurrent_calls_per_actor=syn.shards_per_worker),
         )
         for row in dataset.iter_rows():
             stats = json.loads(row["stats"])

@@ -18,6 +18,7 @@ bilingual run is judged by the English rules.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -39,23 +40,22 @@ class Rejection:
         return f"{self.rule}: {self.detail}"
 
 
+_ZH_TOKEN = re.compile(r"[\x00-\x7f]+|[^\x00-\x7f]")
+
+
 def zh_tokens(text: str) -> list[str]:
     """Chinese n-gram tokens: one token per non-ASCII character, one per run of ASCII."""
-    tokens: list[str] = []
-    previous_ascii = False
-    for char in text:
-        if char.isascii() and previous_ascii:
-            tokens[-1] += char
-        else:
-            tokens.append(char)
-        previous_ascii = char.isascii()
-    return tokens
+    return _ZH_TOKEN.findall(text)
 
 
 def first_repeated_ngram(tokens: list[str], n: int) -> tuple[str, ...] | None:
+    """The first n-gram (in text order) that occurs earlier too, or None. Every text the
+    method keeps goes through here, so the common case (no repeat) is one set build in C."""
+    grams = list(zip(*(tokens[i:] for i in range(n))))
+    if len(set(grams)) == len(grams):
+        return None
     seen: set[tuple[str, ...]] = set()
-    for i in range(len(tokens) - n + 1):
-        gram = tuple(tokens[i : i + n])
+    for gram in grams:
         if gram in seen:
             return gram
         seen.add(gram)
