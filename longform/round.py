@@ -9,10 +9,11 @@
       -> length-biased sampling of the passing extensions
       -> SFT examples for the Generator and the Extender.
 
-All records of a shard advance concurrently (a draft that finishes early is extended while
-others are still being written); only the two sampling steps wait for the whole shard,
-because a rank needs the shard's full length distribution. `jobs.synthesize` runs many shards
-at once through Ray Data, so the engines never wait on one shard's slowest record.
+All records of a shard are requested concurrently, but a shard's extensions start only when
+all its drafts are in: length-biased sampling ranks the whole shard's drafts first (and its
+extensions after). Streaming happens across shards: `jobs.synthesize` runs several shards at
+once through Ray Data, so one shard's extensions run while another's drafts are written
+(bench/streaming.py measures what that gains over a per-stage barrier).
 
 Nothing is lost: every draft and extension is returned with a `status` ("kept",
 "dropped_short", "rejected") and a `reason`, and `tally` counts every outcome per rule.
