@@ -174,6 +174,8 @@ def test_the_loop_runs_as_a_ray_job_survives_its_faults_and_keeps_storage_on_s3(
         "--set", f"probe.file=s3://{s3_bucket}/inputs/probes.jsonl",
         "--set", "training.checkpoint_every_steps=4", "--set", "synthesis.self_instruct.new_per_round=8",
         "--set", "synthesis.shard_size=4", "--set", "serving.max_retries=8",
+        # one shard at a time: the faults must land mid-round however fast the machine is
+        "--set", "synthesis.workers=1", "--set", "synthesis.shards_per_worker=1",
         "--storage", f"s3://{s3_bucket}/runs", "--run-name", "job",
     ]
     address, env, gcs_address = ray_head
@@ -182,13 +184,14 @@ def test_the_loop_runs_as_a_ray_job_survives_its_faults_and_keeps_storage_on_s3(
     run, stats_prefix = "runs/job", "runs/job/round-1/stats/"
 
     # 1. the first job: a Generator replica is killed as synthesis starts; as soon as a shard
-    #    has finished after that, the job's driver is stopped
+    #    has finished after that (the round went on), the job's driver is stopped
     first = Job(address, env, repo, "first")
     submitted = first.submit(runtime_env, entrypoint, wait=False)
     assert submitted.returncode == 0, submitted.stdout + submitted.stderr
     wait_for_objects(s3, s3_bucket, f"{run}/round-1/instructions/", 1, first)
     killed = kill_a_replica(gcs_address, env, "LLMServer:generator")
-    wait_for_objects(s3, s3_bucket, stats_prefix, 1, first)
+    done_at_kill = len(s3_objects(s3, s3_bucket, stats_prefix))
+    wait_for_objects(s3, s3_bucket, stats_prefix, done_at_kill + 1, first)  # the round went on
     assert first.ray("stop", first.id).returncode == 0
     assert first.status() == "STOPPED"
     first_logs = first.logs()
