@@ -198,8 +198,10 @@ def run_shards(settings: Settings, store: Storage, writer: Writer, shards: list[
             fn_constructor_kwargs={"settings": settings, "job_root": store.uri(), "writer": writer},
             batch_size=1,
             num_cpus=0.25,
+            # without max_concurrent_calls_per_actor an actor runs one shard and queues the rest
             compute=ray.data.ActorPoolStrategy(size=min(aw.workers, len(todo)),
-                                               max_tasks_in_flight_per_actor=aw.shards_per_worker),
+                                               max_tasks_in_flight_per_actor=aw.shards_per_worker,
+                                               max_concurrent_calls_per_actor=aw.shards_per_worker),
         )
         running: Counter = Counter()
         for stats in done.values():
