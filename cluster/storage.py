@@ -10,13 +10,16 @@ sees half a file, and a file's presence means it is complete.
 An endpoint that cannot be reached (connection refused, timeouts) is retried with exponential
 backoff for `storage.retry_timeout_s`; past that, `StorageUnavailable` names the file and the
 last error, and the job stops. Other errors (missing file, access denied) are raised at once.
+Ray Train's checkpoint uploads go through the same retries (`RetryingFSSpecHandler`).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -26,6 +29,8 @@ from typing import Any, TypeVar
 import aiohttp
 import botocore.exceptions
 import fsspec
+import pyarrow
+import pyarrow.fs as pafs
 
 from cluster.settings import StorageSection
 
@@ -183,8 +188,75 @@ class Storage:
 
     def pyarrow(self):
         """(pyarrow filesystem, root path) for Ray Train's RunConfig and Ray Data."""
-        import pyarrow.fs as pafs
-
         if self.protocol == "s3":
-            return pafs.PyFileSystem(pafs.FSSpecHandler(self.fs)), self.root
+            return pafs.PyFileSystem(RetryingFSSpecHandler(self.fs, self.settings)), self.root
         return pafs.LocalFileSystem(), self.root
+
+
+class RetryingFSSpecHandler(pafs.FSSpecHandler):
+    """pyarrow's view of an fsspec filesystem (what Ray Train writes checkpoints through), with
+    the storage layer's retries: every call waits out an unreachable endpoint for
+    `retry_timeout_s`, and a file being written is kept in a local temporary file and uploaded
+    when closed, so an upload that meets an outage is retried whole instead of failing mid-stream."""
+
+    def __init__(self, fs: fsspec.AbstractFileSystem, settings: StorageSection):
+        super().__init__(fs)
+        self.settings = settings
+
+    def _retry(self, what: str, path: str, method: Callable[..., T], *args: Any) -> T:
+        return with_retries(what, f"s3://{path}", self.settings, lambda: method(self, *args))
+
+    def get_file_info(self, paths):
+        return self._retry("check", paths[0] if paths else "", pafs.FSSpecHandler.get_file_info, paths)
+
+    def get_file_info_selector(self, selector):
+        return self._retry("list", selector.base_dir, pafs.FSSpecHandler.get_file_info_selector, selector)
+
+    def create_dir(self, path, recursive):
+        return self._retry("create", path, pafs.FSSpecHandler.create_dir, path, recursive)
+
+    def delete_dir(self, path):
+        return self._retry("delete", path, pafs.FSSpecHandler.delete_dir, path)
+
+    def delete_dir_contents(self, path, missing_dir_ok):
+        return self._retry("delete", path, pafs.FSSpecHandler.delete_dir_contents, path, missing_dir_ok)
+
+    def delete_file(self, path):
+        return self._retry("delete", path, pafs.FSSpecHandler.delete_file, path)
+
+    def move(self, src, dest):
+        return self._retry("move", src, pafs.FSSpecHandler.move, src, dest)
+
+    def copy_file(self, src, dest):
+        return self._retry("copy", src, pafs.FSSpecHandler.copy_file, src, dest)
+
+    def open_input_stream(self, path):
+        return self._retry("read", path, pafs.FSSpecHandler.open_input_stream, path)
+
+    def open_input_file(self, path):
+        return self._retry("read", path, pafs.FSSpecHandler.open_input_file, path)
+
+    def open_output_stream(self, path, metadata):
+        def upload(local: str) -> None:
+            with_retries("write", f"s3://{path}", self.settings, lambda: self.fs.put_file(local, path))
+
+        return pyarrow.PythonFile(_UploadOnClose(path, upload), mode="w")
+
+
+class _UploadOnClose(io.FileIO):
+    """A local temporary file that `upload`s itself when closed, then goes away."""
+
+    def __init__(self, path: str, upload: Callable[[str], None]):
+        fd, self.local = tempfile.mkstemp(prefix="upload-", suffix="-" + os.path.basename(path))
+        os.close(fd)
+        super().__init__(self.local, "wb")
+        self.upload = upload
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        super().close()
+        try:
+            self.upload(self.local)
+        finally:
+            os.remove(self.local)

@@ -2,9 +2,11 @@
 
 import asyncio
 import collections
+import glob
 import json
 import logging
 import os
+import tempfile
 import threading
 import time
 
@@ -167,3 +169,36 @@ def test_an_outage_past_the_limit_stops_with_a_clear_error_and_no_shard_looks_co
     layout2, shard2, run2 = run_one_shard(repo, outage, "stops", 60, None)
     run2()
     assert set(completed(layout2, 1, [shard2])) == {shard}
+
+
+def test_ray_train_uploads_wait_out_an_outage(outage, tmp_path):
+    """Ray Train writes checkpoints through `Storage.pyarrow()`: with botocore's own retries off,
+    a plain pyarrow view of s3fs fails at once, ours waits for the endpoint and the files arrive."""
+    import boto3
+    import fsspec
+    import pyarrow.fs as pafs
+
+    from cluster.storage import RetryingFSSpecHandler
+
+    checkpoint = tmp_path / "checkpoint_000001"
+    (checkpoint / "global_step4").mkdir(parents=True)
+    files = {"trainer_state.json": b'{"global_step": 4}', "global_step4/model_states.pt": os.urandom(300_000)}
+    for name, data in files.items():
+        (checkpoint / name).write_bytes(data)
+    fs = fsspec.filesystem("s3", endpoint_url=outage.endpoint, skip_instance_cache=True,
+                           config_kwargs={"retries": {"max_attempts": 1}})
+    settings = StorageSection(endpoint_url=outage.endpoint, retry_timeout_s=60, retry_backoff_s=0.5)
+
+    outage.stop(restart_after=4)
+    start = time.time()
+    with pytest.raises(Exception):
+        pafs.copy_files(str(checkpoint), "outage/plain", destination_filesystem=pafs.PyFileSystem(pafs.FSSpecHandler(fs)))
+    assert time.time() - start < 4, "the plain view should fail while the endpoint is down"
+    pafs.copy_files(str(checkpoint), "outage/train/checkpoint_000001",
+                    destination_filesystem=pafs.PyFileSystem(RetryingFSSpecHandler(fs, settings)))
+    assert time.time() - start > 3
+
+    s3 = boto3.client("s3", endpoint_url=outage.endpoint, region_name="us-east-1")
+    for name, data in files.items():
+        assert s3.get_object(Bucket="outage", Key=f"train/checkpoint_000001/{name}")["Body"].read() == data
+    assert not glob.glob(os.path.join(tempfile.gettempdir(), "upload-*-model_states.pt")), "temporary files left"
