@@ -161,12 +161,19 @@ class SimulatedEngine:
     advances every sequence in a slot by one token, so a request of n tokens holds a slot for n
     steps. Waiting requests take free slots first come, first served at the start of a step.
     Steps are paced against the clock (a late step is run at once, not skipped), so engine time
-    follows wall time as long as one step's bookkeeping is shorter than `step_s`."""
+    follows wall time as long as one step's bookkeeping is shorter than `step_s`.
 
-    def __init__(self, slots: int, step_s: float):
-        self.slots, self.step_s = slots, step_s
+    `stage_barrier=True` makes the two extension stages take turns the way the reference's
+    per-stage passes do: a stage-1 request waits while any stage-2 request is in the engine and
+    the other way round, so every request of one wave ends before the next wave starts (the
+    micro-steps and retries of an extension come as later waves)."""
+
+    def __init__(self, slots: int, step_s: float, stage_barrier: bool = False):
+        self.slots, self.step_s, self.stage_barrier = slots, step_s, stage_barrier
         self.waiting: deque = deque()
         self.active: list[list] = []  # [tokens left, future]
+        self.in_engine: Counter = Counter()  # extension requests admitted past the barrier, by stage
+        self._turns: asyncio.Condition | None = None
         self.reset()
         self._runner = None
 
@@ -184,14 +191,25 @@ class SimulatedEngine:
         into the trace the benchmark reads back (see `trace`)."""
         if self._runner is None:
             self._runner = asyncio.get_running_loop().create_task(self._run())
+            self._turns = asyncio.Condition()
         if self.first_at is None:
             self.first_at = time.time()
+        gated = self.stage_barrier and kind in ("stage1", "stage2")
+        if gated:
+            other = "stage2" if kind == "stage1" else "stage1"
+            async with self._turns:
+                await self._turns.wait_for(lambda: self.in_engine[other] == 0)
+                self.in_engine[kind] += 1
         future = asyncio.get_running_loop().create_future()
         self.waiting.append([max(1, int(tokens)), future])
         self.requests += 1
         self.max_waiting = max(self.max_waiting, len(self.waiting))
         self._trace.append((kind, anchor, max(1, int(tokens))))
         await future
+        if gated:
+            async with self._turns:
+                self.in_engine[kind] -= 1
+                self._turns.notify_all()
         return tokens
 
     def trace(self) -> list[tuple[str, str, int]]:
