@@ -1,0 +1,36 @@
+"""The simulated engine behind bench/streaming.py: its per-stage barrier must hold stage-2
+requests back until every running stage-1 request is done (and not otherwise), or the
+benchmark's baseline is not the barrier it claims to be."""
+
+import asyncio
+
+from bench.clients import SimulatedEngine
+
+
+def finish_steps(stage_barrier: bool) -> dict[str, int]:
+    async def go():
+        engine = SimulatedEngine(slots=8, step_s=0.0005, stage_barrier=stage_barrier)
+        done = {}
+
+        async def call(name: str, tokens: int, kind: str):
+            await engine.generate(tokens, kind)
+            done[name] = engine.steps
+
+        await asyncio.gather(call("stage1-long", 60, "stage1"), call("stage1-short", 5, "stage1"),
+                             call("stage2", 5, "stage2"), call("draft", 5, "draft"))
+        await call("stage1-after", 5, "stage1")  # no stage 2 running: goes straight in
+        engine._runner.cancel()
+        return done
+    return asyncio.run(go())
+
+
+def test_stage_two_waits_for_every_running_stage_one_request():
+    done = finish_steps(stage_barrier=True)
+    assert done["stage2"] >= done["stage1-long"] + 5
+    assert done["draft"] < done["stage1-long"]  # drafts are not held
+    assert done["stage1-after"] - done["stage2"] <= 6
+
+
+def test_without_the_barrier_stages_overlap():
+    done = finish_steps(stage_barrier=False)
+    assert done["stage2"] < done["stage1-long"]
