@@ -14,8 +14,8 @@ on an embedded Ray, with the run's storage in a local temporary folder:
   Serve LLM on first use, no redeploy). Serve LLM loads adapters only from object storage, so
   this mode runs its storage on an S3 server on loopback (moto, started here).
 
-Each hand-off checks that the answer changed (greedy, 32 tokens), so the time is to the NEW
-weights answering. Prints one JSON line per hand-off and a JSON summary.
+Each hand-off records whether the greedy answer (32 tokens) changed, i.e. whether the time is
+to the NEW weights answering (`answer_changed`; in the summary `all_answers_changed`). Prints one JSON line per hand-off and a JSON summary.
 """
 
 from __future__ import annotations
@@ -50,8 +50,9 @@ def ask(serving, role: str) -> str:
     return asyncio.run(go())
 
 
-def perturbed_copy(src: str, dst: str, seed: int) -> str:
-    """New full weights: the model with its output layer perturbed."""
+def perturbed_copy(src, dst, seed: int):
+    """New full weights at `dst`: a copy of the model with its output layer perturbed, so greedy
+    answers differ (tests/test_serving.py uses it too)."""
     import torch
     from safetensors.torch import load_file, save_file
 
@@ -64,8 +65,9 @@ def perturbed_copy(src: str, dst: str, seed: int) -> str:
     return dst
 
 
-def new_adapter(base: str, out: str, seed: int) -> str:
-    """New LoRA weights (peft starts B at zero, which would change nothing)."""
+def new_adapter(base: str, out: str, seed: int):
+    """New LoRA weights saved to `out` (peft starts B at zero, which would change nothing);
+    returns the peft model."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
@@ -78,7 +80,7 @@ def new_adapter(base: str, out: str, seed: int) -> str:
             if "lora_B" in name:
                 p.normal_(0, 0.05)
     model.save_pretrained(out)
-    return out
+    return model
 
 
 def full_handoffs(args, root: str) -> list[dict]:
@@ -137,7 +139,9 @@ def lora_handoffs(args, root: str, s3_root: str) -> list[dict]:
         sources = {}
         for k, role in enumerate(("generator", "extender")):
             rel = f"round-{repeat + 1}/{role}"
-            layout.store.put_dir(new_adapter(args.model, f"{root}/adapter-{repeat}-{role}", 10 * repeat + k + 1), rel)
+            local = f"{root}/adapter-{repeat}-{role}"
+            new_adapter(args.model, local, seed=10 * repeat + k + 1)
+            layout.store.put_dir(local, rel)
             sources[role] = layout.store.uri(rel)
         trained_at = time.time()
         deploy_s = serving.deploy(sources)

@@ -101,21 +101,28 @@ def s3_objects(s3, bucket: str, prefix: str = "") -> dict[str, dict]:
             for o in page.get("Contents", [])}
 
 
-def wait_for_objects(s3, bucket: str, prefix: str, count: int, job, timeout: float = 600,
-                     status_every: float = 15) -> dict[str, dict]:
-    """Poll S3 until `count` objects are under `prefix`; every `status_every` seconds also check
-    that the job is still running (the CLI takes seconds on two cores: not every poll)."""
+def poll(job, ready, what: str, timeout: float = 600, status_every: float = 15):
+    """Call `ready()` every half second until it returns something truthy, and return that.
+    Every `status_every` seconds also check that the job is still running (the CLI takes
+    seconds on two cores: not every poll)."""
     deadline, checked = time.time() + timeout, time.time()
     while time.time() < deadline:
-        done = s3_objects(s3, bucket, prefix)
-        if len(done) >= count:
-            return done
+        found = ready()
+        if found:
+            return found
         if time.time() - checked > status_every:
             assert job.status() not in ("FAILED", "STOPPED", "SUCCEEDED"), job.logs()[-3000:]
             checked = time.time()
         time.sleep(0.5)
-    raise AssertionError(f"fewer than {count} objects under {prefix} after {timeout:.0f}s; "
-                         f"the job's log ends:\n{job.logs()[-4000:]}")
+    raise AssertionError(f"{what} after {timeout:.0f}s; the job's log ends:\n{job.logs()[-4000:]}")
+
+
+def wait_for_objects(s3, bucket: str, prefix: str, count: int, job, timeout: float = 600,
+                     status_every: float = 15) -> dict[str, dict]:
+    def enough():
+        done = s3_objects(s3, bucket, prefix)
+        return done if len(done) >= count else None
+    return poll(job, enough, f"fewer than {count} objects under {prefix}", timeout, status_every)
 
 
 class Job:
@@ -167,7 +174,7 @@ print(names[0])
     return done.stdout.strip().splitlines()[-1]
 
 
-def kill_the_driver(since: float) -> int:
+def kill_the_driver(since: float) -> None:
     """SIGKILL the job's driver (`python -m jobs.self_lengthen ...`). Done from here, not with
     `ray job stop`: the CLI takes long enough on two cores that the round could end meanwhile."""
     drivers = [p for p in psutil.process_iter(["cmdline", "create_time"])
@@ -175,35 +182,29 @@ def kill_the_driver(since: float) -> int:
     assert drivers, "no driver process found"
     for driver in drivers:
         driver.send_signal(signal.SIGKILL)
-    return len(drivers)
 
 
-def kill_a_train_worker(s3, bucket: str, train_prefix: str, job: Job, since: float, timeout: float = 1200) -> int:
+def kill_a_train_worker(s3, bucket: str, train_prefix: str, job: Job, since: float) -> None:
     """Once two checkpoints of a fine-tuning are on S3 (a report returns only when every rank has
     made it, so the older one is registered with Ray Train), kill one of its worker processes."""
-    deadline, checked = time.time() + timeout, time.time()
-    while time.time() < deadline:
+    def two_checkpoints() -> bool:
         folders = {k[len(train_prefix):].split("/")[0] for k in s3_objects(s3, bucket, train_prefix)}
-        if sum(f.startswith("checkpoint_") for f in folders) >= 2:
-            workers = [p for p in psutil.process_iter(["cmdline", "create_time"])
-                       if "ray::RayTrainWorker" in " ".join(p.info["cmdline"] or []) and p.info["create_time"] >= since]
-            assert workers, "two checkpoints are on S3 but no Ray Train worker is alive"
-            workers[-1].send_signal(signal.SIGKILL)
-            return workers[-1].pid
-        if time.time() - checked > 15:
-            assert job.status() not in ("FAILED", "STOPPED", "SUCCEEDED"), job.logs()[-3000:]
-            checked = time.time()
-        time.sleep(0.5)
-    raise AssertionError(f"no two checkpoints under {train_prefix} after {timeout:.0f}s")
+        return sum(f.startswith("checkpoint_") for f in folders) >= 2
+
+    poll(job, two_checkpoints, f"no two checkpoints under {train_prefix}", timeout=1200)
+    workers = [p for p in psutil.process_iter(["cmdline", "create_time"])
+               if "ray::RayTrainWorker" in " ".join(p.info["cmdline"] or []) and p.info["create_time"] >= since]
+    assert workers, "two checkpoints are on S3 but no Ray Train worker is alive"
+    workers[-1].send_signal(signal.SIGKILL)
 
 
-def wait_until_done(job: Job, timeout: float = 1500) -> str:
+def wait_until_done(job: Job, timeout: float = 1500, every: float = 10) -> str:
     deadline = time.time() + timeout
     while time.time() < deadline:
         status = job.status()
         if status in ("FAILED", "STOPPED", "SUCCEEDED"):
             return status
-        time.sleep(10)
+        time.sleep(every)
     raise AssertionError(f"job {job.id} still running after {timeout:.0f}s; its log ends:\n{job.logs()[-4000:]}")
 
 
@@ -259,10 +260,7 @@ def test_the_loop_runs_as_a_ray_job_survives_its_faults_and_keeps_storage_on_s3(
     mark("a shard that started after the kill finished")
     kill_the_driver(since=started)
     mark("driver killed")
-    deadline = time.time() + 120
-    while first.status() != "FAILED":
-        assert time.time() < deadline, f"the job is still {first.status()} after its driver was killed"
-        time.sleep(2)
+    assert wait_until_done(first, timeout=120, every=2) == "FAILED"  # its driver is gone
     print("\n".join(["", "first job:", *timeline]))
     first_logs = first.logs()
     assert killed.startswith("SERVE_REPLICA::")

@@ -5,34 +5,21 @@ new weights replace the old ones without restarting Ray."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 import time
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from actors.client import LLMClient
 from actors.serving import APP_NAME, Serving
+from bench.handoff import perturbed_copy
 from cluster.settings import load_settings
 from longform.model import user
 
 pytestmark = pytest.mark.cluster
 PROMPT = "Write a detailed essay about rain."
 GREEDY = {"temperature": 0.0, "max_tokens": 24}
-
-
-def perturbed_copy(src, dst, seed: int):
-    """Another checkpoint of the same architecture: the tiny model with its output layer
-    shuffled, so greedy answers differ."""
-    shutil.copytree(src, dst)
-    weights = load_file(dst / "model.safetensors")
-    g = torch.Generator().manual_seed(seed)
-    head = weights["lm_head.weight"]
-    weights["lm_head.weight"] = head + 0.5 * torch.randn(head.shape, generator=g) * head.std()
-    save_file(weights, dst / "model.safetensors", metadata={"format": "pt"})
-    return dst
 
 
 def hf_greedy(model_dir, prompt: str, tokens: int) -> str:

@@ -12,6 +12,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from actors.client import LLMClient
 from actors.serving import Serving
+from bench.handoff import new_adapter
 from cluster.layout import RunLayout
 from cluster.settings import load_settings
 from cluster.storage import Storage
@@ -20,21 +21,6 @@ from longform.model import user
 pytestmark = pytest.mark.cluster
 PROMPT = "Write a detailed essay about rain."
 TOKENS = 24
-
-
-def make_adapter(base, out, seed: int):
-    """A LoRA adapter with non-zero weights (peft starts B at zero, which changes nothing)."""
-    from peft import LoraConfig, get_peft_model
-
-    torch.manual_seed(seed)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32),
-                           LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", task_type="CAUSAL_LM"))
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.05)
-    model.save_pretrained(out)
-    return model
 
 
 def greedy(model, tokenizer) -> str:
@@ -66,7 +52,7 @@ def test_adapters_per_role_and_a_new_adapter_in_seconds(repo, tiny_model, tmp_pa
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     expected = {}
     for role, seed in (("generator", 1), ("extender", 2)):
-        model = make_adapter(tiny_model, tmp_path / role, seed)
+        model = new_adapter(tiny_model, tmp_path / role, seed)
         expected[role] = greedy(model, tokenizer)
         layout.store.put_dir(str(tmp_path / role), f"round-1/{role}")
     base_answer = greedy(AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32), tokenizer)
