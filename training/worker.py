@@ -12,6 +12,7 @@ is damaged: training/checkpoints.py).
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import tempfile
@@ -119,17 +120,31 @@ def last_loss(state) -> float | None:
     return losses[-1] if losses else None
 
 
+class Arguments(TrainingArguments):
+    """transformers' arguments with `warmup_steps` holding our `training.warmup_ratio`: the
+    share of the run's optimizer steps spent warming up, rounded to the nearest step.
+    transformers rounds a ratio *up*, and its linear warmup gives the first step a learning
+    rate of 0, so a 2-step run with ratio 0.1 spent half its steps not learning."""
+
+    def get_warmup_steps(self, num_training_steps: int) -> int:
+        return warmup_steps(self.warmup_steps, num_training_steps)
+
+
+def warmup_steps(ratio: float, num_training_steps: int) -> int:
+    return int(math.floor(ratio * num_training_steps + 0.5))
+
+
 def training_args(settings: Settings, output_dir: str) -> TrainingArguments:
     t = settings.training
     every = t.checkpoint_every_steps
-    return TrainingArguments(
+    return Arguments(
         output_dir=output_dir,
         per_device_train_batch_size=t.micro_batch_size,
         gradient_accumulation_steps=t.grad_accum,
         learning_rate=t.lr,
         num_train_epochs=t.epochs,
         lr_scheduler_type=t.scheduler,
-        warmup_steps=t.warmup_ratio,
+        warmup_steps=t.warmup_ratio,  # a ratio: see Arguments.get_warmup_steps
         weight_decay=t.weight_decay,
         bf16=use_bf16(settings),
         activation_checkpointing=t.gradient_checkpointing,
