@@ -94,13 +94,15 @@ def phases(settings: Settings, workload: str = "loop") -> list[Phase]:
     if workload == "serve":
         role = settings.serving.generator
         return [Phase("serving the Generator", [Demand("generator replicas", role.max_replicas, replica_bundle(role))])]
+    training = [Demand("workers", settings.training.num_workers, worker_bundle(settings))]
+    if workload == "train":
+        return [Phase("training", training)]
     if workload != "loop":
-        raise ValueError(f"unknown workload {workload!r}: 'loop' or 'serve'")
+        raise ValueError(f"unknown workload {workload!r}: 'loop', 'serve' or 'train'")
     deployments = served_deployments(settings)
     synthesis = [Demand(f"{name} replicas", role.max_replicas, replica_bundle(role))
                  for name, role in deployments.items()]
     synthesis.append(Demand("Ray Data shard workers", settings.synthesis.workers, {"CPU": SHARD_WORKER_CPU}))
-    training = [Demand("workers", settings.training.num_workers, worker_bundle(settings))]
     if not settings.serving.release_during_training:
         training += [Demand(f"idle {name} replicas", role.min_replicas, replica_bundle(role))
                      for name, role in deployments.items() if role.min_replicas]

@@ -198,3 +198,33 @@ train_role(settings, layout, 1, "generator", {str(tiny_model)!r}, {files!r})
 def settings_overrides(settings, tiny_model) -> list[str]:
     return [f"model.base={tiny_model}", f"storage.root={settings.storage.root}", f"run.name={settings.run.name}",
             "training.cutoff_len=256", "training.grad_accum=8", *LONG]
+
+
+def test_jobs_train_fine_tunes_on_files_people_already_have(repo, tiny_model, tmp_path, two_nodes, s3_bucket, capsys):
+    """`python -m jobs.train` on a local Parquet file (alpaca rows) and a LongWriter-style JSONL
+    on S3 holding one bad line: trains on 2 ZeRO-3 workers, exports to the run on S3, sets the bad
+    line aside with its file and line, and a second run finds the export and does not train."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from jobs import train as train_job
+    from longform.sft import to_alpaca
+
+    pq.write_table(pa.Table.from_pylist([to_alpaca(e) for e in sft_examples(repo, 16)]), tmp_path / "a.parquet")
+    store = Storage.open(f"s3://{s3_bucket}/data", load_settings(None, ["model.base=x"]).storage)
+    lines = (repo / "tests/data/longwriter6k_style.jsonl").read_text().splitlines()
+    store.write_text("lw.jsonl", "\n".join(lines[:5] + ['{"messages": "oops"}'] + lines[5:]) + "\n")
+    args = ["--config", str(repo / "configs/tiny.yaml"), "--set", f"model.base={tiny_model}",
+            "--set", "training.cutoff_len=256", "--set", "training.epochs=1",
+            "--storage", f"s3://{s3_bucket}/runs", "--run-name", "own-data",
+            "--data", str(tmp_path / "a.parquet"), "--data", f"s3://{s3_bucket}/data/lw.jsonl@2"]
+    assert train_job.main(args) == 0
+    run = Storage.open(f"s3://{s3_bucket}/runs/own-data/sft", load_settings(None, ["model.base=x"]).storage)
+    summary = run.read_json("summary.json")
+    assert summary["records"] == 16 + 2 * 20 and summary["set_aside"] == 1
+    assert [r["where"] for r in run.read_jsonl("rejected.jsonl")] == ["line 6"]
+    marker = run.read_json(f"model/{EXPORT_MARKER}")
+    assert "model.safetensors" in marker["files"] and summary["training"]["steps"] > 0
+    reference_check(summary["model"], marker, tiny_model, False, tmp_path)
+    assert train_job.main(args) == 0
+    assert "already trained" in capsys.readouterr().out

@@ -32,21 +32,39 @@ class TrainResult:
     loss_history: list[dict]
 
 
+@dataclass(frozen=True)
+class Target:
+    """Where one fine-tune keeps its Ray Train checkpoints (<folder>/<name>/) and its export."""
+
+    folder: str  # relative to the run, e.g. "round-1" or "final"
+    name: str  # the Ray Train run, e.g. "train-generator"
+    export: str  # relative to the run: the weights for serving
+    label: str  # in progress lines and errors, e.g. "generator r1"
+
+
 def train_role(
     settings: Settings, layout: RunLayout, round: int, role: str, init_model: str,
     data_files: list[str], init_adapter: str | None = None,
 ) -> TrainResult:
+    """One role of the loop, for one round."""
+    target = Target(layout.round_dir(round), f"train-{role}", layout.model_dir(round, role), f"{role} r{round}")
+    return train(settings, layout, target, init_model, data_files, init_adapter)
+
+
+def train(
+    settings: Settings, layout: RunLayout, target: Target, init_model: str,
+    data_files: list[str], init_adapter: str | None = None,
+) -> TrainResult:
     t = settings.training
-    export_rel = layout.model_dir(round, role)
     filesystem, root = layout.store.pyarrow()
     config = {
         "settings": settings,
-        "label": f"{role} r{round}",
+        "label": target.label,
         "init_model": init_model,
         "init_adapter": init_adapter,
         "data_files": data_files,
         "run_root": layout.store.uri(),
-        "export": export_rel,
+        "export": target.export,
     }
     trainer = TorchTrainer(
         train_func,
@@ -57,8 +75,8 @@ def train_role(
         ),
         torch_config=TorchConfig(backend="nccl" if t.use_gpu else "gloo"),
         run_config=RunConfig(
-            name=f"train-{role}",
-            storage_path=f"{root}/{layout.round_dir(round)}",
+            name=target.name,
+            storage_path=f"{root}/{target.folder}",
             storage_filesystem=filesystem,
             failure_config=FailureConfig(max_failures=t.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
@@ -67,10 +85,10 @@ def train_role(
     )
     result = trainer.fit()
     if result.error:
-        raise RuntimeError(f"training {role} for round {round} failed: {result.error}")
-    marker = f"{export_rel}/{EXPORT_MARKER}"
+        raise RuntimeError(f"training {target.label} failed: {result.error}")
+    marker = f"{target.export}/{EXPORT_MARKER}"
     if not layout.store.exists(marker):
-        raise RuntimeError(f"training {role} for round {round} finished without an export at {export_rel}")
+        raise RuntimeError(f"training {target.label} finished without an export at {target.export}")
     metrics = layout.store.read_json(marker)["metrics"]
     history = metrics.pop("loss_history", [])
-    return TrainResult(layout.store.uri(export_rel), metrics, history)
+    return TrainResult(layout.store.uri(target.export), metrics, history)

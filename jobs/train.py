@@ -1,0 +1,121 @@
+"""Supervised fine-tuning on any dataset, with the loop's Ray Train + DeepSpeed path:
+
+    python -m jobs.train --config configs/tiny.yaml --run-name sft \\
+        --data runs/demo/collect/data.jsonl --data s3://bucket/general.parquet@0.25
+
+    read      every --data (chat `messages`, alpaca, ShareGPT; JSONL, JSON, Parquet or a
+              `datasets` folder; local or s3://), set aside what cannot be used, weigh, shuffle
+    train     `training.*` as in the loop (full or LoRA, ZeRO stage, packing, checkpoints)
+    export    safetensors (or the adapter) under <run>/<name>/model/, ready for vLLM
+
+Under <run>/<name>/ on storage: data/ (the records trained on), rejected.jsonl (file, line or
+row, reason), checkpoints/ (Ray Train), model/, summary.json. The same command again resumes
+from the last checkpoint, or does nothing if the model is already exported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from cluster.cli import add_settings_args, settings_from_args
+from cluster.layout import RunLayout
+from cluster.storage import Storage, filesystem_for
+from training.export import EXPORT_MARKER
+from training.sources import DataSpec, load_mixture
+
+SHARD_RECORDS = 5000
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] [train] {message}", flush=True)
+
+
+def parse_args(argv: list[str] | None):
+    parser = argparse.ArgumentParser(prog="python -m jobs.train", description=__doc__.split("\n\n")[0])
+    add_settings_args(parser)
+    parser.add_argument("--data", action="append", required=True, metavar="URI[@WEIGHT]",
+                        help="a dataset file or folder, local or s3:// (repeatable; @WEIGHT repeats or subsamples it)")
+    parser.add_argument("--name", default="sft", help="folder of this fine-tune inside the run (default: sft)")
+    parser.add_argument("--init-model", help="weights to start from (default: model.base)")
+    parser.add_argument("--init-adapter", help="LoRA adapter to continue (training.method=lora)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    settings = settings_from_args(args)
+    try:
+        specs = [DataSpec.parse(text) for text in args.data]
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    init_model = args.init_model or settings.model.base
+    fs, path = filesystem_for(init_model, settings.storage)
+    if not fs.exists(f"{path}/config.json"):
+        print(f"error: no model at {init_model} (config.json not found)", file=sys.stderr)
+        return 2
+
+    # 1. the data, checked before any cluster starts
+    started = time.time()
+    try:
+        records, rejected, counts = load_mixture(specs, settings.storage, settings.run.seed)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for c in counts:
+        log(f"{c['data']}: {c['records']} records, {c['set_aside']} set aside, {c['used']} used (weight {c['weight']})")
+    for r in rejected[:5]:
+        log(f"set aside {r['file']} {r['where']}: {r['reason']}")
+    if not records:
+        print(f"error: no usable record in {', '.join(args.data)}", file=sys.stderr)
+        return 2
+    layout = RunLayout.create(Storage.open(settings.storage.root, settings.storage), settings.run.name)
+    store = layout.store.child(args.name)
+    files = []
+    for i in range(0, len(records), SHARD_RECORDS):
+        rel = f"data/shard-{i // SHARD_RECORDS:05d}.jsonl"
+        store.write_jsonl(rel, records[i: i + SHARD_RECORDS])
+        files.append(store.uri(rel))
+    store.write_jsonl("rejected.jsonl", rejected)
+
+    # 2. train and export (resumes from checkpoints; skipped when the export exists)
+    summary = {"run": settings.run.name, "name": args.name, "data": counts, "records": len(records),
+               "set_aside": len(rejected), "init_model": init_model, "method": settings.training.method}
+    if store.exists(f"model/{EXPORT_MARKER}"):
+        log(f"already trained: {store.uri('model')}")
+        summary["training"] = store.read_json(f"model/{EXPORT_MARKER}")["metrics"]
+    else:
+        summary["training"] = fine_tune(settings, layout, args, init_model, files)
+    summary.update(model=store.uri("model"), seconds=round(time.time() - started, 1))
+    store.write_json("summary.json", summary)
+    t = summary["training"]
+    history = t.get("loss_history") or []
+    loss = f"{history[0]['loss']:.3f} -> {history[-1]['loss']:.3f}" if history else t.get("train_loss")
+    log(f"trained on {len(records)} records ({len(rejected)} set aside): {t.get('steps')} steps, loss {loss}")
+    log(f"model: {summary['model']}")
+    print(json.dumps({k: summary[k] for k in ("records", "set_aside", "model")}))
+    return 0
+
+
+def fine_tune(settings, layout: RunLayout, args, init_model: str, files: list[str]) -> dict:
+    from cluster.capacity import CapacityError, require_fit  # Ray only from here on
+    from cluster.ray_cluster import connect, embedded
+    from training.trainer import Target, train
+
+    log(connect(settings))
+    try:
+        for warning in require_fit(settings, "train", embedded=embedded(settings)):
+            log(f"WARNING (the autoscaler may still add nodes): {warning}")
+    except CapacityError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    target = Target(args.name, "checkpoints", f"{args.name}/model", args.name)
+    result = train(settings, layout, target, init_model, files, args.init_adapter)
+    return {**result.metrics, "loss_history": result.loss_history}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
