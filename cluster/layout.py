@@ -13,7 +13,12 @@
     <run>/round-<k>/train-<role>/            Ray Train checkpoints
     <run>/round-<k>/<role>/                  exported weights, loadable by vLLM and transformers
     <run>/round-<k>/stages/<stage>.json      a finished stage of the round (for resume)
-    <run>/collect/{data,alpaca,rejected}.jsonl   the final data (python -m jobs.collect)
+    <run>/collect/{data,alpaca,rejected}.jsonl   the final data (python -m jobs.collect, or the final stage)
+    <run>/final/                             the final stage, laid out as a round ("final" for k):
+        instructions/, drafts/, stats/        the last Generator's further answers (drafts only)
+        length-probe/{base,final}.jsonl       the constrained probe set's answers
+        train-sft/, model/                    Ray Train checkpoints; the final model's weights
+        stages/<stage>.json                   finished stages (generate, collect, train, ...)
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from cluster.storage import Storage
 
 SHARD_KINDS = ("drafts", "extensions", "sft-generator", "sft-extender")
 ROLES = ("generator", "extender")
+FINAL = "final"  # the final stage's key where a round number goes: its folder is <run>/final/
 
 
 def shard_name(index: int) -> str:
@@ -39,28 +45,33 @@ class RunLayout:
     def create(cls, storage: Storage, run_name: str) -> "RunLayout":
         return cls(storage.child(run_name))
 
-    def round_dir(self, k: int) -> str:
-        return f"round-{k}"
+    @staticmethod
+    def label(k: int | str) -> str:
+        """How logs name a round: "round 2", or "final"."""
+        return FINAL if k == FINAL else f"round {k}"
 
-    def shard_file(self, k: int, kind: str, shard: str) -> str:
-        return f"round-{k}/{kind}/{shard}.jsonl"
+    def round_dir(self, k: int | str) -> str:
+        return FINAL if k == FINAL else f"round-{k}"
 
-    def stats_file(self, k: int, shard: str) -> str:
-        return f"round-{k}/stats/{shard}.json"
+    def shard_file(self, k: int | str, kind: str, shard: str) -> str:
+        return f"{self.round_dir(k)}/{kind}/{shard}.jsonl"
 
-    def model_dir(self, k: int, role: str) -> str:
-        return f"round-{k}/{role}"
+    def stats_file(self, k: int | str, shard: str) -> str:
+        return f"{self.round_dir(k)}/stats/{shard}.json"
 
-    def train_dir(self, k: int, role: str) -> str:
-        return f"round-{k}/train-{role}"
+    def model_dir(self, k: int | str, role: str) -> str:
+        return f"{self.round_dir(k)}/{role}"
+
+    def train_dir(self, k: int | str, role: str) -> str:
+        return f"{self.round_dir(k)}/train-{role}"
 
     # stages of a round, for resuming a job that was stopped
-    def stage_file(self, k: int, stage: str) -> str:
-        return f"round-{k}/stages/{stage}.json"
+    def stage_file(self, k: int | str, stage: str) -> str:
+        return f"{self.round_dir(k)}/stages/{stage}.json"
 
-    def stage_done(self, k: int, stage: str) -> dict | None:
+    def stage_done(self, k: int | str, stage: str) -> dict | None:
         rel = self.stage_file(k, stage)
         return self.store.read_json(rel) if self.store.exists(rel) else None
 
-    def mark_done(self, k: int, stage: str, info: dict) -> None:
+    def mark_done(self, k: int | str, stage: str, info: dict) -> None:
         self.store.write_json(self.stage_file(k, stage), {**info, "finished_at": time.time()})

@@ -253,6 +253,34 @@ class CollectSection(Section):
         return self
 
 
+class FinalSection(Section):
+    """After the last round (Self-Lengthen's final stage), as stages of the same job:
+    generate   the last Generator answers `generate_count` more instructions (self-instructed
+               and seeds), drafts only, no extension
+    collect    every round's extended texts and these answers in the `collect` window, each
+               query given a length constraint it satisfies
+    train      the *base* model fine-tuned on that data (as `training` says), mixed with
+               `mix_with` (a chat file in any format `jobs.train` reads) at `mix_fraction`
+    score      the base and the final model on a length-constrained probe set: LonGen's length
+               score, the share of answers inside their window. Weights under <run>/final/model/."""
+
+    enabled: bool = True
+    generate_count: int = Field(64, ge=0, description="instructions the last Generator answers for the final data")
+    mix_with: str | None = Field(None, description="general chat data (path or s3:// URI) mixed into the final SFT")
+    mix_fraction: float = Field(0.0, ge=0, lt=1, description="share of the final SFT data taken from mix_with")
+    probe_words: tuple[int, int] = Field((2000, 8000), description="lengths the constrained probe set asks for, [lo, hi]")
+    epochs: float | None = Field(None, gt=0, description="epochs of the final SFT (None: training.epochs)")
+
+    @model_validator(mode="after")
+    def _mix(self):
+        if self.mix_fraction and not self.mix_with:
+            raise ValueError("mix_fraction is set but mix_with names no file")
+        lo, hi = self.probe_words
+        if not 0 < lo <= hi:
+            raise ValueError(f"probe_words must be [lo, hi] with 0 < lo <= hi, got {list(self.probe_words)}")
+        return self
+
+
 class AgentWriteSection(Section):
     """AgentWrite (LongWriter): plan, then write section by section (`python -m jobs.agentwrite`).
     The writer is `endpoint` when its base_url is set, else `model` (default: model.base)
@@ -290,6 +318,8 @@ class EvaluationSection(Section):
     decoding: BenchmarkDecoding = Field(default_factory=BenchmarkDecoding)
     judge: bool = False
     judge_attempts: int = Field(3, ge=1, description="judge calls per response until a verdict parses")
+    judge_prompt: str | None = Field(None, description="a judge prompt file (path or s3:// URI) replacing the "
+                                     "built-in wording, e.g. a benchmark's official one; $INST$ / $RESPONSE$ slots")
     judge_decoding: JudgeDecoding = Field(default_factory=JudgeDecoding)
     concurrency: int = Field(16, ge=1, description="requests in flight to the evaluated model and the judge")
 
@@ -311,6 +341,7 @@ class Settings(Section):
     training: TrainingSection = Field(default_factory=TrainingSection)
     agentwrite: AgentWriteSection = Field(default_factory=AgentWriteSection)
     collect: CollectSection = Field(default_factory=CollectSection)
+    final: FinalSection = Field(default_factory=FinalSection)
     evaluation: EvaluationSection = Field(default_factory=EvaluationSection)
 
     @model_validator(mode="after")
@@ -343,7 +374,8 @@ class Settings(Section):
 
 
 LOCAL_PATHS = [("storage", "root"), ("model", "base"), ("synthesis", "seeds"), ("synthesis", "prompt_dir"),
-               ("probe", "file"), ("training", "replay")]
+               ("probe", "file"), ("training", "replay"), ("final", "mix_with"),
+               ("evaluation", "judge_prompt")]
 
 
 class SettingsError(ValueError):

@@ -28,11 +28,11 @@ from collections import Counter
 
 from actors.client import LLMClient
 from cluster.cli import add_settings_args, settings_from_args
-from cluster.layout import RunLayout
+from cluster.layout import FINAL, RunLayout
 from cluster.ray_cluster import connect
 from cluster.settings import Settings
 from cluster.storage import Storage
-from longform.constraints import Constraint, constraint_for, numbers_stated, pick_kind
+from longform.constraints import Constraint, appended_query, constraint_for, numbers_stated, pick_kind
 from longform.model import ChatModel, ModelCallError, user
 from longform.prompts import PromptBook, load_prompts
 from longform.sampling import seeded_rng
@@ -40,7 +40,6 @@ from longform.sft import to_alpaca
 from longform.words import count_words, detect_language
 
 ROOT = "collect"
-APPENDED = {"en": "{instruction} The answer should be {requirement}.", "zh": "{instruction}字数要求：{requirement}。"}
 
 
 def log(message: str) -> None:
@@ -48,10 +47,10 @@ def log(message: str) -> None:
 
 
 def gather(layout: RunLayout, rounds: int) -> list[dict]:
-    """Every kept extended response of rounds 1..rounds."""
+    """Every kept extended response of rounds 1..rounds, and the final stage's kept answers."""
     out = []
-    for k in range(1, rounds + 1):
-        folder = f"{layout.round_dir(k)}/extensions"
+    for k, kind in [*((k, "extensions") for k in range(1, rounds + 1)), (FINAL, "drafts")]:
+        folder = f"{layout.round_dir(k)}/{kind}"
         if not layout.store.exists(folder):
             continue
         for name in sorted(layout.store.list(folder)):
@@ -63,7 +62,7 @@ async def rewrite(model: ChatModel | None, prompts: PromptBook, record: dict, c:
                   settings: Settings) -> tuple[str, str | None]:
     """(query, None) from the Generator, or (appended query, why the rewrite was not used)."""
     lang, requirement = record["lang"], c.label(record["lang"])
-    fallback = APPENDED[lang].format(instruction=record["instruction"].rstrip(), requirement=requirement)
+    fallback = appended_query(record["instruction"], c, lang)
     if model is None:
         return fallback, "rewrite off"
     prompt = prompts.render("constrain_query", lang, instruction=record["instruction"], requirement=requirement)
@@ -136,17 +135,11 @@ def rewriter(settings: Settings, layout: RunLayout):
     return client.role(serving.model_id("generator")), serving
 
 
-def run(settings: Settings) -> dict:
+def collect(settings: Settings, layout: RunLayout, model: ChatModel | None) -> dict:
+    """Gather, constrain and write the final data; returns its summary (also collect/summary.json)."""
     started = time.time()
-    layout = RunLayout.create(Storage.open(settings.storage.root, settings.storage), settings.run.name)
     records = gather(layout, settings.run.rounds)
-    log(f"{len(records)} kept extended responses in rounds 1-{settings.run.rounds}")
-    model, serving = rewriter(settings, layout) if records else (None, None)
-    try:
-        kept, rejected, tally = asyncio.run(build(records, model, settings))
-    finally:
-        if serving is not None:
-            serving.release()
+    kept, rejected, tally = asyncio.run(build(records, model, settings))
     store = layout.store.child(ROOT)
     store.write_jsonl("data.jsonl", kept)
     store.write_jsonl("alpaca.jsonl", [to_alpaca(e) for e in kept])
@@ -157,6 +150,18 @@ def run(settings: Settings) -> dict:
                "seconds": round(time.time() - started, 1)}
     store.write_json("summary.json", summary)
     return summary
+
+
+def run(settings: Settings) -> dict:
+    layout = RunLayout.create(Storage.open(settings.storage.root, settings.storage), settings.run.name)
+    records = gather(layout, settings.run.rounds)
+    log(f"{len(records)} kept extended responses in rounds 1-{settings.run.rounds}")
+    model, serving = rewriter(settings, layout) if records else (None, None)
+    try:
+        return collect(settings, layout, model)
+    finally:
+        if serving is not None:
+            serving.release()
 
 
 def main(argv: list[str] | None = None) -> int:

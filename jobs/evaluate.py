@@ -42,7 +42,8 @@ from longform.model import ChatModel, ModelCallError, user
 from longform.params import Decoding
 from longform.prompts import load_prompts
 from longform.scores import (
-    BENCHMARKS, BenchmarkFile, evenly_spaced, judge_response, parse_benchmark, portable_fields, prompt_of,
+    BENCHMARKS, BenchmarkFile, JudgeWording, evenly_spaced, judge_provenance, judge_response, parse_benchmark,
+    portable_fields, prompt_of,
     score_benchmark,
 )
 
@@ -107,16 +108,31 @@ async def generate(model: ChatModel, benchmark: str, rows: list[dict], decoding:
     return [results[r["id"]] for r in rows]
 
 
+def judge_wording(settings: Settings) -> JudgeWording | None:
+    """`evaluation.judge_prompt` read and checked, or None for the built-in wording."""
+    uri = settings.evaluation.judge_prompt
+    if not uri:
+        return None
+    fs, path = filesystem_for(uri, settings.storage)
+    if not fs.exists(path):
+        raise SystemExit(f"error: evaluation.judge_prompt: file not found: {uri}")
+    try:
+        return JudgeWording.parse(fs.cat_file(path).decode("utf-8-sig"), uri)
+    except (UnicodeDecodeError, ValueError) as err:
+        raise SystemExit(f"error: evaluation.judge_prompt: {err}") from None
+
+
 async def judge_all(judge: ChatModel, benchmark: str, rows: list[dict], settings: Settings, log=log) -> list[dict]:
     ev = settings.evaluation
-    prompts = load_prompts(settings.synthesis.prompt_dir)
+    prompts, wording = load_prompts(settings.synthesis.prompt_dir), judge_wording(settings)
     answered = [r for r in rows if isinstance(r.get("response"), str)]
     limit = asyncio.Semaphore(ev.concurrency)
     progress = Progress("verdicts", len(answered), log)
 
     async def one(row: dict) -> dict:
         async with limit:
-            verdict = await judge_response(judge, prompts, benchmark, row, ev.judge_decoding, ev.judge_attempts)
+            verdict = await judge_response(judge, prompts, benchmark, row, ev.judge_decoding, ev.judge_attempts,
+                                           wording)
         progress.tick(verdict["status"] == "ok")
         return verdict
 
@@ -197,7 +213,10 @@ async def score(settings: Settings, benchmark: str, rows: list[dict], rejected: 
         verdicts = await judge_all(target.judge, benchmark, rows, settings, log)
     scores, scored = score_benchmark(benchmark, rows, verdicts)
     scores = {"model": target.label, "data": source, "set_aside": len(rejected), **scores,
-              "decoding": settings.evaluation.decoding.model_dump() if generated else None}
+              "decoding": settings.evaluation.decoding.model_dump() if generated else None,
+              "judge": None if target.judge is None else judge_provenance(
+                  target.judge, load_prompts(settings.synthesis.prompt_dir), benchmark,
+                  settings.evaluation.judge_decoding, judge_wording(settings))}
     out.write_json("scores.json", scores)
     out.write_jsonl("scored.jsonl", scored)
     if verdicts is not None:
@@ -392,6 +411,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = settings_from_args(args)
     if args.round is not None and settings.evaluation.endpoint.base_url:
         raise SystemExit("error: give --round or --endpoint, not both")
+    if settings.evaluation.judge:
+        judge_wording(settings)  # a bad judge prompt stops the job before any model is called
     scores = asyncio.run(run_command(args, settings))
     if scores is not None:
         print(headline(scores), flush=True)

@@ -28,7 +28,7 @@ from cluster.cli import add_settings_args, settings_from_args  # noqa: E402
 from cluster.layout import RunLayout  # noqa: E402
 from cluster.storage import Storage  # noqa: E402
 from jobs.summary import acceptance  # noqa: E402
-from longform.scores import LBW_BUCKETS, LONGEN_TYPES  # noqa: E402
+from longform.scores import LBW_BUCKETS, LONGEN_TYPES, score_row  # noqa: E402
 
 
 def png(fig) -> bytes:
@@ -230,6 +230,8 @@ def render(summary: dict, images: dict[str, str]) -> str:
         out.append(f"| {r['round']} | {before} | {after} | {after / before if before else 0:.2f}x | "
                    f"{r['probe_after']['unique_sentence_ratio']} | {acceptance(r['synthesis']['tally'])} |")
     out += ["", *benchmark_section(summary, images)]
+    if summary.get("final"):
+        out += ["", *final_section(summary["final"], images)]
     for r in summary["rounds"]:
         k = r["round"]
         out += ["", f"## Round {k}", "", "### Stage yields", "", *yields_table(r["synthesis"]["tally"]), ""]
@@ -251,6 +253,35 @@ def render(summary: dict, images: dict[str, str]) -> str:
     return "\n".join(out) + "\n"
 
 
+def length_probe_points(store: Storage, label: str) -> list[tuple[float, int]]:
+    rel = f"final/length-probe/{label}.jsonl"
+    rows = [r for r in store.read_jsonl(rel) if r.get("response") is not None] if store.exists(rel) else []
+    return plot_points([score_row("longen", r) for r in rows])
+
+
+def final_section(final: dict, images: dict[str, str]) -> list[str]:
+    c, t, probe = final["collect"], final["training"], final["length_probe"]
+    tally = c["tally"]
+    out = ["## The final model", "",
+           f"Data: {c['collected']} of {c['responses']} answers in the window {c['window'][0]}-{c['window'][1]} "
+           f"words, each query given a length constraint it meets (`{c['files']['data']}`; "
+           f"set aside: `{c['files']['rejected']}`).", "",
+           *md_table(["constraint", "examples"], [[k, tally.get(f"type.{k}", 0)] for k in ("about", "range", "above", "below")]),
+           "", f"Queries rewritten by the Generator: {tally.get('rewritten', 0)}; constraint appended as a sentence: "
+           f"{tally.get('appended', 0)}.", "",
+           f"Fine-tuning the base model: {t['examples']} examples (+{t.get('mixed', 0)} mixed in), "
+           f"{t['metrics'].get('steps')} steps, final loss {fmt(t['metrics'].get('train_loss'))}. "
+           f"Weights: `{final['model']}`.", "",
+           f"Following a requested length ({probe['words'][0]}-{probe['words'][1]} words asked, "
+           "LonGen's length score: 1 inside the window):", "",
+           *md_table(["model", "length score", "inside the window", "mean words", "rank corr. asked ~ written"],
+                     [[label, fmt(p.get("length_score")), fmt(p.get("in_window")), fmt(p.get("mean_words")),
+                       fmt(p.get("asked_vs_written"))] for label, p in (("base", probe["base"]), ("final", probe["final"]))])]
+    if "final-lengths" in images:
+        out += ["", f"![asked vs written]({images['final-lengths']})"]
+    return out + [""]
+
+
 def write_report(layout: RunLayout, summary: dict) -> str:
     images: dict[str, str] = {}
     if summary["rounds"]:
@@ -268,6 +299,10 @@ def write_report(layout: RunLayout, summary: dict) -> str:
         series = {label: benchmark_points(layout.store, folder) for label, _, folder in entries}
         layout.store.write_bytes(f"report/benchmark-{benchmark}.png", required_vs_produced_figure(benchmark, series))
         images[f"benchmark-{benchmark}"] = f"report/benchmark-{benchmark}.png"
+    if summary.get("final"):
+        series = {label: length_probe_points(layout.store, label) for label in ("base", "final")}
+        layout.store.write_bytes("report/final-lengths.png", required_vs_produced_figure("longen", series))
+        images["final-lengths"] = "report/final-lengths.png"
     layout.store.write_text("report.md", render(summary, images))
     return layout.store.uri("report.md")
 

@@ -46,6 +46,6 @@ def run_self_instruct(settings: Settings, layout: RunLayout, serving: Serving, p
     folder = f"{layout.round_dir(k)}/{FOLDER}"
     layout.store.write_jsonl(f"{folder}/rejected.jsonl", result.rejected)
     layout.store.write_jsonl(f"{folder}/new.jsonl", result.new)
-    log(f"round {k}: self-instruct added {len(result.new)} instructions from "
+    log(f"{layout.label(k)}: self-instruct added {len(result.new)} instructions from "
         f"{result.tally['self_instruct.candidates']} candidates (pool {len(pool)} -> {len(pool) + len(result.new)})")
     return {"new": len(result.new), "tally": dict(result.tally)}

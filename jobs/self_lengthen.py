@@ -7,6 +7,9 @@
         synthesize   instruction shards -> drafts -> two-stage extensions -> SFT shards
         train        the Generator and the Extender on them (Ray Train + DeepSpeed ZeRO-3)
         hand off     serve the new weights; answer the probe set again
+    final stage (final.enabled, jobs/final_stage.py): the last Generator's further answers and
+        every round's extended texts -> length-constrained data -> the base model fine-tuned
+        on it -> base and final model scored on following a requested length
 
 Every finished stage is recorded under <run>/round-<k>/stages/, so the same command with the
 same run name resumes after the last finished stage (and inside synthesis, after the last
@@ -29,6 +32,7 @@ from cluster.ray_cluster import connect, embedded
 from cluster.settings import Settings
 from cluster.storage import Storage, filesystem_for
 from jobs import evaluate, probe, self_instruct, synthesize
+from jobs.final_stage import FinalStage, answer_length_probe
 from jobs.report import write_report
 from jobs.summary import print_summary
 from longform.instructions import InstructionFile, parse_instructions
@@ -48,6 +52,8 @@ def read_instruction_file(uri: str, settings: Settings) -> InstructionFile:
 
 
 class LoopRun:
+    log = staticmethod(log)
+
     def __init__(self, settings: Settings):
         self.settings = settings
         self.layout = RunLayout.create(Storage.open(settings.storage.root, settings.storage), settings.run.name)
@@ -77,7 +83,7 @@ class LoopRun:
 
     # -- serving and probing ------------------------------------------------------------
     def serve(self, sources: dict[str, str]) -> float:
-        log(f"serving generator={sources['generator']} extender={sources['extender']}")
+        log("serving " + " ".join(f"{role}={weights}" for role, weights in sources.items()))
         seconds = self.serving.deploy(sources)
         log(f"models answering after {seconds:.1f}s")
         return seconds
@@ -93,12 +99,19 @@ class LoopRun:
             f"{summary['unique_sentence_ratio']}")
         return summary
 
+    def length_probe(self, label: str) -> dict:
+        """The served Generator on the length-constrained probe set (the final stage's measure)."""
+        summary = answer_length_probe(self.settings, self.serving, self.probes, self.layout.store, label)
+        log(f"length probe {label}: LonGen length score {summary['length_score']}, inside the window "
+            f"{summary['in_window']}, mean words {summary['mean_words']}")
+        return summary
+
     # -- one round ----------------------------------------------------------------------
-    def stage(self, k: int, name: str, fn):
+    def stage(self, k: int | str, name: str, fn):
         """Run a stage once: its result is stored, and a resumed job reads it back."""
         done = self.layout.stage_done(k, name)
         if done is not None:
-            log(f"round {k}: {name} already finished, skipping")
+            log(f"{self.layout.label(k)}: {name} already finished, skipping")
             return done
         result = fn()
         self.layout.mark_done(k, name, result)
@@ -197,7 +210,8 @@ class LoopRun:
         self.load_inputs()
         first, sources, before = self.resume_point()
         if first > 1:
-            log(f"resuming run {self.settings.run.name!r} at round {first}")
+            where = f"round {first}" if first <= self.settings.run.rounds else "the final stage"
+            log(f"resuming run {self.settings.run.name!r} at {where}")
             if self.layout.store.exists("summary.json"):
                 earlier = self.layout.store.read_json("summary.json").get("rounds", [])
                 self.summary["rounds"] = [r for r in earlier if r["round"] < first]
@@ -207,12 +221,16 @@ class LoopRun:
                 before = self.stage(0, "probe", lambda: self.probe("base"))
             if first == 1:  # the base model is being served only before round 1
                 self.evaluate(0)
+                if self.settings.final.enabled:
+                    self.stage(0, "length-probe", lambda: self.length_probe("base"))
         self.summary["probe_base"] = self.layout.stage_done(0, "probe")
         self.summary["evaluation_base"] = (self.layout.stage_done(0, "evaluation") or {}).get("benchmarks")
         for k in range(first, self.settings.run.rounds + 1):
             before_k = before
             sources = self.run_round(k, sources, before_k)
             before = self.summary["rounds"][-1]["probe_after"]
+        if self.settings.final.enabled:
+            self.summary["final"] = FinalStage(self).run(sources)
         self.summary["seconds"] = round(time.time() - self.started, 1)
         self.write_summary()
         return self.summary

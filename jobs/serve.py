@@ -1,9 +1,10 @@
 """Serve the trained Generator as an OpenAI-compatible API (chat/completions, completions):
 
-    python -m jobs.serve --config configs/tiny.yaml [--round K] [--host 127.0.0.1] [--port 8000]
+    python -m jobs.serve --config configs/tiny.yaml [--final | --round K|latest] [--host 127.0.0.1] [--port 8000]
 
-Without --round it serves the last round that exported a Generator; --round 0 serves the base
-model. It binds to loopback unless told otherwise. A RayService runs the same app through
+`--final` serves the final model (the base model fine-tuned on the collected length-constrained
+data, <run>/final/model/). Without either it serves the last round that exported a Generator;
+--round 0 serves the base model. It binds to loopback unless told otherwise. A RayService runs the same app through
 `import_path: jobs.serve:app_builder` with `args: {config: ..., round: ..., set: [...]}`.
 """
 
@@ -18,7 +19,7 @@ from ray.serve.llm import build_openai_app
 
 from actors.serving import ADAPTERS_DIR, BASE_ID, llm_config, publish_adapter, quiet_ray_llm
 from cluster.cli import add_settings_args, settings_from_args
-from cluster.layout import RunLayout
+from cluster.layout import FINAL, RunLayout
 from cluster.capacity import CapacityError, require_fit
 from cluster.ray_cluster import connect, embedded
 from cluster.settings import Settings, load_settings
@@ -28,10 +29,25 @@ from training.export import EXPORT_MARKER
 SERVED_NAME = "generator"
 
 
-def generator_weights(settings: Settings, layout: RunLayout, round: int | None) -> tuple[int, str]:
+def round_arg(text: str) -> int | str | None:
+    """--round: a round number, `latest` (the default) or `final`."""
+    if text in ("latest", FINAL):
+        return None if text == "latest" else FINAL
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a round number, 'latest' or 'final', not {text!r}") from None
+
+
+def generator_weights(settings: Settings, layout: RunLayout, round: int | str | None) -> tuple[int | str, str]:
     """(round, weights) of the Generator to serve: an exported folder, or the base model."""
     if round == 0:
         return 0, settings.model.base
+    if round == FINAL:
+        rel = f"{FINAL}/model"
+        if not layout.store.exists(f"{rel}/{EXPORT_MARKER}"):
+            raise SystemExit(f"error: no final model under {layout.store.uri(FINAL)} (the loop's final stage writes it)")
+        return FINAL, layout.store.uri(rel)
     rounds = [round] if round is not None else range(settings.run.rounds, 0, -1)
     for k in rounds:
         rel = layout.model_dir(k, "generator")
@@ -42,12 +58,12 @@ def generator_weights(settings: Settings, layout: RunLayout, round: int | None) 
     return 0, settings.model.base
 
 
-def build_app(settings: Settings, round: int | None = None):
+def build_app(settings: Settings, round: int | str | None = None):
     """The Serve application and the model name clients must ask for."""
     layout = RunLayout.create(Storage.open(settings.storage.root, settings.storage), settings.run.name)
     k, weights = generator_weights(settings, layout, round)
     role = settings.serving.generator
-    if settings.serving.mode == "lora" and k > 0:
+    if settings.serving.mode == "lora" and k != 0:
         # the round's adapter, published under its own name next to the run's other adapters
         name = publish_adapter(layout.store, weights, f"generator-round-{k}", settings)
         config = llm_config(BASE_ID, settings.model.base, role, settings,
@@ -67,14 +83,18 @@ def app_builder(args: dict):
     """Entry point for a RayService's serveConfigV2 (`import_path: jobs.serve:app_builder`)."""
     settings = load_settings(args["config"], list(args.get("set", [])))
     round = args.get("round")
-    app, _, _ = build_app(settings, None if round in (None, "latest") else int(round))
+    app, _, _ = build_app(settings, None if round is None else round_arg(str(round)))
     return app
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jobs.serve", description=__doc__.split("\n\n")[0])
     add_settings_args(parser)
-    parser.add_argument("--round", type=int, help="round whose Generator to serve (0: the base model)")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--round", type=round_arg, help="round whose Generator to serve (0: the base model; "
+                       "default: latest)")
+    which.add_argument("--final", action="store_const", const=FINAL, dest="round",
+                       help="serve the final model (the loop's final stage)")
     parser.add_argument("--host", help="bind address (default: serving.host, loopback)")
     parser.add_argument("--port", type=int, help="port (default: serving.port)")
     args = parser.parse_args(argv)
@@ -95,8 +115,8 @@ def main(argv: list[str] | None = None) -> int:
             print(serve.status().applications["generator"].message, file=sys.stderr)
             return 1
         time.sleep(1)
-    what = f"round {k}" if k else "the base model"
-    print(f"serving the Generator of {what} as model {model!r} at http://{host}:{port}/v1 (Ctrl-C stops)", flush=True)
+    what = "the final model" if k == FINAL else f"round {k}" if k else "the base model"
+    print(f"serving the Generator ({what}) as model {model!r} at http://{host}:{port}/v1 (Ctrl-C stops)", flush=True)
     try:
         while True:
             time.sleep(3600)

@@ -40,3 +40,23 @@ def print_summary(summary: dict, out: TextIO) -> None:
     table(["round", "self-instr", "instr", "drafts ok", "extended ok", "accept", "sft", "probe words before",
            "after", "growth", "unique sent."], rows, out)
     out.write("\n")
+    if summary.get("final"):
+        print_final(summary["final"], out)
+
+
+def print_final(final: dict, out: TextIO) -> None:
+    c, t = final["collect"], final["training"]
+    tally = c["tally"]
+    out.write(f"final data: {c['collected']} of {c['responses']} answers in {c['window'][0]}-{c['window'][1]} words; "
+              + ", ".join(f"{k} {tally.get(f'type.{k}', 0)}" for k in ("about", "range", "above", "below"))
+              + f"; queries rewritten {tally.get('rewritten', 0)}, constraint appended {tally.get('appended', 0)}\n")
+    history = t.get("loss_history") or []
+    loss = f"{history[0]['loss']:.3f} -> {history[-1]['loss']:.3f}" if history else t["metrics"].get("train_loss")
+    out.write(f"final SFT of the base model: {t['examples']} examples (+{t.get('mixed', 0)} mixed), "
+              f"{t['metrics'].get('steps')} steps, loss {loss}\n")
+    probe = final["length_probe"]
+    rows = [[label, p.get("length_score"), p.get("in_window"), p.get("mean_words"), p.get("asked_vs_written")]
+            for label, p in (("base", probe["base"]), ("final", probe["final"]))]
+    out.write(f"\nfollowing a requested length ({probe['words'][0]}-{probe['words'][1]} words asked):\n")
+    table(["model", "length score", "inside window", "mean words", "asked~written (rank corr.)"], rows, out)
+    out.write(f"\nfinal model: {final['model']}\n")

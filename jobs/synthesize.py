@@ -126,7 +126,7 @@ def run_synthesis(settings: Settings, layout: RunLayout, plan: RoundPlan, shards
     done = completed(layout, plan.round, shards)
     todo = [s for s in shards if s not in done]
     if done:
-        log(f"[round {plan.round}] resuming: {len(done)} of {len(shards)} shards already complete")
+        log(f"[{RunLayout.label(plan.round)}] resuming: {len(done)} of {len(shards)} shards already complete")
     start, tokens = time.time(), 0
     if todo:
         syn = settings.synthesis
@@ -149,7 +149,7 @@ def run_synthesis(settings: Settings, layout: RunLayout, plan: RoundPlan, shards
             elapsed = time.time() - start
             finished = len(done) - (len(shards) - len(todo))
             eta = elapsed / finished * (len(todo) - finished)
-            log(f"[round {plan.round}] shard {stats['shard']} done ({len(done)}/{len(shards)}): "
+            log(f"[{RunLayout.label(plan.round)}] shard {stats['shard']} done ({len(done)}/{len(shards)}): "
                 f"{stats['tally'].get('sft.generator', 0)} SFT examples | "
                 f"{tokens / max(elapsed, 1e-9):.0f} tok/s | ETA {eta:.0f}s")
     tally: Counter = Counter()

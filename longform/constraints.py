@@ -88,6 +88,14 @@ def constraint_for(kind: str, words: int) -> Constraint:
     raise ValueError(f"no {kind} constraint fits {words} words")
 
 
+# The constraint as a sentence after the query, when no rewrite states it.
+APPENDED = {"en": "{instruction} The answer should be {requirement}.", "zh": "{instruction}字数要求：{requirement}。"}
+
+
+def appended_query(instruction: str, constraint: Constraint, lang: str) -> str:
+    return APPENDED[lang].format(instruction=instruction.rstrip(), requirement=constraint.label(lang))
+
+
 def pick_kind(rng: random.Random) -> str:
     return rng.choices(list(TYPES), weights=list(TYPES.values()))[0]
 

@@ -23,6 +23,7 @@ generation failed (`response` null) is counted and listed, and left out of the m
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -257,6 +258,51 @@ RUBRICS = {
 }
 
 
+@dataclass(frozen=True)
+class JudgeWording:
+    """A judge prompt from a file (`evaluation.judge_prompt`), e.g. a benchmark's official one,
+    so that quality scores can be compared with published numbers. The request and the
+    response go where the text says `$INST$` and `$RESPONSE$` (LongWriter's slots) or
+    `{instruction}` and `{response}`; they are put in by plain replacement, since such prompts
+    hold JSON braces of their own. The reply must still carry the rubric's dimensions."""
+
+    text: str
+    source: str
+
+    SLOTS = {"instruction": ("$INST$", "{instruction}"), "response": ("$RESPONSE$", "{response}")}
+
+    @classmethod
+    def parse(cls, text: str, source: str) -> "JudgeWording":
+        if not any(slot in text for slot in cls.SLOTS["response"]):
+            raise ValueError(f"{source}: a judge prompt needs a place for the response "
+                             f"($RESPONSE$ or {{response}}); none found")
+        return cls(text, source)
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
+
+    def render(self, instruction: str, response: str) -> str:
+        values = {"instruction": instruction, "response": response}
+        # one pass over the text, so that a response holding "$INST$" is left as it is
+        pattern = "|".join(re.escape(slot) for slots in self.SLOTS.values() for slot in slots)
+        slot_of = {slot: name for name, slots in self.SLOTS.items() for slot in slots}
+        return re.sub(pattern, lambda m: values[slot_of[m.group(0)]], self.text)
+
+
+def judge_provenance(judge: ChatModel, prompts: PromptBook, benchmark: str, decoding: Decoding,
+                     wording: JudgeWording | None) -> dict:
+    """What a quality score depends on, recorded with it: judge model, sampling, prompt and its hash."""
+    if wording is not None:
+        prompt, digest = wording.source, wording.sha256
+    else:
+        template = RUBRICS[benchmark].template
+        prompt = f"built-in {template} (en, zh)"
+        digest = hashlib.sha256("\n".join(prompts.texts[lang][template] for lang in LANGUAGES).encode()).hexdigest()
+    return {"model": getattr(judge, "model", None), "decoding": decoding.model_dump(), "prompt": prompt,
+            "prompt_sha256": digest}
+
+
 class VerdictError(ValueError):
     """A judge's reply that holds no usable scores; the message says why."""
 
@@ -300,12 +346,15 @@ def parse_verdict(text: str, rubric: Rubric) -> dict[str, float]:
 
 
 async def judge_response(judge: ChatModel, prompts: PromptBook, benchmark: str, row: dict,
-                         decoding: Decoding, attempts: int) -> dict:
+                         decoding: Decoding, attempts: int, wording: JudgeWording | None = None) -> dict:
     """One verdict record: status ok (with scores), unparseable (with the last reason and
-    reply) or error (the judge could not be called)."""
+    reply) or error (the judge could not be called). `wording` replaces the built-in prompt."""
     rubric = RUBRICS[benchmark]
-    prompt = prompts.render(rubric.template, language_of(benchmark, row),
-                            instruction=prompt_of(benchmark, row), response=row["response"])
+    if wording is not None:
+        prompt = wording.render(prompt_of(benchmark, row), row["response"])
+    else:
+        prompt = prompts.render(rubric.template, language_of(benchmark, row),
+                                instruction=prompt_of(benchmark, row), response=row["response"])
     verdict = {"id": row["id"], "status": "unparseable", "scores": None, "reason": None, "attempts": 0, "raw": None}
     for attempt in range(attempts):
         verdict["attempts"] = attempt + 1

@@ -10,9 +10,10 @@ from bench.clients import SimulatedEngine
 def finish_steps(stage_barrier: bool) -> dict[str, int]:
     async def go():
         engine = SimulatedEngine(slots=8, step_s=0.0005, stage_barrier=stage_barrier)
-        done = {}
+        done, called = {}, {}
 
         async def call(name: str, tokens: int, kind: str):
+            called[name] = engine.steps
             await engine.generate(tokens, kind)
             done[name] = engine.steps
 
@@ -20,6 +21,7 @@ def finish_steps(stage_barrier: bool) -> dict[str, int]:
                              call("stage2", 5, "stage2"), call("draft", 5, "draft"))
         await call("stage1-after", 5, "stage1")  # no stage 2 running: goes straight in
         engine._runner.cancel()
+        done["stage1-after waited"] = done["stage1-after"] - called["stage1-after"]
         return done
     return asyncio.run(go())
 
@@ -28,7 +30,10 @@ def test_stage_two_waits_for_every_running_stage_one_request():
     done = finish_steps(stage_barrier=True)
     assert done["stage2"] >= done["stage1-long"] + 5
     assert done["draft"] < done["stage1-long"]  # drafts are not held
-    assert done["stage1-after"] - done["stage2"] <= 6
+    # its own 5 steps and at most one to be admitted. (Counted from its call, not from the end of
+    # stage 2: the engine keeps stepping while the test's tasks wake up, more so on a loaded
+    # machine, where that gap reached 7 steps.)
+    assert done["stage1-after waited"] <= 6
 
 
 def test_without_the_barrier_stages_overlap():

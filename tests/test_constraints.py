@@ -108,3 +108,19 @@ def test_collect_job_rewrites_queries_with_the_served_generator(repo, served_tin
         assert numbers_stated(query, c), query  # rewritten or appended, the query states it
         assert meta["rewritten"] or meta["fallback_reason"]
     assert "collected" in proc.stdout and "rewritten" in proc.stdout
+
+
+def test_gather_takes_every_rounds_kept_extensions_and_the_final_stages_kept_answers(tmp_path):
+    from cluster.layout import FINAL, RunLayout
+    from cluster.settings import StorageSection
+    from cluster.storage import Storage
+    from jobs.collect import gather
+
+    layout = RunLayout.create(Storage.open(str(tmp_path), StorageSection()), "run")
+    dropped = {**record(9, 200), "status": "dropped_short"}
+    layout.store.write_jsonl("round-1/extensions/shard-00000.jsonl", [record(0, 200), dropped])
+    layout.store.write_jsonl("round-2/extensions/shard-00000.jsonl", [record(1, 300, round=2)])
+    layout.store.write_jsonl("round-3/extensions/shard-00000.jsonl", [record(2, 300, round=3)])  # past run.rounds
+    layout.store.write_jsonl(f"{FINAL}/drafts/shard-00000.jsonl", [{**record(3, 250), "round": FINAL}])
+    layout.store.write_jsonl("round-1/drafts/shard-00000.jsonl", [record(4, 100)])  # drafts of rounds: not final data
+    assert [r["id"] for r in gather(layout, rounds=2)] == ["r1/x0", "r2/x1", "r1/x3"]

@@ -231,6 +231,8 @@ def test_the_loop_runs_as_a_ray_job_survives_its_faults_and_keeps_storage_on_s3(
         "--set", "synthesis.shard_size=4", "--set", "serving.max_retries=8",
         # one shard at a time: the faults must land mid-round however fast the machine is
         "--set", "synthesis.workers=1", "--set", "synthesis.shards_per_worker=1",
+        # the final stage, small: 8 more answers, the base model fine-tuned on what is collected
+        "--set", "final.generate_count=8",
         "--storage", f"s3://{s3_bucket}/runs", "--run-name", "job",
     ]
     address, env, gcs_address = ray_head
@@ -271,15 +273,36 @@ def test_the_loop_runs_as_a_ray_job_survives_its_faults_and_keeps_storage_on_s3(
     assert 0 < len(finished) < len(shards), "the driver was not killed mid-round: " + "; ".join(timeline)
 
     # 2. the same command again: resumes after the finished stages and shards; a worker of the
-    #    Generator's fine-tuning is killed once two of its checkpoints are on S3
+    #    Generator's fine-tuning is killed once two of its checkpoints are on S3; the round ends,
+    #    the final stage begins, and the driver is killed again once the final fine-tune has
+    #    written a checkpoint
     second = Job(address, env, repo, "second")
     submitted_at = time.time()
     submit = second.submit(runtime_env, entrypoint, wait=False)
     assert submit.returncode == 0, submit.stdout[-4000:] + submit.stderr[-2000:]
     kill_a_train_worker(s3, s3_bucket, f"{run}/round-1/train-generator/", second, since=submitted_at)
-    status = wait_until_done(second)
-    out = second.logs()
-    assert status == "SUCCEEDED", out[-6000:]
+    final_train = f"{run}/final/train-sft/"
+    poll(second, lambda: any(k[len(final_train):].startswith("checkpoint_") for k in s3_objects(s3, s3_bucket, final_train)),
+         "no checkpoint of the final fine-tune", timeout=900)
+    kill_the_driver(since=submitted_at)
+    assert wait_until_done(second, timeout=120, every=2) == "FAILED"
+    final_frozen = s3_objects(s3, s3_bucket, f"{run}/final/")
+
+    # 3. once more: the rounds and the final stage's finished stages are skipped, the final
+    #    fine-tune resumes from its checkpoint, and the final model is served and scored
+    third = Job(address, env, repo, "third")
+    submit = third.submit(runtime_env, entrypoint, wait=False)
+    assert submit.returncode == 0, submit.stdout[-4000:] + submit.stderr[-2000:]
+    status = wait_until_done(third)
+    last = third.logs()
+    assert status == "SUCCEEDED", last[-6000:]
+    out = second.logs() + last
+    for stage in ("generate", "collect"):
+        assert f"final: {stage} already finished, skipping" in last
+    assert "synthesizing" not in last and "[train final] resuming from the checkpoint of step" in last
+    for key, obj in final_frozen.items():  # what the final stage had finished was not written again
+        if "/drafts/" in key or "/stats/" in key or "/stages/generate" in key:
+            assert s3_objects(s3, s3_bucket, key)[key]["ETag"] == obj["ETag"], f"{key} was written again"
     assert "probe base: mean words" not in out and "round 1: self-instruct already finished" in out
     assert f"resuming: {len(finished)} of " in out
 
@@ -344,6 +367,17 @@ def test_the_loop_runs_as_a_ray_job_survives_its_faults_and_keeps_storage_on_s3(
     # the loop lengthens: the retrained Generator writes more on the fixed probe set
     words_before, words_after = round1["probe_before"]["mean_words"], round1["probe_after"]["mean_words"]
     assert words_after > words_before, (words_before, words_after)
+
+    # the final stage: data collected with constraints, the base model fine-tuned on it and
+    # exported, base and final model scored on following a requested length
+    final = summary["final"]
+    assert final["collect"]["collected"] > 0 and final["training"]["metrics"]["steps"] > 0
+    assert final["training"]["metrics"]["resumed_from_step"] >= 2
+    assert f"{run}/final/model/model.safetensors" in keys and f"{run}/collect/data.jsonl" in keys
+    assert final["model"] == f"s3://{s3_bucket}/{run}/final/model"
+    for label in ("base", "final"):
+        assert final["length_probe"][label]["n"] == 30 and f"{run}/final/length-probe/{label}.jsonl" in keys
+    assert "following a requested length" in last and "final model: s3://" in last
 
     # progress and the summary reach the terminal of whoever submitted the job
     assert "done (" in out and "tok/s" in out and "ETA" in out and "probe words before" in out

@@ -263,3 +263,39 @@ def test_the_judge_prompt_follows_the_language_and_the_request_carries_no_neutra
     assert "<请求>\n写一篇关于茶的文章\n</请求>" in call["messages"][0]["content"]
     assert call["sampling"] == {"temperature": 0.5, "max_tokens": 16384}
     assert portable_fields(Decoding()) == Decoding().request_fields()
+
+
+# -- a benchmark's own judge prompt (evaluation.judge_prompt) ---------------------------------
+OFFICIAL_REPLY = ('Analysis: a short answer.\n{"Analysis": "Brief but on topic.", "Relevance": 4, "Accuracy": 5, '
+                  '"Coherence": 4, "Clarity": 3, "Breadth and Depth": 2, "Reading Experience": 3}')
+
+
+@pytest.mark.skipif(not (BENCHMARKS / "longwriter_judge.txt").is_file(), reason="../shared/benchmarks not present")
+def test_longwriters_official_judge_prompt_renders_and_its_replies_parse():
+    from longform.scores import JudgeWording, judge_provenance
+
+    text = (BENCHMARKS / "longwriter_judge.txt").read_text(encoding="utf-8")
+    wording = JudgeWording.parse(text, "longwriter_judge.txt")
+    judge = ScriptedModel(chat=lambda p, s: OFFICIAL_REPLY)
+    row = {"id": "w", "prompt": "Write a 500-word story about $INST$ tokens.", "length": 500, "response": "Once."}
+    verdict = asyncio.run(judge_response(judge, PROMPTS, "longbench-write", row, Decoding(temperature=0.5), 1, wording))
+    sent = judge.calls[0]["messages"][0]["content"]
+    # the request and the response sit in the official slots; the prompt's own JSON braces stay;
+    # a request that itself says "$INST$" is not expanded a second time
+    assert "<User Request>\n\nWrite a 500-word story about $INST$ tokens.\n\n</User Request>" in sent
+    assert "<Response>\n\nOnce.\n\n</Response>" in sent and "$RESPONSE$" not in sent
+    assert '{"Analysis": ..., "Relevance": ...' in sent
+    assert verdict["status"] == "ok" and verdict["scores"]["Breadth and Depth"] == 2.0
+    provenance = judge_provenance(judge, PROMPTS, "longbench-write", Decoding(temperature=0.5), wording)
+    assert provenance["prompt"] == "longwriter_judge.txt" and provenance["decoding"]["temperature"] == 0.5
+    assert provenance["prompt_sha256"] == __import__("hashlib").sha256(text.encode()).hexdigest()
+    builtin = judge_provenance(judge, PROMPTS, "longbench-write", Decoding(), None)
+    assert builtin["prompt"].startswith("built-in") and builtin["prompt_sha256"] != provenance["prompt_sha256"]
+
+
+def test_a_judge_prompt_without_a_response_slot_is_refused():
+    from longform.scores import JudgeWording
+
+    with pytest.raises(ValueError, match=r"judge.txt: .*\$RESPONSE\$"):
+        JudgeWording.parse("Rate this: $INST$", "judge.txt")
+    assert JudgeWording.parse("Q {instruction} A {response} {\"x\": 1}", "j").render("q", "a") == 'Q q A a {"x": 1}'

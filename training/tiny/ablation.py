@@ -64,8 +64,17 @@ class EngineChat:
         return final.outputs[0].text
 
 
-async def synthesize(settings: Settings, instructions: list[dict]) -> dict[str, list[dict]]:
-    """Generator SFT examples of one round, for the method and for the control."""
+def with_seed(settings: Settings, seed: int) -> Settings:
+    """The settings of one seed: the method's randomness and every request's sampling seed."""
+    return settings.model_copy(update={
+        "run": settings.run.model_copy(update={"seed": seed}),
+        "synthesis": settings.synthesis.model_copy(update={
+            "decoding": settings.synthesis.decoding.model_copy(update={"seed": seed})})})
+
+
+async def synthesize(settings: Settings, instructions: list[dict], seeds: list[int]) -> list[tuple[dict, dict]]:
+    """Per seed, the Generator SFT examples of one round for the method and for the control, and
+    their tallies. One engine serves every seed: each request carries its own seed."""
     from vllm.engine.arg_utils import AsyncEngineArgs
     from vllm.v1.engine.async_llm import AsyncLLM
 
@@ -80,19 +89,22 @@ async def synthesize(settings: Settings, instructions: list[dict]) -> dict[str, 
                        engine.model_config.max_model_len)
     size = settings.synthesis.shard_size
     shards = [instructions[i: i + size] for i in range(0, len(instructions), size)]
-    out, tallies = {}, {}
+    per_seed = []
     try:
-        for mode in ("method", "control"):
-            params = settings.synthesis.method.model_copy(update={"control": mode == "control"})
-            spec = RoundSpec(round=1, seed=settings.run.seed, params=params,
-                             decoding=settings.synthesis.decoding, prompts=load_prompts())
-            results = await asyncio.gather(*(run_shard(f"shard-{i:05d}", shard, model, model, spec)
-                                             for i, shard in enumerate(shards)))
-            out[mode] = [e for r in results for e in r.generator_sft]
-            tallies[mode] = sum((r.tally for r in results), Counter())
+        for seed in seeds:
+            seeded, out, tallies = with_seed(settings, seed), {}, {}
+            for mode in ("method", "control"):
+                params = seeded.synthesis.method.model_copy(update={"control": mode == "control"})
+                spec = RoundSpec(round=1, seed=seed, params=params,
+                                 decoding=seeded.synthesis.decoding, prompts=load_prompts())
+                results = await asyncio.gather(*(run_shard(f"shard-{i:05d}", shard, model, model, spec)
+                                                 for i, shard in enumerate(shards)))
+                out[mode] = [e for r in results for e in r.generator_sft]
+                tallies[mode] = sum((r.tally for r in results), Counter())
+            per_seed.append((out, tallies))
     finally:
         engine.shutdown()
-    return out, tallies
+    return per_seed
 
 
 def batches(rows: list, settings: Settings, rng: random.Random) -> list[list]:
@@ -151,18 +163,24 @@ class Comparison:
         return {m: round(getattr(self, m)["mean_words"] / before, 3) for m in ("method", "control")}
 
 
-def compare(settings: Settings, instructions: list[dict], probes: list[dict]) -> Comparison:
-    sft, tallies = asyncio.run(synthesize(settings, instructions))
+def compare(settings: Settings, instructions: list[dict], probes: list[dict],
+            seeds: list[int] | None = None) -> list[Comparison]:
+    """One Comparison per seed (default: settings.run.seed), on one engine and one base probe."""
+    seeds = [settings.run.seed] if seeds is None else seeds
+    synthesized = asyncio.run(synthesize(settings, instructions, seeds))
     base = settings.model.base
     tokenizer = AutoTokenizer.from_pretrained(base)
     before = probe(AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32), tokenizer, probes)
-    after = {}
-    for mode, examples in sft.items():
-        if not examples:
-            raise RuntimeError(f"the {mode} round produced no SFT example")
-        after[mode] = probe(*fine_tune(base, examples, settings), probes)
-    return Comparison(settings.run.seed, before, after["method"], after["control"],
-                      {m: len(e) for m, e in sft.items()}, {m: dict(t) for m, t in tallies.items()})
+    comparisons = []
+    for seed, (sft, tallies) in zip(seeds, synthesized):
+        after = {}
+        for mode, examples in sft.items():
+            if not examples:
+                raise RuntimeError(f"the {mode} round of seed {seed} produced no SFT example")
+            after[mode] = probe(*fine_tune(base, examples, with_seed(settings, seed)), probes)
+        comparisons.append(Comparison(seed, before, after["method"], after["control"],
+                                      {m: len(e) for m, e in sft.items()}, {m: dict(t) for m, t in tallies.items()}))
+    return comparisons
 
 
 def read_instructions(path: str) -> list[dict]:

@@ -1,0 +1,145 @@
+"""After the last round: from the loop's long answers to a final model that writes the length
+it is asked for (Self-Lengthen's final stage), as resumable stages of the loop's job.
+
+    self-instruct  the last Generator adds instructions to the pool once more
+    generate       it answers `final.generate_count` instructions: drafts only, no extension
+    collect        every round's extended texts and these answers in the `collect` window,
+                   each query given a length constraint it satisfies (jobs/collect.py)
+    train          the *base* model fine-tuned on them (+ `final.mix_with`), as `training` says
+    score          base and final model on the length-constrained probe set (LonGen's score)
+
+Each stage is recorded under <run>/final/stages/, so a stopped job resumes after the last one
+that finished (and inside generate, after its last finished shard; inside train, from its
+last checkpoint). The final weights are exported under <run>/final/model/.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+from actors.client import LLMClient
+from cluster.layout import FINAL
+from jobs import collect, probe, self_instruct, synthesize
+from longform.length_probe import constrained_probes, summarize
+from longform.sampling import seeded_rng
+from training.sources import DataSpec, load_mixture, weighted
+from training.trainer import Target, train
+
+MODEL = f"{FINAL}/model"
+
+
+class FinalStage:
+    def __init__(self, loop):  # jobs.self_lengthen.LoopRun: settings, layout, serving, stage(), serve(), log
+        self.loop, self.settings, self.layout, self.serving = loop, loop.settings, loop.layout, loop.serving
+        self.log = loop.log
+
+    def run(self, sources: dict[str, str]) -> dict:
+        """`sources`: the last round's weights per role."""
+        s, stage = self.settings, self.loop.stage
+        if any(self.layout.stage_done(FINAL, name) is None for name in ("generate", "collect")):
+            if (self.serving.sources or {}).get("generator") != sources["generator"]:
+                self.loop.serve({"generator": sources["generator"]})
+        grown = None
+        if s.synthesis.self_instruct.new_per_round:
+            grown = stage(FINAL, "self-instruct", lambda: self_instruct.run_self_instruct(
+                s, self.layout, self.serving, self.pool(), FINAL, log=self.log))
+        generated = stage(FINAL, "generate", self.generate)
+        collected = stage(FINAL, "collect", self.collect)
+        trained = stage(FINAL, "train", lambda: self.train(collected))
+        base = self.layout.stage_done(0, "length-probe")
+        if base is None:  # a run begun before the final stage existed: measure the base now
+            self.loop.serve({"generator": s.model.base})
+            base = stage(0, "length-probe", lambda: self.loop.length_probe("base"))
+        final = self.layout.stage_done(FINAL, "score")
+        if final is None:
+            self.loop.serve({"generator": trained["export_uri"]})
+            final = stage(FINAL, "score", lambda: self.loop.length_probe("final"))
+        self.log(f"final: length score {base['length_score']} -> {final['length_score']}, inside the window "
+                 f"{base['in_window']} -> {final['in_window']}, mean words {base['mean_words']} -> {final['mean_words']}")
+        return {"self_instruct": (grown or {}).get("tally"), "generate": {k: generated.get(k) for k in (
+                    "tally", "calls", "shards", "resumed_shards", "seconds")},
+                "collect": collected, "training": trained, "model": trained["export_uri"],
+                "length_probe": {"base": base, "final": final, "words": list(s.final.probe_words)}}
+
+    # -- generate --------------------------------------------------------------------------
+    def pool(self) -> list[dict]:
+        return self.loop.seeds + self_instruct.earlier_instructions(self.layout, self.settings.run.rounds + 1)
+
+    def instructions(self) -> list[dict]:
+        """`generate_count` instructions: this stage's new ones first, then a seeded draw from the
+        pool (again from the start when the count is larger than the pool)."""
+        rel = f"{FINAL}/{self_instruct.FOLDER}/new.jsonl"
+        new = list(self.layout.store.read_jsonl(rel)) if self.layout.store.exists(rel) else []
+        pool = self.pool()
+        seeded_rng(self.settings.run.seed, FINAL, "instructions").shuffle(pool)
+        chosen = (new + pool * math.ceil(self.settings.final.generate_count / max(1, len(pool))))
+        chosen = chosen[: self.settings.final.generate_count]
+        # the same instruction twice gets its own id each time: records and shards stay unique
+        return [{**r, "id": f"{r['id']}#{i}"} for i, r in enumerate(chosen)]
+
+    def generate(self) -> dict:
+        s = self.settings
+        drafts_only = s.model_copy(update={"synthesis": s.synthesis.model_copy(update={
+            "method": s.synthesis.method.model_copy(update={"control": True})})})
+        shards = synthesize.write_instruction_shards(self.layout, FINAL, self.instructions(), s.synthesis.shard_size)
+        plan = synthesize.RoundPlan(
+            round=FINAL, base_url=self.serving.base_url,
+            model_ids={r: self.serving.model_id(r) for r in ("generator", "extender")},
+            versions={"generator": self.serving.sources["generator"]})
+        self.log(f"final: the last Generator answers {s.final.generate_count} instructions in {len(shards)} shards")
+        return synthesize.run_synthesis(drafts_only, self.layout, plan, shards, log=self.log)
+
+    # -- collect ---------------------------------------------------------------------------
+    def collect(self) -> dict:
+        s = self.settings
+        model = None
+        if s.collect.rewrite:
+            client = LLMClient(self.serving.base_url, timeout_s=s.serving.request_timeout_s,
+                               max_retries=s.serving.max_retries)
+            model = client.role(self.serving.model_id("generator"))
+        summary = collect.collect(s, self.layout, model)
+        t = summary["tally"]
+        self.log(f"final: collected {summary['collected']} of {summary['responses']} answers in "
+                 f"{summary['window'][0]}-{summary['window'][1]} words ("
+                 + ", ".join(f"{k} {t.get(f'type.{k}', 0)}" for k in ("about", "range", "above", "below")) + ")")
+        return summary
+
+    # -- train -----------------------------------------------------------------------------
+    def train(self, collected: dict) -> dict:
+        s, store = self.settings, self.layout.store
+        if not collected["collected"]:
+            raise SystemExit(f"error: the final stage collected nothing in the window "
+                             f"{collected['window'][0]}-{collected['window'][1]} words (collect.min_words / "
+                             f"collect.max_words): see {collected['files']['rejected']}")
+        files = [collected["files"]["data"]]
+        mixed = 0
+        if s.final.mix_with and s.final.mix_fraction:
+            general, rejected, _ = load_mixture([DataSpec(s.final.mix_with)], s.storage, s.run.seed)
+            want = round(s.final.mix_fraction / (1 - s.final.mix_fraction) * collected["collected"])
+            rows = weighted(general, want / max(1, len(general)), seeded_rng(s.run.seed, FINAL, "mix"))
+            store.write_jsonl(f"{FINAL}/mix.jsonl", rows)
+            files.append(store.uri(f"{FINAL}/mix.jsonl"))
+            mixed = len(rows)
+            self.log(f"final: mixing {mixed} records of {s.final.mix_with} ({len(rejected)} set aside)")
+        if s.serving.release_during_training and self.serving.sources is not None:
+            self.serving.release()
+        self.log(f"final: training the base model on {collected['collected']} collected + {mixed} mixed examples")
+        if s.final.epochs:
+            s = s.model_copy(update={"training": s.training.model_copy(update={"epochs": s.final.epochs})})
+        result = train(s, self.layout, Target(FINAL, "train-sft", MODEL, "final"), s.model.base, files)
+        self.log(f"final: trained, loss {result.metrics.get('train_loss')}, exported to {result.export_uri}")
+        return {"export_uri": result.export_uri, "metrics": result.metrics, "loss_history": result.loss_history,
+                "examples": collected["collected"], "mixed": mixed}
+
+
+def answer_length_probe(settings, serving, probes: list[dict], store, label: str) -> dict:
+    """The served Generator on the constrained probe set; answers under final/length-probe/."""
+    rows = constrained_probes(probes, settings.final.probe_words, settings.run.seed)
+    client = LLMClient(serving.base_url, timeout_s=settings.serving.request_timeout_s,
+                       max_retries=settings.serving.max_retries)
+    asked = [{"id": r["id"], "instruction": r["query"], "lang": r["language"]} for r in rows]
+    answers = asyncio.run(probe.answer(client, serving.model_id("generator"), asked, settings.probe.decoding))
+    store.write_jsonl(f"{FINAL}/length-probe/{label}.jsonl",
+                      [{**row, "response": a["answer"], "error": a["error"]} for row, a in zip(rows, answers)])
+    return summarize(rows, {a["id"]: a["answer"] for a in answers})
