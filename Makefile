@@ -24,8 +24,10 @@ $(STAMP): pyproject.toml scripts/install.sh
 
 tiny-model: $(TINY)/config.json
 
-# Rebuilt when the toy world or the prompt templates (which it learns) change.
-$(TINY)/config.json: $(STAMP) $(wildcard training/tiny/*.py) $(wildcard longform/prompts/*/*.txt)
+# Rebuilt when the toy world, its builder or the prompt templates (which it learns) change;
+# not for the experiments that use it (training/tiny/ablation.py).
+TINY_SOURCES := $(filter-out training/tiny/ablation.py,$(wildcard training/tiny/*.py))
+$(TINY)/config.json: $(STAMP) $(TINY_SOURCES) $(wildcard longform/prompts/*/*.txt)
 	$(PYTHON) -m training build-tiny-model $(TINY)
 
 clean:

@@ -50,7 +50,8 @@ class RunLayout:
         """How logs name a round: "round 2", or "final"."""
         return FINAL if k == FINAL else f"round {k}"
 
-    def round_dir(self, k: int | str) -> str:
+    @staticmethod
+    def round_dir(k: int | str) -> str:
         return FINAL if k == FINAL else f"round-{k}"
 
     def shard_file(self, k: int | str, kind: str, shard: str) -> str:

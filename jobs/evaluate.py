@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 from actors.client import LLMClient
 from cluster.cli import add_settings_args, settings_from_args
+from cluster.layout import RunLayout
 from cluster.settings import BenchmarkSpec, Settings
 from cluster.storage import Storage, filesystem_for
 from jobs.report import benchmark_markdown, plot_points, required_vs_produced_figure
@@ -296,7 +297,7 @@ def after_round(settings: Settings, run_store: Storage, serving, k: int, log=log
     client = client_for(settings, serving.base_url)
     clients = [client]
     model = client.role(serving.model_id("generator"))
-    target = Target("base" if k == 0 else f"round {k}", model, judge_for(settings, model, clients, serving), clients)
+    target = Target("base" if k == 0 else RunLayout.label(k), model, judge_for(settings, model, clients, serving), clients)
     results = {}
 
     async def run_all() -> None:
@@ -312,7 +313,7 @@ def after_round(settings: Settings, run_store: Storage, serving, k: int, log=log
 
 async def evaluate_spec(settings: Settings, spec: BenchmarkSpec, target: Target, run_store: Storage, k: int,
                         log=log) -> dict:
-    rel = f"round-{k}/evaluation/{spec.name}"
+    rel = f"{RunLayout.round_dir(k)}/evaluation/{spec.name}"
     out = run_store.child(rel)
     data = load_rows(settings, spec.name, spec.data, with_response=False, limit=spec.limit)
     rows = await respond(settings, spec.name, data.rows, target, out, log)

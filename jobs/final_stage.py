@@ -51,16 +51,19 @@ class FinalStage:
         if base is None:  # a run begun before the final stage existed: measure the base now
             self.loop.serve({"generator": s.model.base})
             base = stage(0, "length-probe", lambda: self.loop.length_probe("base"))
-        final = self.layout.stage_done(FINAL, "score")
-        if final is None:
-            self.loop.serve({"generator": trained["export_uri"]})
-            final = stage(FINAL, "score", lambda: self.loop.length_probe("final"))
+        todo = ["score"] + (["evaluation"] if s.evaluation.benchmarks else [])
+        if any(self.layout.stage_done(FINAL, name) is None for name in todo):
+            if (self.serving.sources or {}).get("generator") != trained["export_uri"]:
+                self.loop.serve({"generator": trained["export_uri"]})
+        final = stage(FINAL, "score", lambda: self.loop.length_probe("final"))
+        benchmarks = self.loop.evaluate(FINAL)  # evaluation.benchmarks, on the final model
         self.log(f"final: length score {base['length_score']} -> {final['length_score']}, inside the window "
                  f"{base['in_window']} -> {final['in_window']}, mean words {base['mean_words']} -> {final['mean_words']}")
         return {"self_instruct": (grown or {}).get("tally"), "generate": {k: generated.get(k) for k in (
                     "tally", "calls", "shards", "resumed_shards", "seconds")},
                 "collect": collected, "training": trained, "model": trained["export_uri"],
-                "length_probe": {"base": base, "final": final, "words": list(s.final.probe_words)}}
+                "length_probe": {"base": base, "final": final, "words": list(s.final.probe_words)},
+                "evaluation": benchmarks}
 
     # -- generate --------------------------------------------------------------------------
     def pool(self) -> list[dict]:

@@ -189,9 +189,12 @@ def required_vs_produced_figure(benchmark: str, series: dict[str, list[tuple[flo
 
 
 def evaluation_results(summary: dict) -> dict[str, list[tuple[str, dict, str]]]:
-    """benchmark -> [(label, scores, outputs folder)], base model first, then the rounds."""
+    """benchmark -> [(label, scores, outputs folder)], base model first, then the rounds and the
+    final model."""
     entries = [("base", summary["evaluation_base"])] if summary.get("evaluation_base") else []
     entries += [(f"round {r['round']}", r["evaluation"]) for r in summary["rounds"] if r.get("evaluation")]
+    if (summary.get("final") or {}).get("evaluation"):
+        entries.append(("final", summary["final"]["evaluation"]))
     results = defaultdict(list)
     for label, evaluation in entries:
         for benchmark, result in evaluation.items():

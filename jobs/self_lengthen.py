@@ -26,7 +26,7 @@ import time
 from actors.client import LLMClient
 from actors.serving import Serving
 from cluster.cli import add_settings_args, settings_from_args
-from cluster.layout import RunLayout
+from cluster.layout import FINAL, RunLayout
 from cluster.capacity import CapacityError, require_fit
 from cluster.ray_cluster import connect, embedded
 from cluster.settings import Settings
@@ -180,9 +180,12 @@ class LoopRun:
         return new_sources
 
     # -- benchmarks after each round (evaluation.after_each_round) ---------------------------
-    def evaluate(self, k: int) -> dict | None:
-        """The served Generator on evaluation.benchmarks (k = 0: the base model), once per round."""
-        if not self.settings.evaluation.after_each_round:
+    def evaluate(self, k: int | str) -> dict | None:
+        """The served Generator on evaluation.benchmarks (k = 0: the base model), once per round
+        with `after_each_round`; the base and the final model whenever the final stage runs
+        and benchmarks are named."""
+        ev, final = self.settings.evaluation, self.settings.final.enabled
+        if not ev.benchmarks or not (ev.after_each_round or (final and k in (0, FINAL))):
             return None
         done = self.stage(k, "evaluation", lambda: {
             "benchmarks": evaluate.after_round(self.settings, self.layout.store, self.serving, k, log=log)})

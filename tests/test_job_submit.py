@@ -14,6 +14,10 @@ faults of a long run to it, in the order a cluster would throw them:
     instruction is accounted for exactly once;
   * a Ray Train worker is killed while that job fine-tunes the Generator: Ray Train starts the
     worker group again and it resumes from the last checkpoint on S3, not from step 0;
+  * after the round, the final stage (more answers, the length-constrained collection, the
+    base model fine-tuned on it) is under way when that job's driver is killed too, once the
+    final fine-tune has a checkpoint: a third submission skips the final stage's finished
+    parts, resumes the fine-tune, serves the final model and scores it against the base;
 and what a user sees: bad seed lines set aside and counted, the Generator writing longer after
 the round, progress on the terminal, and no credential in any output. (`make demo` runs the
 same loop on the embedded default.)"""
