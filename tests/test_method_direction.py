@@ -42,6 +42,7 @@ def test_extension_lengthens_and_the_control_does_not(repo, tiny_model):
     assert all(r.sft["method"] > 0 and r.sft["control"] > 0 for r in results)
     growth = {m: statistics.fmean(r.growth[m] for r in results) for m in ("method", "control")}
     every = [r.growth for r in results]
+    print(f"growth per seed {SEEDS}: {every}")
     assert growth["method"] >= METHOD_AT_LEAST, every
     assert growth["control"] <= CONTROL_AT_MOST, every
     assert growth["method"] - growth["control"] >= GAP_AT_LEAST, every
