@@ -383,3 +383,20 @@ def require_fit(settings: Settings, workload: str = "loop", embedded: bool = Fal
     if problems and (embedded or not live.may_grow):
         raise CapacityError("the settings do not fit the cluster:\n  " + "\n  ".join(problems))
     return problems
+
+
+def connect_checked(settings: Settings, workload: str, log=print) -> None:
+    """Start or join Ray, then check that `workload` fits it: the one way every job begins.
+    A cluster that can never fit stops the job (exit 2, the message on stderr); one that an
+    autoscaler may still grow gets a warning."""
+    import sys
+
+    from cluster.ray_cluster import connect, embedded
+
+    log(connect(settings))
+    try:
+        for warning in require_fit(settings, workload, embedded=embedded(settings)):
+            log(f"WARNING (the autoscaler may still add nodes): {warning}")
+    except CapacityError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -265,16 +265,10 @@ def serve_round(settings: Settings, round: int | None) -> tuple[str, str, int]:
     from ray import serve
 
     from actors.serving import DeployError, Serving, serve_logging, wait_until_running
-    from cluster.capacity import CapacityError, require_fit
-    from cluster.ray_cluster import connect, embedded
+    from cluster.capacity import connect_checked
     from jobs.serve import build_app
 
-    log(connect(settings))
-    try:
-        for warning in require_fit(settings, "serve", embedded=embedded(settings)):
-            log(f"WARNING (the autoscaler may still add nodes): {warning}")
-    except CapacityError as err:
-        raise SystemExit(f"error: {err}") from None
+    connect_checked(settings, "serve", log)
     app, model, k = build_app(settings, round)
     start = time.time()
     serve.start(http_options={"host": settings.serving.host, "port": settings.serving.port},

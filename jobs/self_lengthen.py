@@ -27,8 +27,7 @@ from actors.client import LLMClient
 from actors.serving import Serving
 from cluster.cli import add_settings_args, settings_from_args
 from cluster.layout import FINAL, RunLayout
-from cluster.capacity import CapacityError, require_fit
-from cluster.ray_cluster import connect, embedded
+from cluster.capacity import connect_checked
 from cluster.settings import Settings
 from cluster.storage import Storage, filesystem_for
 from jobs import evaluate, probe, self_instruct, synthesize
@@ -247,13 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     add_settings_args(parser)
     args = parser.parse_args(argv)
     settings = settings_from_args(args)
-    log(connect(settings))
-    try:
-        for warning in require_fit(settings, "loop", embedded=embedded(settings)):
-            log(f"WARNING (the autoscaler may still add nodes): {warning}")
-    except CapacityError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    connect_checked(settings, "loop", log)
     run = LoopRun(settings)
     summary = run.run()
     print_summary(summary, out=sys.stdout)

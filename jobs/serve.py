@@ -20,8 +20,7 @@ from ray.serve.llm import build_openai_app
 from actors.serving import ADAPTERS_DIR, BASE_ID, llm_config, publish_adapter, quiet_ray_llm
 from cluster.cli import add_settings_args, settings_from_args
 from cluster.layout import FINAL, RunLayout
-from cluster.capacity import CapacityError, require_fit
-from cluster.ray_cluster import connect, embedded
+from cluster.capacity import connect_checked
 from cluster.settings import Settings, load_settings
 from cluster.storage import Storage
 from training.export import EXPORT_MARKER
@@ -100,13 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = settings_from_args(args)
     host, port = args.host or settings.serving.host, args.port or settings.serving.port
-    print(connect(settings), flush=True)
-    try:
-        for warning in require_fit(settings, "serve", embedded=embedded(settings)):
-            print(f"WARNING (the autoscaler may still add nodes): {warning}", flush=True)
-    except CapacityError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    connect_checked(settings, "serve", lambda line: print(line, flush=True))
     app, model, k = build_app(settings, args.round)
     serve.start(http_options={"host": host, "port": port})
     serve.run(app, name="generator", route_prefix="/", blocking=False)

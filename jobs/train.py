@@ -101,17 +101,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def fine_tune(settings, layout: RunLayout, args, init_model: str, files: list[str]) -> dict:
-    from cluster.capacity import CapacityError, require_fit  # Ray only from here on
-    from cluster.ray_cluster import connect, embedded
+    from cluster.capacity import connect_checked  # Ray only from here on
     from training.trainer import Target, train
 
-    log(connect(settings))
-    try:
-        for warning in require_fit(settings, "train", embedded=embedded(settings)):
-            log(f"WARNING (the autoscaler may still add nodes): {warning}")
-    except CapacityError as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+    connect_checked(settings, "train", log)
     target = Target(args.name, "checkpoints", f"{args.name}/model", args.name)
     result = train(settings, layout, target, init_model, files, args.init_adapter)
     return {**result.metrics, "loss_history": result.loss_history}
