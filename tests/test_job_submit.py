@@ -236,7 +236,7 @@ def test_the_loop_runs_as_a_ray_job_survives_its_faults_and_keeps_storage_on_s3(
         # one shard at a time: the faults must land mid-round however fast the machine is
         "--set", "synthesis.workers=1", "--set", "synthesis.shards_per_worker=1",
         # the final stage, small: 8 more answers, the base model fine-tuned on what is collected
-        "--set", "final.generate_count=8", "--set", "final.epochs=2",
+        "--set", "final.generate_count=8", "--set", "final.epochs=4",
         "--storage", f"s3://{s3_bucket}/runs", "--run-name", "job",
     ]
     address, env, gcs_address = ray_head
@@ -280,14 +280,20 @@ def test_the_loop_runs_as_a_ray_job_survives_its_faults_and_keeps_storage_on_s3(
     #    Generator's fine-tuning is killed once two of its checkpoints are on S3; the round ends,
     #    the final stage begins, and the driver is killed again once the final fine-tune has
     #    written a checkpoint
+    # (resubmitted with more shard workers, as a resumed run is scaled up: the faults that
+    # needed one shard at a time are behind it)
+    resubmitted = [*entrypoint, "--set", "synthesis.workers=2", "--set", "synthesis.shards_per_worker=2"]
     second = Job(address, env, repo, "second")
     submitted_at = time.time()
-    submit = second.submit(runtime_env, entrypoint, wait=False)
+    submit = second.submit(runtime_env, resubmitted, wait=False)
     assert submit.returncode == 0, submit.stdout[-4000:] + submit.stderr[-2000:]
     kill_a_train_worker(s3, s3_bucket, f"{run}/round-1/train-generator/", second, since=submitted_at)
+    # two checkpoint folders: a report returns only once every rank has made it, so the older
+    # one is registered with Ray Train (the first alone may still be uploading)
     final_train = f"{run}/final/train-sft/"
-    poll(second, lambda: any(k[len(final_train):].startswith("checkpoint_") for k in s3_objects(s3, s3_bucket, final_train)),
-         "no checkpoint of the final fine-tune", timeout=900)
+    poll(second, lambda: len({k[len(final_train):].split("/")[0] for k in s3_objects(s3, s3_bucket, final_train)
+                              if k[len(final_train):].startswith("checkpoint_")}) >= 2,
+         "no two checkpoints of the final fine-tune", timeout=900)
     kill_the_driver(since=submitted_at)
     assert wait_until_done(second, timeout=120, every=2) == "FAILED"
     final_frozen = s3_objects(s3, s3_bucket, f"{run}/final/")
@@ -295,7 +301,7 @@ def test_the_loop_runs_as_a_ray_job_survives_its_faults_and_keeps_storage_on_s3(
     # 3. once more: the rounds and the final stage's finished stages are skipped, the final
     #    fine-tune resumes from its checkpoint, and the final model is served and scored
     third = Job(address, env, repo, "third")
-    submit = third.submit(runtime_env, entrypoint, wait=False)
+    submit = third.submit(runtime_env, resubmitted, wait=False)
     assert submit.returncode == 0, submit.stdout[-4000:] + submit.stderr[-2000:]
     status = wait_until_done(third)
     last = third.logs()
@@ -303,7 +309,8 @@ def test_the_loop_runs_as_a_ray_job_survives_its_faults_and_keeps_storage_on_s3(
     out = second.logs() + last
     for stage in ("generate", "collect"):
         assert f"final: {stage} already finished, skipping" in last
-    assert "synthesizing" not in last and "[train final] resuming from the checkpoint of step" in last
+    assert "round 1: synthesizing" not in last, last[-6000:]
+    assert "[train final] resuming from the checkpoint of step" in last, last[-6000:]
     for key, obj in final_frozen.items():  # what the final stage had finished was not written again
         if "/drafts/" in key or "/stats/" in key or "/stages/generate" in key:
             assert s3_objects(s3, s3_bucket, key)[key]["ETag"] == obj["ETag"], f"{key} was written again"
