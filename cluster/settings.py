@@ -270,6 +270,8 @@ class FinalSection(Section):
     mix_fraction: float = Field(0.0, ge=0, lt=1, description="share of the final SFT data taken from mix_with")
     probe_words: tuple[int, int] = Field((2000, 8000), description="lengths the constrained probe set asks for, [lo, hi]")
     epochs: float | None = Field(None, gt=0, description="epochs of the final SFT (None: training.epochs)")
+    preference: Literal["none", "dpo"] = Field(
+        "none", description="dpo: after the final SFT, DPO on pairs built from the run's own answers (`dpo`)")
 
     @model_validator(mode="after")
     def _mix(self):
@@ -279,6 +281,23 @@ class FinalSection(Section):
         if not 0 < lo <= hi:
             raise ValueError(f"probe_words must be [lo, hi] with 0 < lo <= hi, got {list(self.probe_words)}")
         return self
+
+
+class DPOSection(Section):
+    """Direct preference optimisation (TRL's DPOTrainer) on chosen/rejected pairs, in the loop
+    (`final.preference: dpo`, pairs from the run's own answers: longform/preference.py) or alone
+    (`python -m jobs.train --method dpo`). Workers, ZeRO stage, full or LoRA, checkpoints and
+    export: as `training` says. The reference model is the one DPO starts from (LoRA: the
+    adapter switched off)."""
+
+    beta: float = Field(0.1, gt=0, description="how far the policy may move from the reference")
+    loss_type: Literal["sigmoid", "sigmoid_norm", "ipo", "hinge", "robust"] = Field(
+        "sigmoid", description="sigmoid: the DPO paper's; sigmoid_norm: log-probabilities averaged over tokens")
+    ld_alpha: float | None = Field(None, ge=0, le=1, description="LD-DPO: weight of the tokens past the "
+                                   "shorter answer's length (None: plain sums)")
+    lr: float | None = Field(None, gt=0, description="None: training.lr")
+    epochs: float | None = Field(None, gt=0, description="None: training.epochs")
+    pairs_per_query: int = Field(1, ge=1, description="pairs built per constrained query at most")
 
 
 class AgentWriteSection(Section):
@@ -342,6 +361,7 @@ class Settings(Section):
     agentwrite: AgentWriteSection = Field(default_factory=AgentWriteSection)
     collect: CollectSection = Field(default_factory=CollectSection)
     final: FinalSection = Field(default_factory=FinalSection)
+    dpo: DPOSection = Field(default_factory=DPOSection)
     evaluation: EvaluationSection = Field(default_factory=EvaluationSection)
 
     @model_validator(mode="after")
