@@ -1,25 +1,35 @@
 """Choosing the checkpoint to resume from: a damaged one is named and skipped for the one
-before it; with none usable the error names every one and what is wrong with it. (A real
-killed-and-rerun training job with a damaged checkpoint: tests/test_training.py.)"""
+before it; with none usable the error names every one and what is wrong with it. A checkpoint
+whose files do not match the sha256 manifest its ranks wrote (DeepSpeed's files are pickles)
+is refused the same way. (A real killed-and-rerun training job with a damaged checkpoint:
+tests/test_training.py.)"""
 
 import json
+import pickle
+import shutil
 
 import pytest
 import torch
 from ray.train import Checkpoint
 
-from training.checkpoints import CheckpointError, checkpoint_problem, pick_resume
+from training.checkpoints import CheckpointError, checkpoint_problem, pick_resume, write_manifest
 
 
 def make_checkpoint(root, name: str, step: int):
-    """A folder shaped like one the Trainer saves under DeepSpeed, as Ray Train stores it."""
+    """A folder shaped like one the Trainer saves under DeepSpeed, as Ray Train stores it: each
+    rank's files and its manifest, merged into one folder."""
     inner = root / name / "checkpoint"
     shards = inner / f"global_step{step}"
-    shards.mkdir(parents=True)
-    (inner / "trainer_state.json").write_text(json.dumps({"global_step": step}))
-    (inner / "latest").write_text(f"global_step{step}")
-    for rank in range(2):
-        torch.save({"rank": rank, "w": torch.ones(64)}, shards / f"zero_pp_rank_{rank}_mp_rank_00_model_states.pt")
+    for rank in range(2):  # each rank writes its part and its manifest in a folder of its own
+        own = root / f"rank-{rank}" / name
+        (own / f"global_step{step}").mkdir(parents=True)
+        if rank == 0:
+            (own / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+            (own / "latest").write_text(f"global_step{step}")
+        torch.save({"rank": rank, "w": torch.ones(64)}, own / f"global_step{step}" / f"zero_pp_rank_{rank}_mp_rank_00_model_states.pt")
+        write_manifest(str(own), rank)
+        shutil.copytree(own, inner, dirs_exist_ok=True)
+    assert shards.is_dir()
     return inner
 
 
@@ -69,3 +79,80 @@ def test_no_usable_checkpoint_is_a_clear_error(three, tmp_path):
 
 def test_no_checkpoint_means_from_the_start(tmp_path):
     assert pick_resume(None, str(tmp_path), print) == (None, 0, [])
+
+
+class Exploit:
+    """What an attacker would plant: unpickling it runs code."""
+
+    def __reduce__(self):
+        return (print, ("code ran while loading a checkpoint",))
+
+
+def test_a_file_that_does_not_match_its_manifest_is_refused(three, tmp_path):
+    run, (_, second, third) = three
+    # a valid zip archive that is not what the rank wrote: the structural checks pass
+    shard = third / "global_step9" / "zero_pp_rank_1_mp_rank_00_model_states.pt"
+    torch.save({"rank": 1, "w": torch.zeros(64), "payload": pickle.dumps(Exploit())}, shard)
+    problem = checkpoint_problem(str(third))
+    assert "do not match the sha256" in problem and "zero_pp_rank_1_mp_rank_00_model_states.pt" in problem
+    # a file slipped in next to the recorded ones
+    torch.save({"payload": pickle.dumps(Exploit())}, second / "global_step6" / "extra.pt")
+    assert "not in its manifest: global_step6/extra.pt" in checkpoint_problem(str(second))
+
+    warnings = []
+    path, step, skipped = pick_resume(Checkpoint(str(run / "checkpoint_2026-11-22_10-00-02.000000")),
+                                      str(tmp_path / "local"), warnings.append)
+    assert step == 3, "the newest two checkpoints do not match their manifests: resume from the first"
+    assert len(skipped) == 2 and "sha256" in skipped[0] and "not in its manifest" in skipped[1]
+    assert "checkpoint_2026-11-22_10-00-02" in warnings[0] and "checkpoint_2026-11-22_10-00-01" in warnings[1]
+
+
+def test_a_checkpoint_without_its_manifest_or_with_an_edited_one_is_refused(three):
+    _, (first, second, third) = three
+    (first / "manifest-rank-0.json").unlink()  # rank 0's files are no longer listed by anyone
+    assert "not in its manifest" in checkpoint_problem(str(first))
+    for name in ("manifest-rank-0.json", "manifest-rank-1.json"):
+        (second / name).unlink()
+    assert "no manifest" in checkpoint_problem(str(second))
+    manifest = json.loads((third / "manifest-rank-1.json").read_text())
+    manifest["sha256"]["trainer_state.json"] = "0" * 64  # claims a file rank 0 recorded otherwise
+    (third / "manifest-rank-1.json").write_text(json.dumps(manifest))
+    assert "manifests disagree about trainer_state.json" in checkpoint_problem(str(third))
+    (third / "manifest-rank-1.json").write_text("{not json")
+    assert "manifest manifest-rank-1.json does not parse" in checkpoint_problem(str(third))
+
+
+# -- weights are read as safetensors only ---------------------------------------------------
+def test_a_model_folder_with_only_pytorch_model_bin_is_refused(tiny_model, tmp_path, repo):
+    """The same weights as a pickle (which transformers would load otherwise) are refused."""
+    from safetensors.torch import load_file
+
+    from cluster.settings import load_settings
+    from training.export import reload
+    from training.worker import load_model
+
+    folder = tmp_path / "pickled"
+    shutil.copytree(tiny_model, folder, ignore=shutil.ignore_patterns("*.safetensors"))
+    torch.save(load_file(tiny_model / "model.safetensors"), folder / "pytorch_model.bin")
+    settings = load_settings(repo / "configs/tiny.yaml", [f"model.base={folder}"])
+    with pytest.raises(OSError, match="model.safetensors"):
+        load_model({"init_model": str(folder)}, settings, str(tmp_path / "local"))
+    with pytest.raises(OSError, match="model.safetensors"):
+        reload(str(folder), str(folder), lora=False)
+
+
+def test_an_adapter_with_only_adapter_model_bin_is_refused(tiny_model, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from training.export import reload, require_safetensors_adapter
+
+    adapter = tmp_path / "adapter"
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model),
+                           LoraConfig(r=4, target_modules=["q_proj"], task_type="CAUSAL_LM"))
+    model.save_pretrained(adapter, safe_serialization=False)
+    assert (adapter / "adapter_model.bin").exists() and not (adapter / "adapter_model.safetensors").exists()
+    with pytest.raises(ValueError, match="no adapter_model.safetensors"):
+        require_safetensors_adapter(str(adapter))
+    with pytest.raises(ValueError, match="pickled weights are not loaded"):
+        reload(str(adapter), str(tiny_model), lora=True)

@@ -8,10 +8,19 @@ DeepSpeed folder that `latest` names exists, and every torch file in it is a com
 archive: a truncated one loses its central directory); a bad one is skipped with a warning
 naming it, and the previous checkpoint on storage is tried. If none is usable the job stops
 with an error naming each checkpoint and what is wrong with it.
+
+DeepSpeed's files are pickles (it loads them with `torch.load(weights_only=False)`), so a
+checkpoint is also refused unless it matches its manifest: when a worker reports a
+checkpoint it records the sha256 of every file it wrote (`manifest-rank-<r>.json`, one per
+rank, as Ray Train merges the ranks' folders into one); on resume every file must be listed
+by a manifest with that digest, and nothing unlisted may be there. This catches a damaged,
+partly replaced or mixed-up checkpoint. It cannot stop someone who can write the bucket, who
+can write a matching manifest too: write access to the run's storage remains trusted.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import zipfile
@@ -20,10 +29,72 @@ import pyarrow.fs as pafs
 from ray.train import Checkpoint
 
 INNER = "checkpoint"  # each reported checkpoint holds the Trainer's folder under this name
+MANIFEST_PREFIX = "manifest-rank-"  # + "<rank>.json": {"sha256": {relative path: hex digest}}
 
 
 class CheckpointError(RuntimeError):
     pass
+
+
+def sha256_of(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def is_manifest(rel: str) -> bool:
+    return "/" not in rel and rel.startswith(MANIFEST_PREFIX) and rel.endswith(".json")
+
+
+def files_under(path: str) -> list[str]:
+    """Every file below `path`, as paths relative to it with '/' separators."""
+    found = []
+    for folder, _, names in os.walk(path):
+        for name in names:
+            found.append(os.path.relpath(os.path.join(folder, name), path).replace(os.sep, "/"))
+    return sorted(found)
+
+
+def write_manifest(path: str, rank: int) -> str:
+    """Record the sha256 of every file this rank put in the Trainer folder `path` (called on
+    each rank before it reports the folder); returns the manifest's name."""
+    name = f"{MANIFEST_PREFIX}{rank}.json"
+    digests = {rel: sha256_of(os.path.join(path, rel)) for rel in files_under(path) if not is_manifest(rel)}
+    with open(os.path.join(path, name), "w") as f:
+        json.dump({"sha256": digests}, f, indent=0, sort_keys=True)
+    return name
+
+
+def manifest_problem(path: str) -> str | None:
+    """What in the Trainer folder `path` disagrees with its manifests, or None."""
+    files = files_under(path)
+    manifests = [rel for rel in files if is_manifest(rel)]
+    if not manifests:
+        return "no manifest (sha256 of its files), so its pickled files cannot be trusted"
+    recorded: dict[str, str] = {}
+    for name in manifests:
+        try:
+            with open(os.path.join(path, name)) as f:
+                digests = json.load(f)["sha256"]
+            if not isinstance(digests, dict):
+                raise TypeError
+        except (ValueError, KeyError, TypeError):
+            return f"manifest {name} does not parse"
+        for rel, digest in digests.items():
+            if recorded.setdefault(rel, digest) != digest:
+                return f"manifests disagree about {rel}"
+    unlisted = [rel for rel in files if not is_manifest(rel) and rel not in recorded]
+    if unlisted:
+        return f"file(s) not in its manifest: {', '.join(unlisted[:5])}"
+    missing = [rel for rel in recorded if not os.path.isfile(os.path.join(path, rel))]
+    if missing:
+        return f"file(s) in its manifest are missing: {', '.join(sorted(missing)[:5])}"
+    changed = [rel for rel, digest in sorted(recorded.items()) if sha256_of(os.path.join(path, rel)) != digest]
+    if changed:
+        return f"file(s) do not match the sha256 in its manifest: {', '.join(changed[:5])}"
+    return None
 
 
 def checkpoint_problem(path: str) -> str | None:
@@ -47,7 +118,7 @@ def checkpoint_problem(path: str) -> str | None:
     broken = [name for name in files if name.endswith(".pt") and not zipfile.is_zipfile(os.path.join(shards, name))]
     if broken:
         return f"truncated or unreadable DeepSpeed file(s) in {tag}: {', '.join(broken)}"
-    return None
+    return manifest_problem(path)
 
 
 def step_of(path: str) -> int:

@@ -7,6 +7,10 @@ with transformers (plus peft for an adapter) and compares its logits on a fixed 
 the logits of the model that was just trained (computed by all ranks under ZeRO-3): an export
 that does not reproduce them is an error, not a silent bad checkpoint. The marker file written
 last holds the file list, the training metrics and that comparison.
+
+Weights are read as safetensors only, here and wherever training loads a model or an adapter
+(`from_pretrained(..., use_safetensors=True)`, `require_safetensors_adapter`): a folder that
+holds only pickled weights (pytorch_model.bin, adapter_model.bin) is refused, not unpickled.
 """
 
 from __future__ import annotations
@@ -29,6 +33,18 @@ class ExportMismatch(RuntimeError):
     pass
 
 
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+
+
+def require_safetensors_adapter(folder: str) -> str:
+    """`folder`, if its LoRA adapter is in safetensors (peft would fall back to a pickled
+    adapter_model.bin)."""
+    if not os.path.isfile(os.path.join(folder, ADAPTER_WEIGHTS)):
+        found = ", ".join(sorted(os.listdir(folder))) if os.path.isdir(folder) else "no such folder"
+        raise ValueError(f"{folder}: no {ADAPTER_WEIGHTS} (found: {found}); pickled weights are not loaded")
+    return folder
+
+
 def verify_ids(tokenizer) -> torch.Tensor:
     text = tokenizer.apply_chat_template(VERIFY_CHAT, tokenize=False, add_generation_prompt=True)
     return torch.tensor([tokenizer(text, add_special_tokens=False)["input_ids"]])
@@ -46,10 +62,11 @@ def reload(folder: str, base: str, lora: bool):
     # which would wait for the other ranks to take part in a load only rank 0 does.
     unset_hf_deepspeed_config()
     if not lora:
-        return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+        return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, use_safetensors=True)
     from peft import PeftModel
 
-    return PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32), folder)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32, use_safetensors=True)
+    return PeftModel.from_pretrained(model, require_safetensors_adapter(folder))
 
 
 def export_weights(trainer, tokenizer, settings: Settings, run_root: str, export_rel: str,

@@ -27,8 +27,8 @@ from cluster.settings import Settings
 from cluster.storage import Storage
 from training import sft_data
 from training.deepspeed_config import deepspeed_config
-from training.checkpoints import INNER, pick_resume
-from training.export import export_weights
+from training.checkpoints import INNER, pick_resume, write_manifest
+from training.export import export_weights, require_safetensors_adapter
 
 def fetch_dir(uri: str, settings: Settings, local: str) -> str:
     """A local folder for `uri`: itself when local, a download when it is on S3."""
@@ -57,14 +57,14 @@ def load_model(cfg: dict, settings: Settings, local: str):
     t = settings.training
     base = fetch_dir(cfg["init_model"], settings, f"{local}/init-model")
     dtype = torch.bfloat16 if use_bf16(settings) else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype, use_safetensors=True)  # never a pickle
     tokenizer = AutoTokenizer.from_pretrained(base)
     if t.method == "lora":
         from peft import LoraConfig, PeftModel, get_peft_model
 
         if cfg.get("init_adapter"):
             adapter = fetch_dir(cfg["init_adapter"], settings, f"{local}/init-adapter")
-            model = PeftModel.from_pretrained(model, adapter, is_trainable=True)
+            model = PeftModel.from_pretrained(model, require_safetensors_adapter(adapter), is_trainable=True)
         else:
             model = get_peft_model(model, LoraConfig(
                 r=t.lora.r, lora_alpha=t.lora.alpha, lora_dropout=t.lora.dropout,
@@ -109,6 +109,7 @@ class ReportToRay(TrainerCallback):
         source = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
         with tempfile.TemporaryDirectory() as tmp:
             shutil.copytree(source, os.path.join(tmp, INNER))
+            write_manifest(os.path.join(tmp, INNER), self.rank)  # checked on resume: training/checkpoints.py
             ray.train.report(
                 {"step": state.global_step, "loss": last_loss(state)},
                 checkpoint=ray.train.Checkpoint.from_directory(tmp),
