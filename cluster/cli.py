@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cluster.settings import Settings, SettingsError, load_settings
+from cluster.settings import Settings, SettingsError, is_secret_name, load_settings
 
 
 def add_settings_args(parser: argparse.ArgumentParser) -> None:
@@ -26,8 +26,20 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         overrides.append(f"run.name={args.run_name}")
     if args.storage:
         overrides.append(f"storage.root={args.storage}")
+    warn_secrets_on_the_command_line(overrides)
     try:
         return load_settings(args.config, overrides)
     except SettingsError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def warn_secrets_on_the_command_line(overrides: list[str]) -> None:
+    """Settings mask secrets in every message they print, but a command line is seen by `ps`
+    and kept as a Ray job's entrypoint: say so (naming the key, never the value)."""
+    for override in overrides:
+        key = override.split("=", 1)[0].strip()
+        if "=" in override and any(is_secret_name(part) for part in key.split(".")):
+            print(f"warning: --set {key}=***: a secret on the command line is visible to anyone who can list "
+                  "processes or read the Ray job's entrypoint; prefer the environment "
+                  "(e.g. AWS_SECRET_ACCESS_KEY from a Kubernetes Secret)", file=sys.stderr)

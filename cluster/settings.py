@@ -5,22 +5,135 @@
 Every section has defaults; a config file names only what differs. Unknown keys and bad values
 stop the run before anything starts, with the key's dotted path in the message, e.g.
     configs/tiny.yaml: training.lr: Input should be greater than 0 (got -1)
+
+Also refused before anything starts: a key written twice in the YAML (the second would silently
+replace the first), `.inf` / `.nan` for any number, and a storage location that is neither a
+local path nor `s3://<bucket>/...` (see `location`). Messages never carry a secret: values of
+keys named like secret/key/token/password are shown as `***` (see `mask`).
 """
 
 from __future__ import annotations
 
+import json
+import math
 import os
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from longform.params import Decoding, MethodParams
 
+# -- secrets in messages -----------------------------------------------------------------------
+
+SECRET_WORDS = {"secret", "key", "keys", "token", "password", "passwd", "pwd", "apikey", "credential",
+                "credentials", "auth", "authorization"}
+MASK = "***"
+
+
+def is_secret_name(name: object) -> bool:
+    """Whether a key's name says its value is a secret: one of its words (split at _ - . and
+    camelCase) is secret/key/token/password/..., e.g. secret_access_key, HF_TOKEN, apiKey.
+    `max_tokens` or `tokenizer` are not (their word is not "token"), and a name ending in
+    `_env` (api_key_env) holds the *name* of a variable, not the key."""
+    words = re.findall(r"[a-z0-9]+", re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", str(name)).lower())
+    if words and words[-1] == "env":
+        return False
+    return any(w in SECRET_WORDS for w in words) or any(s in str(name).lower() for s in ("secret", "passw"))
+
+
+def mask_text(text: str) -> str:
+    """A URI's user:password@ part hidden (s3://AKIA:xyz@host/b -> s3://***@host/b)."""
+    return re.sub(r"(://)[^/@\s]+@", rf"\1{MASK}@", text)
+
+
+def mask(value: Any) -> Any:
+    """`value` with every secret-named key's value (at any depth) and URI credentials replaced
+    by ***, for anything that goes into a message, a log line or a stored object."""
+    if isinstance(value, dict):
+        return {k: MASK if is_secret_name(k) and v is not None else mask(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(mask(v) for v in value)
+    if isinstance(value, SecretStr):
+        return MASK
+    if isinstance(value, str):
+        return mask_text(value)
+    return value
+
+
+# -- storage locations -------------------------------------------------------------------------
+
+S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):")
+
+
+def location(value: str, s3: bool = True) -> str:
+    """A storage location, checked: a local path, or `s3://<bucket>[/<key>]` with a valid bucket
+    name (3-63 lowercase letters, digits, dots, hyphens). Anything else that starts like a URI
+    (`S3://b`, `s3:/b`, `gs://b`, `http://...`) is refused instead of being taken for a local
+    folder named `S3:` (on Kubernetes, output written there is lost with the pod).
+    `file:///x` is accepted and returned as the local path `/x` (`file://host/x` is refused).
+    With `s3=False` (folders read with plain file access) only local paths are accepted."""
+    if not value.strip():
+        raise ValueError("must not be empty")
+    scheme = SCHEME.match(value)
+    if not scheme:
+        return value
+    name, rest = scheme.group(1), value[scheme.end():]
+    if name == "file":
+        if not rest.startswith("///"):
+            raise ValueError("a file:// URI must be file:///absolute/path (no host)")
+        return rest[2:]
+    if name.lower() != "s3":
+        raise ValueError(f"{name}:// is not supported: use a local path or s3://<bucket>/<key>")
+    if name != "s3" or not rest.startswith("//"):
+        raise ValueError(f"neither a local path nor an S3 URI: did you mean 's3://{mask_text(rest.lstrip('/'))}'?")
+    if not s3:
+        raise ValueError("must be a local folder (it is read with plain file access, not from S3)")
+    bucket = rest[2:].split("/", 1)[0]
+    if not bucket:
+        raise ValueError("names no bucket: expected s3://<bucket>/<key>")
+    if not S3_BUCKET.match(bucket):
+        raise ValueError(f"{mask_text('://' + bucket)[3:]!r} is not a valid S3 bucket name "
+                         "(3-63 characters: lowercase letters, digits, dots, hyphens)")
+    return value
+
+
+def local_location(value: str) -> str:
+    return location(value, s3=False)
+
+
+def no_inf_nan(tree: dict[str, Any]) -> dict[str, Any]:
+    """Free-form settings (engine_kwargs) hold no inf/nan either, at any depth."""
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, float) and not math.isfinite(node):
+            raise ValueError(f"{path}: Input should be a finite number")
+        children = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        for key, child in children:
+            walk(child, f"{path}.{key}" if path else str(key))
+
+    walk(tree, "")
+    return tree
+
+
+# a local path or s3:// URI (what Storage and filesystem_for read); a local folder only
+Location = Annotated[str, AfterValidator(location)]
+LocalPath = Annotated[str, AfterValidator(local_location)]
+FreeDict = Annotated[dict[str, Any], AfterValidator(no_inf_nan)]
+
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    """Unknown keys are errors; so are inf and nan for any number (`.inf` is valid YAML, and an
+    infinite lr or timeout would fail late or never)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    def __repr_args__(self):
+        """repr() (a log line, a traceback) masks secret-named keys, e.g. engine_env's HF_TOKEN."""
+        for name, value in super().__repr_args__():
+            yield name, MASK if is_secret_name(name) and value is not None else mask(value)
 
 
 class RunSection(Section):
@@ -34,8 +147,8 @@ class StorageSection(Section):
     S3 endpoint and credentials come from here or from the standard AWS variables
     (AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)."""
 
-    root: str = "./runs"
-    endpoint_url: str | None = None
+    root: Location = "./runs"
+    endpoint_url: str | None = Field(None, pattern=r"^https?://[^\s/]+", description="http(s)://host[:port]")
     region: str | None = None
     access_key_id: SecretStr | None = None
     secret_access_key: SecretStr | None = None
@@ -56,7 +169,7 @@ class RaySection(Section):
 
 
 class ModelSection(Section):
-    base: str = Field(..., description="local folder or s3:// URI of the base model (HF format)")
+    base: Location = Field(..., description="local folder or s3:// URI of the base model (HF format)")
 
 
 class RoleServing(Section):
@@ -69,7 +182,7 @@ class RoleServing(Section):
     upscale_delay_s: float = Field(30.0, ge=0, description="load must last this long before scaling up")
     downscale_delay_s: float = Field(600.0, ge=0)
     resources: dict[str, float] = Field(default_factory=lambda: {"CPU": 1})
-    engine_kwargs: dict[str, Any] = Field(default_factory=dict)
+    engine_kwargs: FreeDict = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def replicas_in_order(self):
@@ -87,12 +200,18 @@ class JudgeSection(Section):
     model: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
 
+    @model_validator(mode="after")
+    def endpoint_complete(self):
+        if self.source == "endpoint" and not (self.base_url and self.model):
+            raise ValueError("source 'endpoint' needs base_url and model")
+        return self
+
 
 class ServingSection(Section):
     mode: Literal["full", "lora"] = "full"
     host: str = Field("127.0.0.1", description="HTTP bind address; 0.0.0.0 only inside a cluster")
     port: int = Field(8000, ge=1, le=65535)
-    engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="shared by all roles")
+    engine_kwargs: FreeDict = Field(default_factory=dict, description="shared by all roles")
     engine_env: dict[str, str] = Field(
         default_factory=dict, description="environment of the engine processes, e.g. VLLM_CPU_*"
     )
@@ -132,12 +251,12 @@ class SelfInstructSection(Section):
 
 
 class SynthesisSection(Section):
-    seeds: str = "configs/seeds/tiny_seeds.jsonl"
+    seeds: Location = "configs/seeds/tiny_seeds.jsonl"
     instructions_per_round: int | None = Field(None, ge=1, description="None: every seed")
     shard_size: int = Field(64, ge=1)
     workers: int = Field(2, ge=1, description="Ray Data actors running shards")
     shards_per_worker: int = Field(2, ge=1, description="shards one actor runs concurrently")
-    prompt_dir: str | None = None
+    prompt_dir: LocalPath | None = Field(None, description="prompt templates (a local folder)")
     method: MethodParams = Field(default_factory=MethodParams)
     decoding: Decoding = Field(default_factory=Decoding)
     self_instruct: SelfInstructSection = Field(default_factory=SelfInstructSection)
@@ -146,7 +265,7 @@ class SynthesisSection(Section):
 class ProbeSection(Section):
     """A fixed instruction set answered by the Generator before and after every round."""
 
-    file: str = "configs/seeds/tiny_probes.jsonl"
+    file: Location = "configs/seeds/tiny_probes.jsonl"
     decoding: Decoding = Field(default_factory=lambda: Decoding(temperature=0.0, max_tokens=2048))
 
 
@@ -183,7 +302,6 @@ class TrainingSection(Section):
     gradient_checkpointing: bool = True
     checkpoint_every_steps: int = Field(0, ge=0, description="0: only at the end of training")
     max_failures: int = Field(2, ge=0, description="worker failures Ray Train recovers from")
-    replay: str | None = Field(None, description="extra SFT examples (JSONL) mixed into each round")
 
 
 class EndpointSection(Section):
@@ -266,7 +384,7 @@ class FinalSection(Section):
 
     enabled: bool = True
     generate_count: int = Field(64, ge=0, description="instructions the last Generator answers for the final data")
-    mix_with: str | None = Field(None, description="general chat data (path or s3:// URI) mixed into the final SFT")
+    mix_with: Location | None = Field(None, description="general chat data (path or s3:// URI) mixed into the final SFT")
     mix_fraction: float = Field(0.0, ge=0, lt=1, description="share of the final SFT data taken from mix_with")
     probe_words: tuple[int, int] = Field((2000, 8000), description="lengths the constrained probe set asks for, [lo, hi]")
     epochs: float | None = Field(None, gt=0, description="epochs of the final SFT (None: training.epochs)")
@@ -305,8 +423,8 @@ class AgentWriteSection(Section):
     The writer is `endpoint` when its base_url is set, else `model` (default: model.base)
     served as the Generator on this cluster."""
 
-    prompts: str | None = Field(None, description="instruction JSONL (path or s3:// URI); or --prompts")
-    model: str | None = Field(None, description="weights to serve as the writer; None: model.base")
+    prompts: Location | None = Field(None, description="instruction JSONL (path or s3:// URI); or --prompts")
+    model: Location | None = Field(None, description="weights to serve as the writer; None: model.base")
     endpoint: EndpointSection = Field(default_factory=EndpointSection)
     plan_attempts: int = Field(3, ge=1, description="plan calls per sample until one parses")
     max_steps: int = Field(50, ge=1, description="a plan with more steps fails (the reference skips them)")
@@ -314,14 +432,14 @@ class AgentWriteSection(Section):
     workers: int = Field(2, ge=1, description="Ray Data actors running shards")
     shards_per_worker: int = Field(2, ge=1, description="shards one actor runs concurrently")
     samples_in_flight: int = Field(16, ge=1, description="samples of one shard written at once")
-    prompt_dir: str | None = None
+    prompt_dir: LocalPath | None = Field(None, description="prompt templates (a local folder)")
     plan_decoding: PlanDecoding = Field(default_factory=PlanDecoding)
     write_decoding: SectionDecoding = Field(default_factory=SectionDecoding)
 
 
 class BenchmarkSpec(Section):
     name: Literal["longbench-write", "longwrite-ruler", "longen"]
-    data: str = Field(..., description="the benchmark's JSONL (path or s3:// URI); the project ships none")
+    data: Location = Field(..., description="the benchmark's JSONL (path or s3:// URI); the project ships none")
     limit: int | None = Field(None, ge=1, description="an evenly spaced subset of this many prompts")
 
 
@@ -337,7 +455,7 @@ class EvaluationSection(Section):
     decoding: BenchmarkDecoding = Field(default_factory=BenchmarkDecoding)
     judge: bool = False
     judge_attempts: int = Field(3, ge=1, description="judge calls per response until a verdict parses")
-    judge_prompt: str | None = Field(None, description="a judge prompt file (path or s3:// URI) replacing the "
+    judge_prompt: Location | None = Field(None, description="a judge prompt file (path or s3:// URI) replacing the "
                                      "built-in wording, e.g. a benchmark's official one; $INST$ / $RESPONSE$ slots")
     judge_decoding: JudgeDecoding = Field(default_factory=JudgeDecoding)
     concurrency: int = Field(16, ge=1, description="requests in flight to the evaluated model and the judge")
@@ -389,18 +507,83 @@ class Settings(Section):
         return self
 
     def public_dict(self) -> dict:
-        """Everything but secrets (SecretStr dumps as '**********')."""
-        return self.model_dump(mode="json")
+        """Everything but secrets: SecretStr fields, and any value under a secret-named key
+        (e.g. serving.engine_env.HF_TOKEN), show as ***."""
+        return mask(self.model_dump(mode="json"))
 
 
 LOCAL_PATHS = [("storage", "root"), ("model", "base"), ("synthesis", "seeds"), ("synthesis", "prompt_dir"),
-               ("probe", "file"), ("training", "replay"), ("final", "mix_with"),
-               ("evaluation", "judge_prompt")]
+               ("probe", "file"), ("final", "mix_with"), ("evaluation", "judge_prompt"),
+               ("agentwrite", "prompts"), ("agentwrite", "model"), ("agentwrite", "prompt_dir")]
 
 
 class SettingsError(ValueError):
     """A config that cannot run; the message names the file and the key."""
 
+
+# -- reading YAML ------------------------------------------------------------------------------
+
+MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def at(source: str, mark: yaml.Mark | None) -> str:
+    """`file:line` for a config file; a --set value (one line, the key already named) just its name."""
+    return f"{source}:{mark.line + 1}" if mark and not source.startswith("--set") else source
+
+
+def check_unique_keys(node: yaml.Node, source: str, path: str = "", seen_nodes: dict | None = None) -> None:
+    """PyYAML keeps the last of two equal keys; a section written twice would silently lose
+    the first one's settings. Refuse it, naming the line of both. An anchor's node is checked
+    once; an alias inside its own anchor (a recursive value) is refused."""
+    seen_nodes = {} if seen_nodes is None else seen_nodes
+    if seen_nodes.get(id(node)) == "open":
+        raise SettingsError(f"{at(source, node.start_mark)}: {path or 'the document'} refers to itself "
+                            "(a recursive alias)")
+    if id(node) in seen_nodes:
+        return
+    seen_nodes[id(node)] = "open"
+    if isinstance(node, yaml.MappingNode):
+        keys: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == MERGE_TAG or not isinstance(key_node, yaml.ScalarNode):
+                check_unique_keys(value_node, source, path, seen_nodes)
+                continue
+            key = key_node.value
+            dotted = f"{path}.{key}" if path else key
+            if key in keys:
+                first = "" if source.startswith("--set") else f" (first on line {keys[key]})"
+                raise SettingsError(f"{at(source, key_node.start_mark)}: {dotted} is written twice{first}; "
+                                    "the second would replace the first: merge them")
+            keys[key] = key_node.start_mark.line + 1
+            check_unique_keys(value_node, source, dotted, seen_nodes)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            check_unique_keys(item, source, f"{path}.{i}" if path else str(i), seen_nodes)
+    seen_nodes[id(node)] = "done"
+
+
+def read_yaml(text: str, source: str) -> Any:
+    """YAML as plain data, with duplicate keys refused and syntax errors reported as
+    `source:line: ...` without the offending line's text (it may hold a secret)."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        check_unique_keys(node, source)
+        return loader.construct_document(node)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        what = "; ".join(p for p in (err.context, err.problem) if p)
+        column = f" (column {mark.column + 1})" if mark else ""
+        raise SettingsError(f"{at(source, mark)}: not valid YAML: {what}{column}") from None
+    except yaml.YAMLError as err:
+        raise SettingsError(f"{source}: not valid YAML: {type(err).__name__}") from None
+    finally:
+        loader.dispose()
+
+
+# -- overrides ---------------------------------------------------------------------------------
 
 def set_dotted(tree: dict, dotted: str, value: Any) -> None:
     keys = dotted.split(".")
@@ -416,18 +599,42 @@ def set_dotted(tree: dict, dotted: str, value: Any) -> None:
 def parse_override(text: str) -> tuple[str, Any]:
     """'training.lr=1e-3' -> ('training.lr', 0.001); values are read as YAML."""
     if "=" not in text:
-        raise SettingsError(f"override {text!r}: expected KEY=VALUE, e.g. training.lr=1e-3")
+        shown = MASK if is_secret_name(text) else repr(mask_text(text))
+        raise SettingsError(f"override {shown}: expected KEY=VALUE, e.g. training.lr=1e-3")
     key, raw = text.split("=", 1)
-    return key.strip(), yaml.safe_load(raw) if raw.strip() else None
+    key = key.strip()
+    return key, read_yaml(raw, f"--set {key}") if raw.strip() else None
+
+
+def shown_override(text: str) -> str:
+    """An override as it may appear in a message: `key=***` for a secret-named key, any secret
+    inside a mapping value masked too."""
+    key, _, raw = text.partition("=")
+    if any(is_secret_name(part) for part in key.split(".")):
+        return f"{key.strip()}={MASK}"
+    try:
+        value = read_yaml(raw, "--set") if raw.strip() else None
+    except SettingsError:
+        value = None
+    shown = json.dumps(mask(value)) if isinstance(value, (dict, list)) else mask_text(raw.strip())
+    return f"{key.strip()}={shown}"
 
 
 def describe(err: ValidationError, source: str) -> str:
+    """One line per error, naming the dotted key. The offending value is shown unless it is
+    a whole section (a cross-field check: the message names the keys) or a secret."""
     lines = [f"{source}: invalid settings"]
     for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        got = "" if e["type"] in ("missing", "extra_forbidden") else f" (got {e.get('input')!r})"
-        message = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
-        lines.append(f"  {key}: {message}{got}")
+        loc = [str(p) for p in e["loc"]]
+        message = "unknown key" if e["type"] == "extra_forbidden" else e["msg"].removeprefix("Value error, ")
+        value = e.get("input")
+        if e["type"] in ("missing", "extra_forbidden") or isinstance(value, dict):
+            got = ""
+        elif any(is_secret_name(p) for p in loc):
+            got = f" (got {MASK})"
+        else:
+            got = f" (got {mask(value)!r})"
+        lines.append(f"  {'.'.join(loc) + ': ' if loc else ''}{message}{got}")
     return "\n".join(lines)
 
 
@@ -436,17 +643,16 @@ def load_settings(path: str | os.PathLike | None, overrides: list[str] = ()) -> 
     source = str(path) if path else "(defaults)"
     if path:
         try:
-            tree = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+            text = Path(path).read_text(encoding="utf-8-sig")
         except FileNotFoundError:
             raise SettingsError(f"config file not found: {path}") from None
-        except yaml.YAMLError as err:
-            raise SettingsError(f"{path}: not valid YAML: {err}") from None
+        tree = read_yaml(text, str(path)) or {}
         if not isinstance(tree, dict):
             raise SettingsError(f"{path}: the top level must be a mapping of sections")
     for override in overrides:
         set_dotted(tree, *parse_override(override))
     if overrides:
-        source += " + overrides " + " ".join(overrides)
+        source += " + overrides " + " ".join(shown_override(o) for o in overrides)
     try:
         return Settings.model_validate(tree)
     except ValidationError as err:

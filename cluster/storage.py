@@ -32,7 +32,7 @@ import fsspec
 import pyarrow
 import pyarrow.fs as pafs
 
-from cluster.settings import StorageSection
+from cluster.settings import StorageSection, location, mask_text
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -54,9 +54,10 @@ def with_retries(what: str, uri: str, cfg: StorageSection, call: Callable[[], T]
         except UNREACHABLE as err:
             if time.monotonic() + delay > deadline:
                 raise StorageUnavailable(
-                    f"storage unreachable: could not {what} {uri} within storage.retry_timeout_s="
-                    f"{cfg.retry_timeout_s:g}s (last error: {err})") from err
-            log.warning("storage unreachable: %s %s failed (%s); retrying in %.1fs", what, uri, err, delay)
+                    f"storage unreachable: could not {what} {mask_text(uri)} within storage.retry_timeout_s="
+                    f"{cfg.retry_timeout_s:g}s (last error: {mask_text(str(err))})") from err
+            log.warning("storage unreachable: %s %s failed (%s); retrying in %.1fs",
+                        what, mask_text(uri), mask_text(str(err)), delay)
             time.sleep(delay)
             delay = min(delay * 2, 30.0)
 
@@ -75,8 +76,20 @@ def s3_options(cfg: StorageSection) -> dict[str, Any]:
     return options
 
 
+def checked_uri(uri: str) -> str:
+    """`uri` as `cluster.settings.location` accepts it (a local path or s3://<bucket>/...;
+    file:///x becomes /x), or ValueError naming it: a URI from the command line (--data,
+    --out, ...) gets the same check as one from the settings, so a typo such as S3://b
+    never becomes a local folder."""
+    try:
+        return location(uri)
+    except ValueError as err:
+        raise ValueError(f"{mask_text(uri)}: {err}") from None
+
+
 def filesystem_for(uri: str, cfg: StorageSection) -> tuple[fsspec.AbstractFileSystem, str]:
     """(filesystem, path without protocol) for any local path or s3:// URI."""
+    uri = checked_uri(uri)
     if uri.startswith("s3://"):
         fs = fsspec.filesystem("s3", **s3_options(cfg))
         return fs, uri[len("s3://"):].rstrip("/")
@@ -93,6 +106,7 @@ class Storage:
 
     @classmethod
     def open(cls, uri: str, settings: StorageSection) -> "Storage":
+        uri = checked_uri(uri)
         fs, root = filesystem_for(uri, settings)
         return cls(fs, root, "s3" if uri.startswith("s3://") else "file", settings)
 

@@ -61,3 +61,180 @@ def test_the_job_exits_non_zero_naming_the_key_before_starting_anything(repo):
     assert proc.returncode == 2
     assert "training.epochs: Input should be greater than 0" in proc.stderr
     assert "Ray" not in proc.stdout  # failed before connecting to Ray
+
+
+# -- secrets never in a message (issue 16, security 2) ----------------------------------------
+
+SECRET = "TOPSECRET-4f1c"
+
+
+@pytest.mark.parametrize("overrides", [
+    [f"storage.secret_access_key={SECRET}", "serving.mode=lora"],            # whole-config check fails
+    [f"storage.secret_access_key=[{SECRET}]"],                                # the secret itself is bad
+    [f"serving.engine_env={{HF_TOKEN: {SECRET}}}", "training.method=lora"],  # a token in a mapping
+    [f"storage.access_key_id={SECRET}", "collect.min_words=9999"],           # a section check fails
+    [f"storage.secret_access_key:{SECRET}"],                                  # not KEY=VALUE
+    [f"storage.root=s3://AKIA:{SECRET}@host/b"],                              # credentials in a URI
+])
+def test_settings_errors_never_carry_a_secret(repo, overrides):
+    with pytest.raises(SettingsError) as err:
+        load_settings(repo / "configs/tiny.yaml", overrides)
+    assert SECRET not in str(err.value)
+    assert "***" in str(err.value)
+
+
+def test_a_secret_on_a_bad_yaml_line_is_not_quoted(tmp_path):
+    config = tmp_path / "leaky.yaml"
+    config.write_text(f'model: {{base: x}}\nstorage:\n  secret_access_key: "{SECRET}\n')
+    with pytest.raises(SettingsError) as err:
+        load_settings(config)
+    assert f"{config}:" in str(err.value) and "not valid YAML" in str(err.value)
+    assert SECRET not in str(err.value)
+
+
+def test_the_cli_masks_overrides_and_warns_about_secrets_on_the_command_line(repo, capsys):
+    import argparse
+
+    from cluster.cli import add_settings_args, settings_from_args
+
+    parser = argparse.ArgumentParser()
+    add_settings_args(parser)
+    args = parser.parse_args(["--config", str(repo / "configs/tiny.yaml"), "--set",
+                              f"storage.secret_access_key={SECRET}", "--set", "serving.mode=lora"])
+    with pytest.raises(SystemExit) as exit_:
+        settings_from_args(args)
+    stderr = capsys.readouterr().err
+    assert exit_.value.code == 2 and SECRET not in stderr
+    assert "+ overrides storage.secret_access_key=*** serving.mode=lora" in stderr
+    assert "warning: --set storage.secret_access_key=***: a secret on the command line" in stderr
+
+
+def test_secret_named_keys_are_masked_in_the_stored_settings_and_repr(repo):
+    s = load_settings(repo / "configs/tiny.yaml", [f"serving.engine_env={{HF_TOKEN: {SECRET}, A: b}}"])
+    assert s.serving.engine_env["HF_TOKEN"] == SECRET  # the engines still get it
+    assert s.public_dict()["serving"]["engine_env"] == {"HF_TOKEN": "***", "A": "b"}
+    assert SECRET not in repr(s)
+
+
+@pytest.mark.parametrize("name, secret", [
+    ("secret_access_key", True), ("access_key_id", True), ("HF_TOKEN", True), ("apiKey", True),
+    ("password", True), ("AWS_SESSION_TOKEN", True),
+    ("max_tokens", False), ("tokenizer", False), ("api_key_env", False), ("base_url", False),
+])
+def test_which_names_are_secret(name, secret):
+    from cluster.settings import is_secret_name
+
+    assert is_secret_name(name) is secret
+
+
+# -- a key written twice (bad input 1) --------------------------------------------------------
+
+@pytest.mark.parametrize("text, message", [
+    ("model: {base: x}\ntraining:\n  lr: 1.0e-3\nrun: {rounds: 1}\ntraining:\n  epochs: 2\n",
+     ":5: training is written twice (first on line 2)"),
+    ("model: {base: x}\ntraining:\n  lr: 1.0e-3\n  epochs: 2\n  lr: 2.0e-3\n",
+     ":5: training.lr is written twice (first on line 3)"),
+    ("model: {base: x}\nevaluation:\n  benchmarks:\n    - {name: longen, data: a, data: b}\n",
+     ":4: evaluation.benchmarks.0.data is written twice"),
+])
+def test_a_key_written_twice_is_refused_naming_file_line_and_key(tmp_path, text, message):
+    config = tmp_path / "twice.yaml"
+    config.write_text(text)
+    with pytest.raises(SettingsError) as err:
+        load_settings(config)
+    assert f"{config}{message}" in str(err.value)
+
+
+def test_merge_keys_may_still_override_an_anchor(tmp_path):
+    config = tmp_path / "merge.yaml"
+    config.write_text("model: {base: x}\nserving:\n  generator: &role {max_replicas: 2}\n"
+                      "  extender:\n    <<: *role\n    max_replicas: 3\n")
+    s = load_settings(config)
+    assert (s.serving.generator.max_replicas, s.serving.extender.max_replicas) == (2, 3)
+
+
+def test_a_duplicate_inside_an_override_is_refused(repo):
+    with pytest.raises(SettingsError, match="--set serving.engine_env: A is written twice"):
+        load_settings(repo / "configs/tiny.yaml", ["serving.engine_env={A: 1, A: 2}"])
+
+
+# -- inf and nan (bad input 2) ----------------------------------------------------------------
+
+@pytest.mark.parametrize("override, key", [
+    ("training.lr=.inf", "training.lr"),
+    ("training.epochs=.inf", "training.epochs"),
+    ("training.lr=inf", "training.lr"),
+    ("serving.request_timeout_s=.inf", "serving.request_timeout_s"),
+    ("serving.deploy_timeout_s=.nan", "serving.deploy_timeout_s"),
+    ("storage.retry_timeout_s=.inf", "storage.retry_timeout_s"),
+    ("final.epochs=.inf", "final.epochs"),
+    ("synthesis.method.min_growth=.inf", "synthesis.method.min_growth"),
+    ("synthesis.decoding.repetition_penalty=.inf", "synthesis.decoding.repetition_penalty"),
+    ("serving.generator.resources={GPU: .inf}", "serving.generator.resources.GPU"),
+    ("serving.engine_kwargs={gpu_memory_utilization: .nan}", "serving.engine_kwargs: gpu_memory_utilization"),
+])
+def test_inf_and_nan_are_refused_naming_the_key(repo, override, key):
+    with pytest.raises(SettingsError) as err:
+        load_settings(repo / "configs/tiny.yaml", [override])
+    assert f"{key}: Input should be a finite number" in str(err.value)
+
+
+# -- keys nothing reads (bad input 14) --------------------------------------------------------
+
+def test_a_removed_key_is_an_unknown_key(repo):
+    with pytest.raises(SettingsError, match="training.replay: unknown key"):
+        load_settings(repo / "configs/tiny.yaml", ["training.replay=extra.jsonl"])
+
+
+# work in progress (the preference stage) reads these soon; Decoding sections are sent whole
+NOT_YET_READ = {"dpo", "final.preference"}
+
+
+def test_every_settings_key_is_read_somewhere_in_the_product(repo):
+    import re
+
+    from pydantic import BaseModel
+
+    from cluster.settings import Settings
+    from longform.params import Decoding
+
+    product = "\n".join(path.read_text() for folder in ("jobs", "actors", "cluster", "training", "longform")
+                        for path in (repo / folder).rglob("*.py")
+                        if path.relative_to(repo).as_posix() not in ("cluster/settings.py", "longform/params.py"))
+
+    def unread(model: type[BaseModel], prefix: str):
+        for name, field in model.model_fields.items():
+            dotted = prefix + name
+            if dotted in NOT_YET_READ or dotted.split(".")[0] in NOT_YET_READ:
+                continue
+            if not re.search(rf"\.{name}\b|[\"']{name}[\"']", product):
+                yield dotted
+            nested = field.annotation if isinstance(field.annotation, type) else None
+            if nested and issubclass(nested, BaseModel) and not issubclass(nested, Decoding):
+                yield from unread(nested, dotted + ".")
+
+    assert list(unread(Settings, "")) == []
+
+
+# -- cross-field checks name their keys -------------------------------------------------------
+
+@pytest.mark.parametrize("overrides, message", [
+    (["serving.generator.min_replicas=3"], "serving.generator: min_replicas (3) > max_replicas (1)"),
+    (["serving.extender.min_replicas=2"], "serving.extender: min_replicas (2) > max_replicas (1)"),
+    (["training.method=lora"], "training.method 'lora' exports adapters, which serving.mode 'full' cannot"),
+    (["serving.mode=lora"], "serving.mode 'lora' serves LoRA adapters: set training.method to 'lora'"),
+    (["serving.mode=lora", "training.method=lora"], "serving.mode 'lora' needs storage.root on s3://"),
+    (["collect.min_words=700"], "collect: min_words (700) is above max_words (600)"),
+    (["final.probe_words=[300, 100]"], "final: probe_words must be [lo, hi] with 0 < lo <= hi"),
+    (["final.probe_words=[0, 100]"], "final: probe_words must be [lo, hi] with 0 < lo <= hi"),
+    (["final.mix_fraction=0.2"], "final: mix_fraction is set but mix_with names no file"),
+    (["evaluation.after_each_round=true"], "evaluation: after_each_round needs at least one entry in benchmarks"),
+    (["collect.endpoint.base_url=http://x/v1"], "collect.endpoint: an endpoint needs a model name (model)"),
+    (["evaluation.endpoint.base_url=http://x/v1"], "evaluation.endpoint: an endpoint needs a model name (model)"),
+    (["agentwrite.endpoint.base_url=http://x/v1"], "agentwrite.endpoint: an endpoint needs a model name (model)"),
+    (["serving.judge.source=endpoint"], "serving.judge: source 'endpoint' needs base_url and model"),
+])
+def test_cross_field_errors_name_their_keys(repo, overrides, message):
+    with pytest.raises(SettingsError) as err:
+        load_settings(repo / "configs/tiny.yaml", overrides)
+    assert f"\n  {message}" in str(err.value)
