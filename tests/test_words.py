@@ -1,4 +1,6 @@
-from longform.words import count_words, count_words_lbw, detect_language
+from longform.words import (
+    count_words, count_words_lbw, detect_language, guess_script, label_contradiction, normalize_language_label,
+)
 
 
 def test_english_counts_whitespace_words_in_self_lengthen_rule():
@@ -41,3 +43,25 @@ def test_detect_language():
     assert detect_language("请用 Python 写一个程序") == "zh"
     assert detect_language("1234 !!") is None
     assert detect_language("") is None
+
+
+def test_detect_language_by_script_share():
+    # an English request about a Chinese topic is English; a Chinese one naming an English term is Chinese
+    assert detect_language("Write an essay on 北京烤鸭的历史") == "en"
+    assert detect_language("请用 Python 写一个程序") == "zh"
+    # Japanese (kanji with kana) is not Chinese; Russian with one English word is not English
+    assert guess_script("東京の歴史について長いエッセイを書いてください。") == "ja"
+    assert detect_language("東京の歴史について長いエッセイを書いてください。") is None
+    assert guess_script("Пожалуйста, напишите эссе об истории Москвы, please") == "ru"
+    assert detect_language("Пожалуйста, напишите эссе об истории Москвы, please") is None
+    assert detect_language("Ελληνικό κείμενο για τις μέλισσες") is None
+    assert detect_language("請寫一篇關於北京的文章") == "zh"  # traditional characters are Chinese too
+
+
+def test_language_labels_normalise_and_contradictions_are_named():
+    assert [normalize_language_label(x) for x in ("ZH", "zh-CN", "zh_Hans", "en-US", " en ", "fr", "ja-JP")] == \
+        ["zh", "zh", "zh", "en", "en", None, None]
+    assert label_contradiction("蜜蜂酿蜜。", "en") is not None
+    assert label_contradiction("Bees make honey.", "zh") is not None
+    assert label_contradiction("Write about 北京烤鸭的历史与文化", "en") is None  # mixed: the label decides
+    assert label_contradiction("Write about 北京烤鸭的历史与文化", "zh") is None
