@@ -108,9 +108,9 @@ async def extend_once(
     best, best_words = draft, draft_words
     result = Extension(text=None, draft_words=draft_words, words=draft_words)
     for step in range(params.extension_steps):
-        candidate = await extension_step(
+        candidate = (await extension_step(
             instruction, best, lang, model, prompts, params, decoding, f"{key}/s{step}"
-        )
+        )).strip()  # judged and kept stripped, as drafts are
         words = count_words(candidate)
         rejection = check_quality(candidate)
         if rejection is not None:

@@ -11,7 +11,7 @@ bilingual run is judged by the English rules.
 * sentence-final punctuation: the text (right-stripped) must end with a mark that can close a
   sentence in its language (closing quotes and brackets included). A text that stops on a
   comma, a colon or mid-word was cut off.
-* meta-talk (English only): the first 2 or the last 3 lines must not talk about the answer
+* meta-talk (English only): the first 2 or the last 3 lines of the stripped text must not talk about the answer
   itself ("revised", "revision", "response", "version", "paragraph"), which is what a model
   writes when it narrates its edit instead of writing the text.
 """
@@ -22,7 +22,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from longform.words import Language, detect_language
+from longform.words import SCRIPT_NAMES, Language, detect_language, guess_script
 
 NGRAM_EN = 10
 NGRAM_ZH = 13
@@ -81,7 +81,7 @@ def missing_final_punctuation(text: str, lang: Language) -> str | None:
 def meta_talk(text: str, lang: Language) -> str | None:
     if lang != "en":
         return None
-    lines = text.split("\n")
+    lines = text.strip().split("\n")  # stripped first: trailing blank lines are not "the last lines"
     edges = "\n".join(lines[:2] + lines[-3:]).lower()
     for word in META_TALK_WORDS:
         if word in edges:
@@ -101,7 +101,9 @@ def check_quality(text: str) -> Rejection | None:
     """The first rule the text breaks, or None when it passes all of them."""
     lang = detect_language(text)
     if not text.strip() or lang is None:
-        return Rejection("empty", "no English or Chinese text")
+        script = guess_script(text)
+        return Rejection("empty", "no English or Chinese text" + (f" (written in {SCRIPT_NAMES[script]})"
+                                                                   if script else ""))
     for name, rule in RULES.items():
         detail = rule(text, lang)
         if detail is not None:

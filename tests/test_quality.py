@@ -1,4 +1,10 @@
+import asyncio
+
+from longform.extension import extend_once
+from longform.params import Decoding, MethodParams
+from longform.prompts import load_prompts
 from longform.quality import check_quality, meta_talk, missing_final_punctuation, repeated_ngram, zh_tokens
+from tests.scripted import ScriptedModel
 
 TEN = "one two three four five six seven eight nine ten"
 
@@ -49,3 +55,27 @@ def test_check_quality_follows_the_response_language():
     assert check_quality("   ").rule == "empty"
     assert check_quality(f"{TEN} and {TEN} again.").rule == "repeated_ngram"
     assert check_quality("Revised version:\nBees make honey.").rule == "meta_talk"
+
+
+def test_meta_talk_is_found_when_the_text_ends_in_blank_lines_or_spaces():
+    body = "\n".join(f"Line {i} about bees." for i in range(10))
+    for tail in ("\n\n\n", "   ", "\n \n\t\n  "):
+        assert meta_talk(body + "\nI hope this revised version helps." + tail, "en") is not None
+        assert check_quality(body + "\nI hope this revised version helps." + tail).rule == "meta_talk"
+    assert meta_talk("\n\n\nHere is the revised text:\n" + body, "en") is not None
+
+
+def test_a_response_in_an_unsupported_script_is_rejected_naming_it():
+    rejection = check_quality("東京の歴史について書きました。")
+    assert rejection.rule == "empty" and "Japanese" in rejection.detail
+
+
+def test_extension_candidates_are_stripped_before_they_are_judged_and_kept():
+    draft = "Alpha beta gamma delta epsilon zeta eta theta iota kappa."
+    longer = draft + " Lambda mu nu xi omicron."
+    queue = [longer + "\n\n  \n", "\n" + longer + " Pi rho.\nThis revised version is longer.\n\n"]
+    model = ScriptedModel(chat=lambda p, s: "", cont=lambda p, prefix, s: queue.pop(0))
+    params = MethodParams(extension_steps=2)
+    result = asyncio.run(extend_once("I.", draft, "en", model, load_prompts(), params, Decoding(), "k"))
+    assert [s.reason for s in result.steps] == ["accepted", "meta_talk"]
+    assert result.text == longer  # kept without the trailing blank lines
