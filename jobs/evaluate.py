@@ -20,6 +20,10 @@ Written under --out (default <storage.root>/<run>/evaluation/<benchmark>-<model>
     judgements.jsonl  the judge's verdicts, parseable or not (with a judge)
     rejected.jsonl    input lines set aside, with line and reason
 
+A data or responses file whose lines are mostly unusable (more than half set aside) stops the
+job before any model is called (exit 2, with the first reasons); see jobs/__init__.py for the
+exit codes.
+
 The loop calls `after_round` when `evaluation.after_each_round` is set (jobs/self_lengthen.py).
 """
 
@@ -37,15 +41,15 @@ from actors.client import LLMClient
 from cluster.cli import add_settings_args, settings_from_args
 from cluster.layout import RunLayout
 from cluster.settings import BenchmarkSpec, Settings
-from cluster.storage import Storage, filesystem_for
+from cluster.storage import Storage, filesystem_for, with_retries
+from jobs import bad_input
 from jobs.report import benchmark_markdown, plot_points, required_vs_produced_figure
 from longform.model import ChatModel, ModelCallError, user
 from longform.params import Decoding
 from longform.prompts import load_prompts
 from longform.scores import (
     BENCHMARKS, BenchmarkFile, JudgeWording, evenly_spaced, judge_provenance, judge_response, parse_benchmark,
-    portable_fields, prompt_of,
-    score_benchmark,
+    portable_fields, prompt_of, score_benchmark, unusable,
 )
 
 EVAL_APP = "evaluate"  # the Serve application `generate --round` deploys
@@ -114,13 +118,11 @@ def judge_wording(settings: Settings) -> JudgeWording | None:
     uri = settings.evaluation.judge_prompt
     if not uri:
         return None
-    fs, path = filesystem_for(uri, settings.storage)
-    if not fs.exists(path):
-        raise SystemExit(f"error: evaluation.judge_prompt: file not found: {uri}")
+    data = read_input(settings, uri, "evaluation.judge_prompt")
     try:
-        return JudgeWording.parse(fs.cat_file(path).decode("utf-8-sig"), uri)
+        return JudgeWording.parse(data.decode("utf-8-sig"), uri)
     except (UnicodeDecodeError, ValueError) as err:
-        raise SystemExit(f"error: evaluation.judge_prompt: {err}") from None
+        bad_input(f"evaluation.judge_prompt: {err}")
 
 
 async def judge_all(judge: ChatModel, benchmark: str, rows: list[dict], settings: Settings, log=log) -> list[dict]:
@@ -165,14 +167,24 @@ def compact(scores: dict) -> dict:
     return out
 
 
-def load_rows(settings: Settings, benchmark: str, uri: str, with_response: bool, limit: int | None) -> BenchmarkFile:
+def read_input(settings: Settings, uri: str, what: str) -> bytes:
+    """An input file's bytes, through the storage retries; a missing file stops the job (exit 2)."""
     fs, path = filesystem_for(uri, settings.storage)
-    if not fs.exists(path):
-        raise SystemExit(f"error: file not found: {uri}")
-    stem = path.rsplit("/", 1)[-1].split(".")[0]
-    parsed = parse_benchmark(fs.cat_file(path), benchmark, uri, stem, with_response)
+    if not with_retries("check", uri, settings.storage, lambda: fs.exists(path)):
+        bad_input(f"{what}: file not found: {uri}")
+    return with_retries("read", uri, settings.storage, lambda: fs.cat_file(path))
+
+
+def load_rows(settings: Settings, benchmark: str, uri: str, with_response: bool, limit: int | None) -> BenchmarkFile:
+    """The usable rows (an evenly spaced `limit` of them) and the lines set aside. A file with
+    no usable row, or with more than half its lines set aside, stops the job (exit 2)."""
+    stem = uri.rstrip("/").rsplit("/", 1)[-1].split(".")[0]
+    parsed = parse_benchmark(read_input(settings, uri, f"{benchmark} file"), benchmark, uri, stem, with_response)
     for r in parsed.rejected:
         log(f"set aside {r['file']} line {r['line']}: {r['reason']}")
+    problem = unusable(parsed, uri, f"{benchmark} {'responses' if with_response else 'rows'}")
+    if problem:
+        bad_input(problem)
     return BenchmarkFile(evenly_spaced(parsed.rows, limit), parsed.rejected)
 
 
@@ -246,7 +258,7 @@ def judge_for(settings: Settings, evaluated: ChatModel | None, clients: list[LLM
     judge = settings.serving.judge
     if judge.source == "endpoint":
         if not judge.base_url or not judge.model:
-            raise SystemExit("error: serving.judge.source 'endpoint' needs serving.judge.base_url and .model")
+            bad_input("serving.judge.source 'endpoint' needs serving.judge.base_url and .model")
         client = client_for(settings, judge.base_url, os.environ.get(judge.api_key_env))
         clients.append(client)
         return client.role(judge.model)
@@ -255,8 +267,8 @@ def judge_for(settings: Settings, evaluated: ChatModel | None, clients: list[LLM
         clients.append(client)
         return client.role(serving.model_id("judge"))
     if evaluated is None:
-        raise SystemExit("error: evaluation.judge is on and serving.judge.source is 'generator', but nothing is "
-                         "being evaluated: pass --endpoint/--round, or set serving.judge.source=endpoint")
+        bad_input("evaluation.judge is on and serving.judge.source is 'generator', but nothing is being "
+                  "evaluated: pass --endpoint/--round, or set serving.judge.source=endpoint")
     return evaluated
 
 
@@ -343,9 +355,14 @@ async def run_command(args, settings: Settings) -> dict | None:
     endpoint = settings.evaluation.endpoint
     clients: list[LLMClient] = []
     model, label, served = None, "responses", False
+    if generating and not args.data:
+        bad_input("generate/run need --data")
+    source = args.data if generating else (args.responses or args.data)
+    if not source:
+        bad_input("score needs --responses (the benchmark's rows plus `response`)")
+    # read and checked before any model is served or called
+    data = load_rows(settings, args.benchmark, source, with_response=not generating, limit=args.limit)
     if generating:
-        if not args.data:
-            raise SystemExit("error: generate/run need --data")
         if endpoint.base_url:
             client = client_for(settings, endpoint.base_url, os.environ.get(endpoint.api_key_env))
             model, label = client.role(endpoint.model), endpoint.model
@@ -358,12 +375,6 @@ async def run_command(args, settings: Settings) -> dict | None:
         client = client_for(settings, endpoint.base_url, os.environ.get(endpoint.api_key_env))
         clients.append(client)
         model = client.role(endpoint.model)
-    source = args.data if generating else (args.responses or args.data)
-    if not source:
-        raise SystemExit("error: score needs --responses (the benchmark's rows plus `response`)")
-    data = load_rows(settings, args.benchmark, source, with_response=not generating, limit=args.limit)
-    if not data.rows:
-        raise SystemExit(f"error: no usable row in {source}")
     judge = judge_for(settings, model, clients) if args.command != "generate" else None
     target = Target(label, model, judge, clients)
     out = Storage.open(args.out, settings.storage) if args.out else default_out(settings, args.benchmark, label)
@@ -405,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
     args.overrides = list(args.overrides) + overrides
     settings = settings_from_args(args)
     if args.round is not None and settings.evaluation.endpoint.base_url:
-        raise SystemExit("error: give --round or --endpoint, not both")
+        bad_input("give --round or --endpoint, not both")
     if settings.evaluation.judge:
         judge_wording(settings)  # a bad judge prompt stops the job before any model is called
     scores = asyncio.run(run_command(args, settings))

@@ -27,6 +27,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from cluster.cli import add_settings_args, settings_from_args  # noqa: E402
 from cluster.layout import RunLayout  # noqa: E402
 from cluster.storage import Storage  # noqa: E402
+from jobs import bad_input  # noqa: E402
 from jobs.summary import acceptance  # noqa: E402
 from longform.scores import LBW_BUCKETS, LONGEN_TYPES, score_row  # noqa: E402
 
@@ -361,6 +362,9 @@ def main(argv: list[str] | None = None) -> int:
     add_settings_args(parser)
     settings = settings_from_args(parser.parse_args(argv))
     layout = RunLayout.create(Storage.open(settings.storage.root, settings.storage), settings.run.name)
+    if not layout.store.exists("summary.json"):
+        bad_input(f"no summary.json for run {settings.run.name!r} under {settings.storage.root} "
+                  f"(run.name / --run-name; the loop writes it): {layout.store.uri('summary.json')}")
     print(write_report(layout, layout.store.read_json("summary.json")))
     return 0
 

@@ -13,7 +13,11 @@
   (`count_words`, the rule the reference's evaluator uses) the score is 1 inside, 2L/a - 1
   below and 3 - 2L/b above, floored at 0; mean per type, per range, per language and overall.
   Quality: a judge rates 7 dimensions from 1 to 10; reported as the mean per dimension and
-  their mean.
+  their mean. A constraint whose window ends at 0 words ("about 0 words", "below 0 words",
+  "0-0 words") asks for nothing that can be scored: its line is set aside with that reason.
+
+Benchmark files: a line that does not parse or lacks a field is set aside with its line number
+and reason, never guessed; `length` may be written as an integral float (300.0), not 300.5.
 
 A verdict the judge writes that cannot be read (no JSON object, a dimension missing, a score
 out of range) is asked for again up to `attempts` times; after that it is counted and listed as
@@ -23,6 +27,7 @@ generation failed (`response` null) is counted and listed, and left out of the m
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import math
@@ -80,13 +85,17 @@ def longen_window(kind: str, constraint: str) -> tuple[float, float]:
         raise ValueError(f"no {'two numbers' if kind == 'range' else 'number'} in the constraint {constraint!r}")
     n = numbers[0]
     if kind == "about":
-        return 0.8 * n, 1.2 * n
-    if kind == "range":
+        window = 0.8 * n, 1.2 * n
+    elif kind == "range":
         low, high = sorted(numbers[:2])
-        return float(low), float(high)
-    if kind == "above":
-        return float(n), 1.5 * n
-    return 0.5 * n, float(n)
+        window = float(low), float(high)
+    elif kind == "above":
+        window = float(n), 1.5 * n
+    else:
+        window = 0.5 * n, float(n)
+    if window[1] <= 0:  # the length score divides by the window's ends
+        raise ValueError(f"the constraint {constraint!r} asks for 0 words")
+    return window
 
 
 def longen_length_score(words: int, window: tuple[float, float]) -> float:
@@ -105,13 +114,21 @@ class BenchmarkFile:
     rejected: list[dict]
 
 
-def check_row(benchmark: str, row: dict, with_response: bool) -> None:
-    """Raise ValueError saying what is wrong with one benchmark row."""
+def check_row(benchmark: str, row: dict, with_response: bool) -> dict:
+    """The row with its numbers normalised (`length` 300.0 -> 300); raise ValueError saying
+    what is wrong with it."""
+    row = dict(row)
+
     def need(field: str, kind: type) -> None:
         if field not in row:
             raise ValueError(f"missing field {field!r}")
-        if not isinstance(row[field], kind) or isinstance(row[field], bool):
-            raise ValueError(f"field {field!r} must be {kind.__name__}, got {type(row[field]).__name__}")
+        value = row[field]
+        if kind is int and isinstance(value, float):
+            if not value.is_integer():
+                raise ValueError(f"field {field!r} must be a whole number, got {value!r}")
+            row[field] = value = int(value)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise ValueError(f"field {field!r} must be {kind.__name__}, got {type(value).__name__}")
 
     if benchmark == "longen":
         need("query", str)
@@ -130,6 +147,7 @@ def check_row(benchmark: str, row: dict, with_response: bool) -> None:
             raise ValueError("missing field 'response'")
         if row["response"] is not None and not isinstance(row["response"], str):
             raise ValueError(f"field 'response' must be a string or null, got {type(row['response']).__name__}")
+    return row
 
 
 def parse_benchmark(data: bytes, benchmark: str, source: str, stem: str, with_response: bool = False) -> BenchmarkFile:
@@ -139,6 +157,7 @@ def parse_benchmark(data: bytes, benchmark: str, source: str, stem: str, with_re
         raise ValueError(f"unknown benchmark {benchmark!r} (expected one of {', '.join(BENCHMARKS)})")
     out = BenchmarkFile([], [])
     seen: set[str] = set()
+    data = data.removeprefix(codecs.BOM_UTF8)  # written by some editors; not part of line 1
     for line_no, raw in enumerate(data.split(b"\n"), start=1):
         if not raw.strip():
             continue
@@ -149,7 +168,7 @@ def parse_benchmark(data: bytes, benchmark: str, source: str, stem: str, with_re
                 raise ValueError(f"not a JSON line: {err}") from None
             if not isinstance(row, dict):
                 raise ValueError(f"expected a JSON object, got {type(row).__name__}")
-            check_row(benchmark, row, with_response)
+            row = check_row(benchmark, row, with_response)
             row_id = str(row.get("id", f"{stem}-{line_no}"))
             if row_id in seen:
                 raise ValueError(f"duplicate id {row_id!r}")
@@ -160,6 +179,22 @@ def parse_benchmark(data: bytes, benchmark: str, source: str, stem: str, with_re
         seen.add(row_id)
         out.rows.append({**row, "id": row_id})
     return out
+
+
+MOST_SET_ASIDE = 0.5  # a file with a larger share of its lines set aside is not worth scoring
+
+
+def unusable(parsed: BenchmarkFile, source: str, what: str = "rows") -> str | None:
+    """Why a parsed file should stop the job (no usable line, or more than MOST_SET_ASIDE of its
+    lines set aside, with the first reasons); None when it can be used."""
+    lines = len(parsed.rows) + len(parsed.rejected)
+    if parsed.rows and len(parsed.rejected) <= MOST_SET_ASIDE * lines:
+        return None
+    if not lines:
+        return f"{source}: no usable line"
+    first = "; ".join(f"line {r['line']}: {r['reason']}" for r in parsed.rejected[:3])
+    return (f"{source}: {len(parsed.rejected)} of {lines} lines set aside as {what} ({len(parsed.rows)} usable); "
+            f"first: {first}")
 
 
 def evenly_spaced(rows: list[dict], limit: int | None) -> list[dict]:

@@ -115,29 +115,158 @@ def round_summary(k: int, evaluation: dict | None) -> dict:
             "seconds": 3.0}
 
 
+# required lengths across the four LongBench-Write buckets; built here, so that the report's
+# content is tested without ../shared
+LBW_ROWS = [{"prompt": f"Write {n} words about tea.", "length": n} for n in (100, 300, 800, 1500, 2500, 3000, 5000, 8000)]
+LONGEN_ROWS = [{"query": "Write about tea.", "type": t, "constraint": c, "range": "2-4k", "language": "en"}
+               for t, c in (("about", "about 2000 words"), ("range", "2000-4000 words"),
+                            ("above", "more than 2000 words"), ("below", "less than 4000 words"))]
+
+
 def test_the_run_report_shows_benchmark_scores_per_round(repo, tmp_path):
-    rows = benchmark_rows("longbench_write.jsonl")
     layout = RunLayout.create(Storage.open(str(tmp_path / "runs"), load_settings(None, ["model.base=x"]).storage), "r")
     run = tmp_path / "runs/r"
     evaluation = {}
-    for k, ratios in ((0, [0.5]), (1, [1])):
-        folder = f"round-{k}/evaluation/longbench-write"
-        scores = score(repo, "longbench-write", write_jsonl(tmp_path / f"r{k}.jsonl", lbw_responses(rows, ratios)),
-                       run / folder)
-        evaluation[k] = {"longbench-write": {"scores": evaluate.compact(scores), "out": folder}}
-    summary = {"run": "r", "storage": str(run), "seconds": 10, "inputs": {"seeds": 4, "probes": 2, "set_aside": 0},
+    for k, ratios, longen_words in ((0, [0.5], 1000), (1, [1], 3000)):
+        evaluation[k] = {}
+        for benchmark, rows in (("longbench-write", lbw_responses(LBW_ROWS, ratios)),
+                                ("longen", [{**r, "response": "word " * longen_words} for r in LONGEN_ROWS])):
+            folder = f"round-{k}/evaluation/{benchmark}"
+            scores = score(repo, benchmark, write_jsonl(tmp_path / f"{benchmark}-{k}.jsonl", rows), run / folder)
+            evaluation[k][benchmark] = {"scores": evaluate.compact(scores), "out": folder}
+    layout.store.write_jsonl("round-1/drafts/shard-00000.jsonl",
+                             [{"words": 120, "text": "t"}, {"words": 0, "text": ""}])
+    layout.store.write_jsonl("round-1/extensions/shard-00000.jsonl", [{"words": 300, "status": "kept"},
+                                                                     {"words": 90, "status": "dropped_short"}])
+    summary = {"run": "r", "storage": str(run), "seconds": 10,
+               "inputs": {"seeds": 4, "probes": 2, "set_aside": 1, "set_aside_file": "rejected/inputs.jsonl"},
                "probe_base": {"mean_words": 50.0}, "evaluation_base": evaluation[0],
                "rounds": [round_summary(1, evaluation[1])]}
 
     report = Path(write_report(layout, summary)).read_text()
+    assert "# Run `r`" in report and "total time 10 s" in report
+    assert ("Inputs: 4 seed instructions, 2 probe instructions, 1 input lines set aside "
+            "(see `rejected/inputs.jsonl`).") in report
     assert "## The Generator on the probe set" in report and "## Round 1" in report
-    assert "## Benchmarks" in report and "### LongBench-Write" in report
-    assert "| base | 120/120 | 50 |" in report and "| round 1 | 120/120 | 100 |" in report
+    # probe: 150 -> 250 words; 1 of 2 extensions passed
+    assert "| 1 | 150.0 | 250.0 | 1.67x | 1.0 | 0.5 |" in report
+    assert "| instructions | 4 |  |  |" in report and "| extensions | 2 | 1 |" in report
+    assert "Serving the new weights took 1.0 s." in report
+    # LongBench-Write: half the words everywhere scores 50 in every bucket, all of them scores 100
+    assert "## Benchmarks" in report and "### LongBench-Write" in report and "### LonGen" in report
+    assert "| base | 8/8 | 50 | 50 | 50 | 50 | 50 | – | – | no judge |" in report
+    assert "| round 1 | 8/8 | 100 | 100 | 100 | 100 | 100 | – | – | no judge |" in report
+    # LonGen, 1000 words: about [1600, 2400] 2*1000/1600-1 = 0.25, range [2000, 4000] 0, above [2000, 3000] 0,
+    # below [2000, 4000] 0; 3000 words: about 3 - 2*3000/2400 = 0.5, the others inside: 1
+    assert "| base | 4/4 | 0.0625 | 0.25 | 0 | 0 | 0 | 0.0625 | – | no judge |" in report
+    assert "| round 1 | 4/4 | 0.875 | 0.5 | 1 | 1 | 1 | 0.875 | – | no judge |" in report
     assert "![longbench-write](report/benchmark-longbench-write.png)" in report
-    for image in ("report/probe.png", "report/round-1-lengths.png", "report/benchmark-longbench-write.png"):
+    for image in ("report/probe.png", "report/round-1-lengths.png", "report/benchmark-longbench-write.png",
+                  "report/benchmark-longen.png"):
         assert f"({image})" in report and (run / image).read_bytes()[:4] == b"\x89PNG"
-    for folder in ("round-0/evaluation/longbench-write", "round-1/evaluation/longbench-write"):
+    for folder in ("round-0/evaluation/longbench-write", "round-1/evaluation/longen"):
         assert f"({folder}/scores.md)" in report and (run / folder / "scores.md").exists()
+    assert "## The final model" not in report
+
+
+def test_the_run_report_shows_the_final_stage(tmp_path):
+    layout = RunLayout.create(Storage.open(str(tmp_path / "runs"), load_settings(None, ["model.base=x"]).storage), "r")
+    probe = {"base": {"length_score": 0.25, "in_window": 0.5, "mean_words": 120.0, "asked_vs_written": -0.2},
+             "final": {"length_score": 0.75, "in_window": 0.5, "mean_words": 310.5, "asked_vs_written": 0.4},
+             "words": [100, 400]}
+    final = {"collect": {"collected": 3, "responses": 5, "window": [100, 400],
+                         "tally": {"type.about": 2, "type.below": 1, "rewritten": 1, "appended": 2},
+                         "files": {"data": "runs/r/collect/data.jsonl", "rejected": "runs/r/collect/rejected.jsonl"}},
+             "training": {"examples": 3, "mixed": 0, "metrics": {"steps": 4, "train_loss": 1.5}},
+             "model": "runs/r/final/model", "length_probe": probe}
+    for label, words in (("base", 120), ("final", 310)):
+        layout.store.write_jsonl(f"final/length-probe/{label}.jsonl", [
+            {"id": "p0", "type": "about", "constraint": "about 300 words", "query": "q", "response": "w " * words},
+            {"id": "p1", "type": "about", "constraint": "about 300 words", "query": "q", "response": None}])
+    summary = {"run": "r", "storage": "runs/r", "rounds": [], "final": final}
+    report = Path(write_report(layout, summary)).read_text()
+    assert "## The final model" in report
+    assert ("Data: 3 of 5 answers in the window 100-400 words, each query given a length constraint it meets "
+            "(`runs/r/collect/data.jsonl`; set aside: `runs/r/collect/rejected.jsonl`).") in report
+    assert "| about | 2 |" in report and "| range | 0 |" in report and "| below | 1 |" in report
+    assert "Queries rewritten by the Generator: 1; constraint appended as a sentence: 2." in report
+    assert ("Fine-tuning the base model: 3 examples (+0 mixed in), 4 steps, final loss 1.5. "
+            "Weights: `runs/r/final/model`.") in report
+    assert "(100-400 words asked" in report
+    assert "| base | 0.25 | 0.5 | 120 | -0.2 |" in report and "| final | 0.75 | 0.5 | 310.5 | 0.4 |" in report
+    assert "![asked vs written](report/final-lengths.png)" in report
+    assert (tmp_path / "runs/r/report/final-lengths.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_report_job_of_a_run_without_a_summary_exits_2_naming_it(repo, tmp_path, capsys):
+    from jobs import report
+
+    with pytest.raises(SystemExit) as stop:
+        report.main(["--config", str(repo / "configs/tiny.yaml"), "--storage", str(tmp_path), "--run-name", "nope"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "no summary.json for run 'nope'" in err and str(tmp_path) in err
+    assert list(tmp_path.iterdir()) == []
+
+
+# -- bad input: clear errors, exit 2, nothing half done -----------------------------------------------
+def main_code(*argv: str) -> int:
+    try:
+        return evaluate.main(list(argv))
+    except SystemExit as stop:
+        return stop.code
+
+
+def test_a_longen_constraint_of_0_words_is_set_aside_and_the_rest_scored(repo, tmp_path):
+    rows = [{**r, "response": "word " * 2000} for r in LONGEN_ROWS]
+    rows.append({**LONGEN_ROWS[0], "constraint": "about 0 words", "response": "word " * 10})
+    scores = score(repo, "longen", write_jsonl(tmp_path / "r.jsonl", rows), tmp_path / "out")
+    assert scores["answered"] == 4 and scores["set_aside"] == 1
+    rejected = json.loads((tmp_path / "out/rejected.jsonl").read_text())
+    assert rejected["line"] == 5 and rejected["reason"] == "the constraint 'about 0 words' asks for 0 words"
+
+
+def test_lengths_written_as_integral_floats_are_scored(repo, tmp_path):
+    rows = [{"prompt": "Write.", "length": 300.0, "response": "word " * 300},
+            {"prompt": "Write.", "length": 600.0, "response": "word " * 300}]
+    scores = score(repo, "longbench-write", write_jsonl(tmp_path / "r.jsonl", rows), tmp_path / "out")
+    assert scores["answered"] == 2 and scores["set_aside"] == 0 and scores["S_l"] == 75.0
+
+
+def test_a_file_with_most_lines_unusable_stops_the_job_naming_the_file_and_the_lines(repo, tmp_path, capsys):
+    good = lbw_responses(LBW_ROWS[:2])
+    bad = ["{not json", json.dumps({"prompt": "Write."}), json.dumps({"prompt": "Write.", "length": 300.5}),
+           *[json.dumps({"prompt": "Write.", "length": 100})] * 3]  # no response
+    responses = write_jsonl(tmp_path / "r.jsonl", good, extra_lines=bad)
+    out = tmp_path / "out"
+    code = main_code("score", "--config", str(repo / "configs/tiny.yaml"), "--benchmark", "longbench-write",
+                     "--responses", str(responses), "--out", str(out))
+    assert code == 2
+    err = capsys.readouterr().err
+    assert f"error: {responses}: 6 of 8 lines set aside as longbench-write responses (2 usable)" in err
+    assert "line 3: not a JSON line" in err and "line 4: missing field 'length'" in err
+    assert not out.exists()  # nothing scored, nothing written
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["score", "--responses", "{tmp}/missing.jsonl"], "longbench-write file: file not found: {tmp}/missing.jsonl"),
+    (["score", "--responses", "{tmp}/empty.jsonl"], "{tmp}/empty.jsonl: no usable line"),
+    (["score"], "score needs --responses"),
+    (["generate"], "generate/run need --data"),
+    (["generate", "--data", "{tmp}/empty.jsonl", "--round", "1", "--endpoint", "http://127.0.0.1:9/v1",
+      "--model", "m"],
+     "give --round or --endpoint, not both"),
+    (["score", "--responses", "{tmp}/empty.jsonl", "--set", "evaluation.judge=true",
+      "--set", "evaluation.judge_prompt={tmp}/judge.txt"], "evaluation.judge_prompt: file not found"),
+])
+def test_bad_input_exits_2_like_every_other_job(repo, tmp_path, capsys, argv, message):
+    (tmp_path / "empty.jsonl").write_text("\n")
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    code = main_code(*argv[:1], "--config", str(repo / "configs/tiny.yaml"), "--benchmark", "longbench-write",
+                     "--storage", str(tmp_path / "runs"), *argv[1:])
+    assert code == 2
+    assert "error: " + message.replace("{tmp}", str(tmp_path)) in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
 
 
 # -- on the served tiny model ---------------------------------------------------------------------

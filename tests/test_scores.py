@@ -13,7 +13,7 @@ from longform.params import Decoding
 from longform.prompts import load_prompts
 from longform.scores import (
     RUBRICS, VerdictError, evenly_spaced, judge_response, lbw_bucket, lbw_length_score, longen_length_score,
-    longen_window, parse_benchmark, parse_verdict, portable_fields, score_benchmark,
+    longen_window, parse_benchmark, parse_verdict, portable_fields, score_benchmark, unusable,
 )
 from tests.scripted import ScriptedModel
 
@@ -156,6 +156,55 @@ def test_bad_lines_are_set_aside_with_their_reason():
     longen = parse_benchmark(json.dumps({"query": "q", "type": "above", "constraint": "many words"}).encode(),
                              "longen", "g.jsonl", "g")
     assert longen.rejected[0]["reason"] == "no number in the constraint 'many words'"
+
+
+def test_a_length_written_as_an_integral_float_is_read_as_the_whole_number():
+    lines = [json.dumps({"prompt": "Write.", "length": 300.0}), json.dumps({"prompt": "Write.", "length": 300.5}),
+             '{"prompt": "Write.", "length": NaN}', '{"prompt": "Write.", "length": Infinity}']
+    parsed = parse_benchmark("\n".join(lines).encode(), "longwrite-ruler", "r.jsonl", "r")
+    assert [(r["id"], r["length"], type(r["length"])) for r in parsed.rows] == [("r-1", 300, int)]
+    assert [(r["line"], r["reason"]) for r in parsed.rejected] == [
+        (2, "field 'length' must be a whole number, got 300.5"), (3, "field 'length' must be a whole number, got nan"),
+        (4, "field 'length' must be a whole number, got inf")]
+    scores, _ = score_benchmark("longwrite-ruler", [{**parsed.rows[0], "response": "w " * 300}], None)
+    assert list(scores["per_length"]) == ["300"] and scores["S_l"] == 100.0
+
+
+@pytest.mark.parametrize("kind, constraint", [
+    ("about", "about 0 words"), ("below", "less than 0 words"), ("above", "more than 0 words"),
+    ("range", "0-0 words"), ("about", "大约0字"),
+])
+def test_a_longen_constraint_of_0_words_is_set_aside_not_divided_by(kind, constraint):
+    with pytest.raises(ValueError, match="asks for 0 words"):
+        longen_window(kind, constraint)
+    rows = [longen_row(0, kind, constraint, "word " * 10), longen_row(1, "about", "about 100 words", "word " * 100)]
+    parsed = parse_benchmark("\n".join(json.dumps(r) for r in rows).encode(), "longen", "g.jsonl", "g",
+                             with_response=True)
+    assert [(r["line"], r["reason"]) for r in parsed.rejected] == [
+        (1, f"the constraint {constraint!r} asks for 0 words")]
+    scores, _ = score_benchmark("longen", parsed.rows, None)
+    assert scores["answered"] == 1 and scores["length_score"] == 1.0
+
+
+def test_a_range_from_0_words_is_scored():
+    assert longen_window("range", "0-500 words") == (0.0, 500.0)
+    assert longen_length_score(0, (0.0, 500.0)) == 1.0 and longen_length_score(750, (0.0, 500.0)) == 0.0
+
+
+def test_a_file_is_unusable_when_more_than_half_its_lines_are_set_aside():
+    good, bad = json.dumps({"prompt": "Write.", "length": 100}), "{not json"
+    half = parse_benchmark("\n".join([good] * 4 + [bad] * 4).encode(), "longbench-write", "b.jsonl", "b")
+    assert unusable(half, "b.jsonl") is None  # half is still worth scoring
+    most = parse_benchmark("\n".join([good] * 3 + [bad] * 4).encode(), "longbench-write", "b.jsonl", "b")
+    assert unusable(most, "b.jsonl", "responses").startswith(
+        "b.jsonl: 4 of 7 lines set aside as responses (3 usable); first: line 4: not a JSON line")
+    assert unusable(parse_benchmark(b"\n\n", "longbench-write", "b.jsonl", "b"), "b.jsonl") == "b.jsonl: no usable line"
+
+
+def test_a_byte_order_mark_does_not_cost_line_1():
+    data = "\ufeff".encode() + json.dumps({"prompt": "Write.", "length": 100}).encode()
+    parsed = parse_benchmark(data, "longbench-write", "b.jsonl", "b")
+    assert [r["id"] for r in parsed.rows] == ["b-1"] and parsed.rejected == []
 
 
 def test_evenly_spaced_subset_spans_the_file():
