@@ -15,6 +15,9 @@ Under <run>/collect/ on storage:
     alpaca.jsonl    the same as instruction / input / output, for LLaMA-Factory
     rejected.jsonl  responses outside the window, or not admitted by any constraint, with the reason
     summary.json
+
+A run that is not under the storage root (a misspelled --run-name), or one with no kept extended
+response to collect, stops the job with exit 2 before anything is written.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from cluster.layout import FINAL, RunLayout
 from cluster.ray_cluster import connect
 from cluster.settings import Settings
 from cluster.storage import Storage
+from jobs import bad_input
 from longform.constraints import Constraint, appended_query, constraint_for, numbers_stated, pick_kind
 from longform.model import ChatModel, ModelCallError, user
 from longform.prompts import PromptBook, load_prompts
@@ -153,10 +157,18 @@ def collect(settings: Settings, layout: RunLayout, model: ChatModel | None) -> d
 
 
 def run(settings: Settings) -> dict:
-    layout = RunLayout.create(Storage.open(settings.storage.root, settings.storage), settings.run.name)
+    root, name = Storage.open(settings.storage.root, settings.storage), settings.run.name
+    if not root.exists(name):
+        runs = root.list("")
+        there = f"runs there: {', '.join(runs[:10])}{' ...' if len(runs) > 10 else ''}" if runs else "no run is there"
+        bad_input(f"no run {name!r} under the storage root {root.uri()} (run.name / --run-name); {there}")
+    layout = RunLayout.create(root, name)
     records = gather(layout, settings.run.rounds)
+    if not records:
+        bad_input(f"nothing to collect: run {name!r} ({layout.store.uri()}) has no kept extended response in "
+                  f"rounds 1-{settings.run.rounds} (round-<k>/extensions/) or in {FINAL}/drafts/")
     log(f"{len(records)} kept extended responses in rounds 1-{settings.run.rounds}")
-    model, serving = rewriter(settings, layout) if records else (None, None)
+    model, serving = rewriter(settings, layout)
     try:
         return collect(settings, layout, model)
     finally:

@@ -1,10 +1,13 @@
 """Length constraints of the final data: windows, round numbers, labels, proportions, and the
-collect job on a finished run's files (queries rewritten by the tiny model, served)."""
+collect job on a finished run's files: every branch of the rewrite (accepted; refused for the
+wrong language, missing numbers, an empty reply, a failed call) with a scripted model, the job's
+bad input, and queries rewritten by the tiny model, served."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -12,9 +15,11 @@ from collections import Counter
 import pytest
 
 from cluster.settings import load_settings
+from jobs import collect
 from jobs.collect import build
-from longform.constraints import TYPES, Constraint, constraint_for, numbers_stated, pick_kind, window
+from longform.constraints import TYPES, Constraint, appended_query, constraint_for, numbers_stated, pick_kind, window
 from longform.sampling import seeded_rng
+from tests.scripted import ScriptedModel
 
 
 @pytest.mark.parametrize("kind, numbers, expected", [
@@ -79,6 +84,104 @@ def test_build_keeps_the_window_and_appends_the_constraint_when_rewriting_is_off
         lo, hi = c["window"]
         assert lo <= example["meta"]["words"] <= hi
         assert numbers_stated(example["messages"][0]["content"], Constraint(c["type"], lo, hi, tuple(c["numbers"])))
+
+
+def requirement_of(prompt: str) -> tuple[str, str]:
+    """(language, the constraint's label) that a constrain_query prompt asks for."""
+    en = re.search(r"asks for a length of (.*?)\. Keep", prompt)
+    return ("en", en.group(1)) if en else ("zh", re.search(r"提出“(.*?)”的篇幅要求", prompt).group(1))
+
+
+def scripted_rewriter(prompt: str, sampling: dict) -> str:
+    """What a Generator might reply, per instruction: a good rewrite (tea 0, tea 5), one in the
+    wrong language (tea 1), one without the numbers (tea 2), nothing (tea 3); tea 4 fails."""
+    lang, requirement = requirement_of(prompt)
+    which = re.search(r"tea (\d)", prompt).group(1)
+    if which in "05":
+        return f"Write about tea in {requirement}." if lang == "en" else f"写一篇关于茶的文章，{requirement}。"
+    if which == "1":
+        return f"写一篇关于茶的文章，{requirement}。"
+    if which == "2":
+        return "Write a long piece about tea."
+    return "  \n"
+
+
+def test_build_uses_a_rewrite_only_when_it_states_the_numbers_in_the_querys_language(repo):
+    settings = load_settings(repo / "configs/tiny.yaml", ["collect.min_words=100", "collect.max_words=1000",
+                                                          "collect.decoding.max_tokens=77"])
+    records = [record(0, 300), record(1, 400), record(2, 500), record(3, 600), record(4, 700), record(5, 800, "zh")]
+    model = ScriptedModel(chat=scripted_rewriter, fail_on="tea 4")
+    kept, rejected, tally = asyncio.run(build(records, model, settings))
+    assert rejected == [] and len(model.calls) == 6
+    assert all(call["sampling"]["max_tokens"] == 77 for call in model.calls)  # collect.decoding
+    by_id = {e["meta"]["source_id"]: e for e in kept}
+    reasons = {i: by_id[f"r1/x{i}"]["meta"]["fallback_reason"] for i in range(6)}
+    assert reasons[0] is None and reasons[5] is None
+    assert reasons[1] == "rewrite is not in en"
+    assert reasons[2] == "rewrite does not state the constraint's numbers"
+    assert reasons[3] == "empty rewrite"
+    assert reasons[4] == "call_failed: HTTP 400: scripted failure"
+    assert tally["rewritten"] == 2 and tally["appended"] == 4
+    assert {k: v for k, v in tally.items() if k.startswith("appended.")} == {
+        "appended.rewrite is not in en": 1, "appended.rewrite does not state the constraint's numbers": 1,
+        "appended.empty rewrite": 1, "appended.call_failed": 1}
+    for i, example in ((i, by_id[f"r1/x{i}"]) for i in range(6)):
+        meta, query = example["meta"], example["messages"][0]["content"]
+        c = Constraint(meta["constraint"]["type"], *meta["constraint"]["window"], tuple(meta["constraint"]["numbers"]))
+        assert c.admits(meta["words"]) and numbers_stated(query, c)
+        assert meta["rewritten"] == (meta["fallback_reason"] is None)
+        if meta["rewritten"]:  # the Generator's words, as they came
+            lang = meta["lang"]
+            label = c.label(lang)
+            assert query == (f"Write about tea in {label}." if lang == "en" else f"写一篇关于茶的文章，{label}。")
+        else:  # the constraint appended as a sentence
+            assert query == appended_query(meta["instruction"], c, meta["lang"])
+    assert by_id["r1/x5"]["meta"]["lang"] == "zh" and "字" in by_id["r1/x5"]["messages"][0]["content"]
+
+
+def finished_run(root, rows) -> None:
+    (root / "done/round-1/extensions").mkdir(parents=True)
+    (root / "done/round-1/extensions/shard-00000.jsonl").write_text(
+        "\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8")
+
+
+def collect_main(repo, root, *argv: str) -> int:
+    try:
+        return collect.main(["--config", str(repo / "configs/tiny.yaml"), "--storage", str(root),
+                             "--set", "run.rounds=1", "--set", "collect.min_words=100",
+                             "--set", "collect.max_words=400", *argv])
+    except SystemExit as stop:
+        return stop.code
+
+
+def test_collect_job_without_rewriting_writes_the_data(repo, tmp_path):
+    root = tmp_path / "runs"
+    finished_run(root, [record(0, 50), record(1, 200), record(2, 300, "zh")])
+    assert collect_main(repo, root, "--run-name", "done", "--set", "collect.rewrite=false") == 0
+    summary = json.loads((root / "done/collect/summary.json").read_text())
+    assert summary["responses"] == 3 and summary["collected"] == 2 and summary["outside_window"] == 1
+    assert summary["tally"]["appended.rewrite off"] == 2
+    assert len((root / "done/collect/data.jsonl").read_text().splitlines()) == 2
+
+
+def test_collect_job_with_a_misspelled_run_exits_2_naming_the_run_and_the_root_and_creates_nothing(
+        repo, tmp_path, capsys):
+    root = tmp_path / "runs"
+    finished_run(root, [record(0, 200)])
+    assert collect_main(repo, root, "--run-name", "dnoe") == 2
+    err = capsys.readouterr().err
+    assert f"error: no run 'dnoe' under the storage root {root}" in err and "runs there: done" in err
+    assert sorted(p.name for p in root.iterdir()) == ["done"]
+    assert not (root / "done/collect").exists()
+
+
+def test_collect_job_with_nothing_to_collect_exits_2_and_writes_nothing(repo, tmp_path, capsys):
+    root = tmp_path / "runs"
+    finished_run(root, [{**record(0, 200), "status": "dropped_short"}])
+    assert collect_main(repo, root, "--run-name", "done") == 2
+    err = capsys.readouterr().err
+    assert "error: nothing to collect: run 'done'" in err and "rounds 1-1" in err
+    assert not (root / "done/collect").exists()
 
 
 @pytest.mark.cluster
