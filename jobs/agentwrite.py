@@ -44,6 +44,7 @@ from cluster.layout import shard_name
 from cluster.ray_cluster import connect, embedded
 from cluster.settings import Settings
 from cluster.storage import Storage, filesystem_for
+from jobs import bad_input
 from jobs.report import write_agentwrite_report
 from longform.agentwrite import AgentWriteSpec, reason_category, sample_record, sft_example, write_sample
 from longform.instructions import parse_instructions
@@ -154,7 +155,7 @@ class AgentWriteWorker:
 def read_input(uri: str, settings: Settings) -> bytes:
     fs, path = filesystem_for(uri, settings.storage)
     if not fs.exists(path):
-        raise SystemExit(f"error: file not found: {uri}")
+        bad_input(f"file not found: {uri}")
     return fs.cat_file(path)
 
 
@@ -268,7 +269,7 @@ def start_writer(settings: Settings, run_store: Storage):
         for warning in require_fit(settings, "serve", embedded=embedded(settings)):
             log(f"WARNING (the autoscaler may still add nodes): {warning}")
     except CapacityError as err:
-        raise SystemExit(f"error: {err}") from None
+        bad_input(str(err))  # a cluster the settings can never fit, as connect_checked says
     weights = settings.agentwrite.model or settings.model.base
     serving = Serving(settings, run_store=run_store)
     log(f"serving the writer: {weights}")
@@ -288,7 +289,7 @@ def run(settings: Settings, prompts_uri: str) -> dict:
     inputs = {"prompts": len(parsed.records), "set_aside": len(parsed.rejected),
               "set_aside_file": f"{ROOT}/rejected/prompts.jsonl" if parsed.rejected else None}
     if not parsed.records:
-        raise SystemExit(f"error: no usable instruction in {prompts_uri}")
+        bad_input(f"no usable instruction in {prompts_uri}")
     shards = write_prompt_shards(store, parsed.records, settings.agentwrite.shard_size)
     log(f"{len(parsed.records)} prompts in {len(shards)} shards, {len(parsed.rejected)} lines set aside")
     writer, serving = start_writer(settings, run_store)

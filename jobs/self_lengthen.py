@@ -30,7 +30,7 @@ from cluster.layout import FINAL, RunLayout
 from cluster.capacity import connect_checked
 from cluster.settings import Settings
 from cluster.storage import Storage, filesystem_for
-from jobs import evaluate, probe, self_instruct, synthesize
+from jobs import bad_input, evaluate, probe, self_instruct, synthesize
 from jobs.final_stage import FinalStage, answer_length_probe
 from jobs.report import write_report
 from jobs.summary import print_summary
@@ -45,7 +45,7 @@ def log(message: str) -> None:
 def read_instruction_file(uri: str, settings: Settings) -> InstructionFile:
     fs, path = filesystem_for(uri, settings.storage)
     if not fs.exists(path):
-        raise SystemExit(f"error: instruction file not found: {uri}")
+        bad_input(f"instruction file not found: {uri}")
     stem = path.rsplit("/", 1)[-1].split(".")[0]
     return parse_instructions(fs.cat_file(path), uri, stem)
 
@@ -65,7 +65,7 @@ class LoopRun:
     def load_inputs(self) -> None:
         fs, path = filesystem_for(self.settings.model.base, self.settings.storage)
         if not fs.exists(f"{path}/config.json"):
-            raise SystemExit(f"error: model.base: no model at {self.settings.model.base} (config.json not found)")
+            bad_input(f"model.base: no model at {self.settings.model.base} (config.json not found)")
         seeds = read_instruction_file(self.settings.synthesis.seeds, self.settings)
         probes = read_instruction_file(self.settings.probe.file, self.settings)
         self.seeds, self.probes = seeds.records, probes.records
@@ -77,7 +77,7 @@ class LoopRun:
         self.summary["inputs"] = {"seeds": len(self.seeds), "probes": len(self.probes),
                                   "set_aside": len(rejected), "set_aside_file": "rejected/inputs.jsonl" if rejected else None}
         if not self.seeds:
-            raise SystemExit(f"error: no usable seed instruction in {self.settings.synthesis.seeds}")
+            bad_input(f"no usable seed instruction in {self.settings.synthesis.seeds}")
         log(f"inputs: {len(self.seeds)} seeds, {len(self.probes)} probes, {len(rejected)} lines set aside")
 
     # -- serving and probing ------------------------------------------------------------

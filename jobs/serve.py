@@ -23,6 +23,7 @@ from cluster.layout import FINAL, RunLayout
 from cluster.capacity import connect_checked
 from cluster.settings import Settings, load_settings
 from cluster.storage import Storage
+from jobs import bad_input
 from training.export import EXPORT_MARKER
 
 SERVED_NAME = "generator"
@@ -45,7 +46,7 @@ def generator_weights(settings: Settings, layout: RunLayout, round: int | str | 
     if round == FINAL:
         rel = f"{FINAL}/model"
         if not layout.store.exists(f"{rel}/{EXPORT_MARKER}"):
-            raise SystemExit(f"error: no final model under {layout.store.uri(FINAL)} (the loop's final stage writes it)")
+            bad_input(f"no final model under {layout.store.uri(FINAL)} (the loop's final stage writes it)")
         return FINAL, layout.store.uri(rel)
     rounds = [round] if round is not None else range(settings.run.rounds, 0, -1)
     for k in rounds:
@@ -53,7 +54,7 @@ def generator_weights(settings: Settings, layout: RunLayout, round: int | str | 
         if layout.store.exists(f"{rel}/{EXPORT_MARKER}"):
             return k, layout.store.uri(rel)
     if round is not None:
-        raise SystemExit(f"error: no exported Generator for round {round} under {layout.store.uri()}")
+        bad_input(f"no exported Generator for round {round} under {layout.store.uri()}")
     return 0, settings.model.base
 
 
