@@ -43,11 +43,11 @@ from cluster.cli import add_settings_args, settings_from_args
 from cluster.layout import shard_name
 from cluster.ray_cluster import connect, embedded
 from cluster.settings import Settings
-from cluster.storage import Storage, filesystem_for
+from cluster.storage import Storage
 from jobs import bad_input
+from jobs.preflight import check_agentwrite_inputs
 from jobs.report import write_agentwrite_report
 from longform.agentwrite import AgentWriteSpec, reason_category, sample_record, sft_example, write_sample
-from longform.instructions import parse_instructions
 from longform.prompts import load_prompts
 
 ROOT = "agentwrite"  # the job's folder inside the run folder
@@ -152,13 +152,6 @@ class AgentWriteWorker:
 
 
 # -- the driver ------------------------------------------------------------------------------
-def read_input(uri: str, settings: Settings) -> bytes:
-    fs, path = filesystem_for(uri, settings.storage)
-    if not fs.exists(path):
-        bad_input(f"file not found: {uri}")
-    return fs.cat_file(path)
-
-
 def write_prompt_shards(store: Storage, records: list[dict], size: int) -> list[str]:
     """Shard files of the prompts; a shard already written is kept as it is (resume)."""
     shards = []
@@ -280,8 +273,7 @@ def start_writer(settings: Settings, run_store: Storage):
 def run(settings: Settings, prompts_uri: str) -> dict:
     run_store = Storage.open(settings.storage.root, settings.storage).child(settings.run.name)
     store = run_store.child(ROOT)
-    parsed = parse_instructions(read_input(prompts_uri, settings), prompts_uri,
-                                prompts_uri.rstrip("/").rsplit("/", 1)[-1].split(".")[0])
+    parsed = check_agentwrite_inputs(settings, prompts_uri)  # read and checked as before connecting
     if parsed.rejected:
         store.write_jsonl("rejected/prompts.jsonl", parsed.rejected)
         for r in parsed.rejected:
@@ -326,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     prompts_uri = args.prompts or settings.agentwrite.prompts
     if not prompts_uri:
         parser.error("give --prompts or set agentwrite.prompts")
+    check_agentwrite_inputs(settings, prompts_uri)  # exit 2 on a missing or empty input before Ray starts
     log(connect(settings))
     summary = run(settings, prompts_uri)
     print_summary(summary)

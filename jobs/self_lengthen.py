@@ -32,9 +32,10 @@ from cluster.settings import Settings
 from cluster.storage import Storage, filesystem_for
 from jobs import bad_input, evaluate, probe, self_instruct, synthesize
 from jobs.final_stage import FinalStage, answer_length_probe
+from jobs.preflight import check_loop_inputs, instruction_file
 from jobs.report import write_report
 from jobs.summary import print_summary
-from longform.instructions import InstructionFile, parse_instructions
+from longform.instructions import InstructionFile
 from training.trainer import train_role
 
 
@@ -43,11 +44,8 @@ def log(message: str) -> None:
 
 
 def read_instruction_file(uri: str, settings: Settings) -> InstructionFile:
-    fs, path = filesystem_for(uri, settings.storage)
-    if not fs.exists(path):
-        bad_input(f"instruction file not found: {uri}")
-    stem = path.rsplit("/", 1)[-1].split(".")[0]
-    return parse_instructions(fs.cat_file(path), uri, stem)
+    """Read through the storage retries and checked as before connecting (jobs/preflight.py)."""
+    return instruction_file(uri, settings)
 
 
 class LoopRun:
@@ -246,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     add_settings_args(parser)
     args = parser.parse_args(argv)
     settings = settings_from_args(args)
+    check_loop_inputs(settings)  # exit 2 on a missing or empty input before Ray starts
     connect_checked(settings, "loop", log)
     run = LoopRun(settings)
     summary = run.run()

@@ -1,0 +1,261 @@
+"""Every input a job reads, checked before it connects to Ray (a RayJob has provisioned the
+cluster by then; a missing seeds file should not cost that):
+
+    settings = settings_from_args(args)
+    check_loop_inputs(settings)          # then connect_checked(...)
+
+* Files are read through the storage layer's retries (`cluster.storage.with_retries`): an S3
+  endpoint that is down is waited out for `storage.retry_timeout_s`, then `StorageUnavailable`
+  names the file (exit 1, like every other read that meets an outage).
+* A file that is missing, a folder or a bare bucket, an instruction file with no line or no
+  usable line, a model folder without config.json, prompt templates that do not load: exit 2
+  (`jobs.bad_input`), the message naming the file or the setting.
+* Instruction files are parsed with a `TokenLimit` from the model's own tokenizer: an
+  instruction must leave room, in the engine's context window (`max_model_len` from the served
+  roles' engine_kwargs, else the model config's `max_position_embeddings`), for the prompt
+  template around it and for the answer (`decoding.max_tokens` of each call it goes into; with
+  max_tokens null, half the window). One that does not is set aside with its tokens and the
+  limit; decodings that leave no room for any instruction are a settings error (exit 2).
+  Only the calls whose prompt holds the instruction and nothing the method wrote are counted:
+  the extension prompt also carries the draft, which the method sizes itself.
+
+`instruction_file` is also what the jobs read their instruction files with, so the checks here
+and the records a job runs on are the same.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+
+from cluster.settings import Settings
+from cluster.storage import Storage, filesystem_for, with_retries
+from jobs import bad_input
+from longform.instructions import InstructionFile, TokenLimit, parse_instructions
+from longform.params import Decoding
+from longform.prompts import TEMPLATES, PromptBook, load_prompts
+from longform.words import LANGUAGES
+
+# a model folder's files that are not needed to count tokens (never downloaded here)
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".msgpack", ".h5", ".ckpt")
+CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length")
+
+
+@dataclass(frozen=True)
+class Use:
+    """One kind of call an instruction goes into: the template around it (None: the
+    instruction is the whole user message) and the decoding that sizes the answer."""
+
+    template: str | None
+    decoding: Decoding
+    key: str  # the decoding's settings key, for messages
+
+
+# -- files --------------------------------------------------------------------------------------
+def read_input(uri: str, settings: Settings, what: str) -> bytes:
+    """The bytes of an input file, through the storage retries; exit 2 if it is not a file."""
+    try:
+        fs, path = filesystem_for(uri, settings.storage)
+    except ValueError as err:
+        bad_input(f"{what}: {err}")
+    if uri.startswith("s3://") and "/" not in path:
+        bad_input(f"{what}: {uri} names a bucket, not a file (expected s3://<bucket>/<key>)")
+    try:
+        return with_retries("read", uri, settings.storage, lambda: fs.cat_file(path))
+    except FileNotFoundError:
+        bad_input(f"{what}: file not found: {uri}")
+    except IsADirectoryError:
+        bad_input(f"{what}: {uri} is a folder, not a file")
+    except PermissionError as err:
+        bad_input(f"{what}: cannot read {uri}: {err}")
+
+
+def stem_of(uri: str) -> str:
+    return uri.rstrip("/").rsplit("/", 1)[-1].split(".")[0]
+
+
+def read_instructions(uri: str, settings: Settings, what: str, token_limit: TokenLimit | None) -> InstructionFile:
+    """An instruction file parsed (bad lines set aside); exit 2 if it holds no usable line."""
+    parsed = parse_instructions(read_input(uri, settings, what), uri, stem_of(uri), token_limit)
+    if parsed.lines == 0:
+        bad_input(f"{what}: {uri} is empty (one JSON object per line expected)")
+    if not parsed.records:
+        first = parsed.rejected[0]
+        bad_input(f"{what}: no usable instruction in {uri}: all {parsed.lines} lines set aside "
+                  f"(line {first['line']}: {first['reason']})")
+    return parsed
+
+
+# -- the model: its config, its tokenizer, its context ---------------------------------------------
+_MODEL_DIRS: dict[str, str] = {}
+_TOKENIZERS: dict[str, object] = {}
+
+
+def model_dir(uri: str, settings: Settings, key: str) -> str:
+    """A local folder holding the model's config and tokenizer files (for s3:// a temporary
+    copy of those small files, never the weights); exit 2 if there is no model at `uri`."""
+    if uri in _MODEL_DIRS:
+        return _MODEL_DIRS[uri]
+    try:
+        store = Storage.open(uri, settings.storage)
+    except ValueError as err:
+        bad_input(f"{key}: {err}")
+    names = store.list("")
+    if "config.json" not in names:
+        bad_input(f"{key}: no model at {uri} (config.json not found)")
+    if store.protocol == "file":
+        local = store.root
+    else:
+        local = tempfile.mkdtemp(prefix="preflight-model-")
+        for name in names:
+            if name.endswith(WEIGHT_SUFFIXES):
+                continue
+            try:
+                data = store.read_bytes(name)
+            except (FileNotFoundError, IsADirectoryError):  # a subfolder
+                continue
+            with open(os.path.join(local, name), "wb") as f:
+                f.write(data)
+    try:
+        with open(os.path.join(local, "config.json"), encoding="utf-8-sig") as f:
+            json.load(f)
+    except (OSError, ValueError) as err:
+        bad_input(f"{key}: {uri}/config.json does not parse: {err}")
+    _MODEL_DIRS[uri] = local
+    return local
+
+
+def tokenizer_of(local: str, uri: str, key: str):
+    if local not in _TOKENIZERS:
+        from transformers import AutoTokenizer  # a few seconds: only when a job checks its inputs
+
+        try:
+            _TOKENIZERS[local] = AutoTokenizer.from_pretrained(local)
+        except (OSError, ValueError) as err:
+            bad_input(f"{key}: no tokenizer loads from {uri}: {err}")
+    return _TOKENIZERS[local]
+
+
+def context_window(settings: Settings, local: str) -> tuple[int, str] | None:
+    """(tokens, where that number comes from): the served roles' max_model_len (the smallest),
+    else the model config's; None when neither says."""
+    s = settings.serving
+    lengths = [(kw["max_model_len"], f"serving.{role}.engine_kwargs.max_model_len"
+                if "max_model_len" in getattr(s, role).engine_kwargs else "serving.engine_kwargs.max_model_len")
+               for role in ("generator", "extender")
+               if (kw := {**s.engine_kwargs, **getattr(s, role).engine_kwargs}).get("max_model_len")]
+    if lengths:
+        return min(lengths)
+    with open(os.path.join(local, "config.json"), encoding="utf-8-sig") as f:
+        config = json.load(f)
+    for key in CONTEXT_KEYS:
+        if isinstance(config.get(key), int) and config[key] > 0:
+            return config[key], f"{key} in the model's config.json"
+    return None
+
+
+def prompt_tokens(tokenizer, prompts: PromptBook, use: Use, lang: str) -> int:
+    """Tokens of the call's prompt with an empty instruction (the chat template included)."""
+    text = "" if use.template is None else prompts.render(use.template, lang, **{
+        name: "" for name in TEMPLATES[use.template]})
+    if getattr(tokenizer, "chat_template", None):
+        text = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
+                                             tokenize=False)
+    return len(tokenizer.encode(text, add_special_tokens=False))
+
+
+def token_limit(settings: Settings, model_uri: str, model_key: str, prompts: PromptBook,
+                uses: list[Use]) -> TokenLimit | None:
+    """The instruction tokens every use leaves room for, per language; None when the model's
+    context window is not known. Exit 2 when a use leaves no room at all."""
+    local = model_dir(model_uri, settings, model_key)
+    window = context_window(settings, local)
+    if window is None:
+        return None
+    context, source = window
+    tokenizer = tokenizer_of(local, model_uri, model_key)
+    limits: dict[str, int] = {}
+    why: dict[str, str] = {}
+    for lang in LANGUAGES:
+        for use in uses:
+            answer = use.decoding.max_tokens if use.decoding.max_tokens is not None else context // 2
+            answer_why = f"{use.key}={answer}" if use.decoding.max_tokens is not None else \
+                f"half the window for the answer, {use.key} being null"
+            around = prompt_tokens(tokenizer, prompts, use, lang)
+            limit = context - answer - around
+            where = f"the {use.template} prompt" if use.template else "the chat template"
+            if limit <= 0:
+                bad_input(f"{use.key}: {answer} tokens for the answer plus {around} for {where} leave no room "
+                          f"for an instruction in a window of {context} tokens ({source})")
+            if lang not in limits or limit < limits[lang]:
+                limits[lang] = limit
+                why[lang] = f"a window of {context} tokens ({source}) - {answer} ({answer_why}) - {around} for {where}"
+    return TokenLimit(count=lambda text: len(tokenizer.encode(text, add_special_tokens=False)),
+                      limits=limits, why=why)
+
+
+# -- what each job reads -------------------------------------------------------------------------
+def loop_prompts(settings: Settings) -> PromptBook:
+    try:
+        return load_prompts(settings.synthesis.prompt_dir)
+    except (OSError, ValueError) as err:
+        bad_input(f"synthesis.prompt_dir: {err}")
+
+
+def loop_uses(settings: Settings, uri: str) -> list[Use]:
+    """The calls the loop puts an instruction from `uri` into (seeds, probes, or both)."""
+    uses = []
+    syn = settings.synthesis
+    if uri == syn.seeds:
+        uses += [Use(None, syn.decoding, "synthesis.decoding.max_tokens")]
+        if syn.self_instruct.new_per_round:
+            uses += [Use("judge_long", syn.self_instruct.judge_decoding,
+                         "synthesis.self_instruct.judge_decoding.max_tokens")]
+    if uri == settings.probe.file:
+        uses += [Use(None, settings.probe.decoding, "probe.decoding.max_tokens")]
+    return uses
+
+
+def instruction_file(uri: str, settings: Settings) -> InstructionFile:
+    """A loop's instruction file (synthesis.seeds or probe.file), read and checked."""
+    what = "synthesis.seeds" if uri == settings.synthesis.seeds else "probe.file"
+    limit = token_limit(settings, settings.model.base, "model.base", loop_prompts(settings), loop_uses(settings, uri))
+    return read_instructions(uri, settings, what, limit)
+
+
+def check_loop_inputs(settings: Settings) -> dict[str, InstructionFile]:
+    """jobs.self_lengthen: the base model, the prompt templates, the seeds, the probes and the
+    benchmark files the loop evaluates on."""
+    files = {what: instruction_file(uri, settings)
+             for what, uri in (("seeds", settings.synthesis.seeds), ("probes", settings.probe.file))}
+    for spec in settings.evaluation.benchmarks:
+        check_benchmark_file(settings, spec.name, spec.data, False, f"evaluation.benchmarks[{spec.name}].data")
+    return files
+
+
+def check_agentwrite_inputs(settings: Settings, prompts_uri: str) -> InstructionFile:
+    """jobs.agentwrite: the prompts file (and the writer model when this job serves it)."""
+    aw = settings.agentwrite
+    try:
+        prompts = load_prompts(aw.prompt_dir)
+    except (OSError, ValueError) as err:
+        bad_input(f"agentwrite.prompt_dir: {err}")
+    limit = None
+    if not aw.endpoint.base_url:
+        weights, key = (aw.model, "agentwrite.model") if aw.model else (settings.model.base, "model.base")
+        limit = token_limit(settings, weights, key, prompts,
+                            [Use("agentwrite_plan", aw.plan_decoding, "agentwrite.plan_decoding.max_tokens")])
+    return read_instructions(prompts_uri, settings, "--prompts", limit)
+
+
+def check_benchmark_file(settings: Settings, benchmark: str, uri: str, with_response: bool, what: str):
+    """A benchmark or responses file: there, and at least one usable row."""
+    from longform.scores import parse_benchmark
+
+    parsed = parse_benchmark(read_input(uri, settings, what), benchmark, uri, stem_of(uri), with_response)
+    if not parsed.rows:
+        detail = f" (line {parsed.rejected[0]['line']}: {parsed.rejected[0]['reason']})" if parsed.rejected else ""
+        bad_input(f"{what}: no usable row in {uri}{detail}")
+    return parsed

@@ -1,0 +1,137 @@
+"""Inputs are checked before a job connects to Ray (jobs/preflight.py): a missing or empty
+file stops it with exit 2 naming the file; S3 reads go through the storage retries; an
+instruction is limited by the model's tokenizer against its context window."""
+
+import ast
+import json
+import re
+import socket
+from pathlib import Path
+
+import pytest
+
+from cluster.settings import load_settings
+from cluster.storage import StorageUnavailable
+from jobs import preflight
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "configs" / "tiny.yaml"
+
+
+def settings(tmp_path, *overrides):
+    return load_settings(TINY, [f"model.base={REPO / 'models' / 'tiny'}", f"storage.root={tmp_path / 'runs'}",
+                                *overrides])
+
+
+def write(path: Path, *rows) -> str:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return str(path)
+
+
+def exit_message(capsys, call) -> str:
+    with pytest.raises(SystemExit) as stop:
+        call()
+    assert stop.value.code == 2
+    return capsys.readouterr().err
+
+
+@pytest.mark.parametrize("which", ["synthesis.seeds", "probe.file"])
+def test_missing_or_empty_instruction_files_exit_2_naming_the_file(tmp_path, capsys, which):
+    missing = tmp_path / "missing.jsonl"
+    err = exit_message(capsys, lambda: preflight.check_loop_inputs(settings(tmp_path, f"{which}={missing}")))
+    assert f"error: {which}: file not found: {missing}" in err
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n\n")
+    err = exit_message(capsys, lambda: preflight.check_loop_inputs(settings(tmp_path, f"{which}={empty}")))
+    assert f"error: {which}: {empty} is empty" in err
+    unusable = write(tmp_path / "bad.jsonl", {"prompt": "Write."}, ["Write."])
+    err = exit_message(capsys, lambda: preflight.check_loop_inputs(settings(tmp_path, f"{which}={unusable}")))
+    assert f"no usable instruction in {unusable}: all 2 lines set aside (line 1: missing field" in err
+
+
+def test_a_missing_model_exits_2_naming_the_setting(tmp_path, capsys):
+    err = exit_message(capsys, lambda: preflight.check_loop_inputs(
+        settings(tmp_path, f"model.base={tmp_path / 'no-model'}")))
+    assert f"error: model.base: no model at {tmp_path / 'no-model'} (config.json not found)" in err
+
+
+def test_a_bucket_is_not_a_file(tmp_path, capsys):
+    s = settings(tmp_path, "synthesis.seeds=s3://seed-bucket")
+    err = exit_message(capsys, lambda: preflight.read_input(s.synthesis.seeds, s, "synthesis.seeds"))
+    assert "synthesis.seeds: s3://seed-bucket names a bucket, not a file" in err
+
+
+def test_seeds_on_unreachable_s3_go_through_the_storage_retries(tmp_path, monkeypatch):
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # botocore's own retries would take ~10 s
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    s = settings(tmp_path, f"storage.endpoint_url=http://127.0.0.1:{port}", "storage.access_key_id=k",
+                 "storage.secret_access_key=s", "storage.retry_timeout_s=0.3", "storage.retry_backoff_s=0.1",
+                 "synthesis.seeds=s3://seed-bucket/seeds.jsonl")
+    with pytest.raises(StorageUnavailable) as err:
+        preflight.instruction_file(s.synthesis.seeds, s)
+    assert "could not read s3://seed-bucket/seeds.jsonl within storage.retry_timeout_s=0.3s" in str(err.value)
+
+
+def test_instructions_are_limited_in_tokens_against_the_context_window(tmp_path):
+    # the tiny model's window is 2,048 tokens; with max_tokens null half of it is the answer's
+    long = "Write a very detailed history of the bees, " * 150  # ~1,300 tokens, 6,450 characters
+    seeds = write(tmp_path / "seeds.jsonl", {"id": "short", "instruction": "Write about bees."},
+                  {"id": "long", "instruction": long})
+    parsed = preflight.instruction_file(seeds, settings(tmp_path, f"synthesis.seeds={seeds}"))
+    assert [r["id"] for r in parsed.records] == ["short"]
+    (rejected,) = parsed.rejected
+    assert rejected["line"] == 2
+    tokens, limit = map(int, re.search(r"has (\d+) tokens, more than the (\d+) that fit", rejected["reason"]).groups())
+    assert tokens > limit and 1000 < limit < 1024  # 2,048 - 1,024 - the chat template's tokens
+    assert "(a window of 2048 tokens (serving.engine_kwargs.max_model_len) - 1024 (half the window for the " \
+           "answer, synthesis.decoding.max_tokens being null) - " in rejected["reason"]
+    # with room for 1,500 answer tokens, even a ~200-token instruction does not fit
+    medium = "Write a very detailed history of the bees, " * 25
+    seeds = write(tmp_path / "seeds.jsonl", {"id": "short", "instruction": "Write about bees."},
+                  {"id": "medium", "instruction": medium})
+    s = settings(tmp_path, f"synthesis.seeds={seeds}", "synthesis.decoding.max_tokens=1900")
+    parsed = preflight.instruction_file(seeds, s)
+    assert [r["id"] for r in parsed.records] == ["short"]
+    assert "synthesis.decoding.max_tokens=1900" in parsed.rejected[0]["reason"]
+
+
+def test_a_decoding_that_leaves_no_room_for_any_instruction_exits_2(tmp_path, capsys):
+    err = exit_message(capsys, lambda: preflight.check_loop_inputs(
+        settings(tmp_path, "probe.decoding.max_tokens=4096")))
+    assert "error: probe.decoding.max_tokens: 4096 tokens for the answer" in err
+    assert "in a window of 2048 tokens (serving.engine_kwargs.max_model_len)" in err
+
+
+def test_the_context_window_falls_back_to_the_model_config(tmp_path):
+    s = settings(tmp_path, "serving.engine_kwargs={}")
+    local = preflight.model_dir(s.model.base, s, "model.base")
+    assert preflight.context_window(s, local) == (2048, "max_position_embeddings in the model's config.json")
+
+
+@pytest.mark.parametrize("job, check, connect", [
+    ("jobs/self_lengthen.py", "check_loop_inputs", "connect_checked"),
+    ("jobs/agentwrite.py", "check_agentwrite_inputs", "connect"),
+])
+def test_every_job_checks_its_inputs_before_it_connects(job, check, connect):
+    """Read from the source (importing the loop loads DeepSpeed): in main(), the input check
+    is called before the call that connects to Ray."""
+    tree = ast.parse((REPO / job).read_text())
+    main = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "main")
+    calls = [n.func.id for n in ast.walk(main) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)]
+    assert check in calls and connect in calls
+    lines = {name: min(n.lineno for n in ast.walk(main) if isinstance(n, ast.Call)
+                       and isinstance(n.func, ast.Name) and n.func.id == name) for name in (check, connect)}
+    assert lines[check] < lines[connect]
+
+
+def test_agentwrite_prompts_and_plan_decoding_are_checked(tmp_path, capsys):
+    s = settings(tmp_path, "agentwrite.plan_decoding.max_tokens=48")
+    err = exit_message(capsys, lambda: preflight.check_agentwrite_inputs(s, str(tmp_path / "p.jsonl")))
+    assert f"error: --prompts: file not found: {tmp_path / 'p.jsonl'}" in err
+    # the default plan length (2,048 tokens) leaves the tiny model's 2,048-token window no room
+    prompts = write(tmp_path / "p.jsonl", {"instruction": "Write about bees."})
+    err = exit_message(capsys, lambda: preflight.check_agentwrite_inputs(settings(tmp_path), prompts))
+    assert "error: agentwrite.plan_decoding.max_tokens: 2048 tokens for the answer plus" in err
+    assert len(preflight.check_agentwrite_inputs(s, prompts).records) == 1
