@@ -7,6 +7,8 @@ it is asked for (Self-Lengthen's final stage), as resumable stages of the loop's
                    each query given a length constraint it satisfies (jobs/collect.py)
     train          the *base* model fine-tuned on them (+ `final.mix_with`), as `training` says
     score          base and final model on the length-constrained probe set (LonGen's score)
+    preference     with `final.preference: dpo`: DPO on pairs built from the run's own answers,
+                   scored the same way (jobs/preference_stage.py)
 
 Each stage is recorded under <run>/final/stages/, so a stopped job resumes after the last one
 that finished (and inside generate, after its last finished shard; inside train, from its
@@ -21,6 +23,7 @@ import math
 from actors.client import LLMClient
 from cluster.layout import FINAL
 from jobs import collect, probe, self_instruct, synthesize
+from jobs.preference_stage import PreferenceStage
 from longform.length_probe import constrained_probes, summarize
 from longform.sampling import seeded_rng
 from training.sources import DataSpec, load_mixture, weighted
@@ -59,11 +62,14 @@ class FinalStage:
         benchmarks = self.loop.evaluate(FINAL)  # evaluation.benchmarks, on the final model
         self.log(f"final: length score {base['length_score']} -> {final['length_score']}, inside the window "
                  f"{base['in_window']} -> {final['in_window']}, mean words {base['mean_words']} -> {final['mean_words']}")
+        preference = None
+        if s.final.preference == "dpo":
+            preference = PreferenceStage(self.loop).run(collected, trained, final)
         return {"self_instruct": (grown or {}).get("tally"), "generate": {k: generated.get(k) for k in (
                     "tally", "calls", "shards", "resumed_shards", "seconds")},
                 "collect": collected, "training": trained, "model": trained["export_uri"],
                 "length_probe": {"base": base, "final": final, "words": list(s.final.probe_words)},
-                "evaluation": benchmarks}
+                "evaluation": benchmarks, "preference": preference}
 
     # -- generate --------------------------------------------------------------------------
     def pool(self) -> list[dict]:

@@ -1,10 +1,14 @@
-"""Supervised fine-tuning on any dataset, with the loop's Ray Train + DeepSpeed path:
+"""Fine-tuning on any dataset, with the loop's Ray Train + DeepSpeed path: supervised (the
+default) or DPO on preference pairs (`--method dpo`, `dpo.*` settings):
 
     python -m jobs.train --config configs/tiny.yaml --run-name sft \\
         --data runs/demo/collect/data.jsonl --data s3://bucket/general.parquet@0.25
+    python -m jobs.train --config configs/tiny.yaml --run-name demo --method dpo --name dpo \\
+        --data runs/demo/final/preference/pairs.jsonl --init-model runs/demo/final/model
 
-    read      every --data (chat `messages`, alpaca, ShareGPT; JSONL, JSON, Parquet or a
-              `datasets` folder; local or s3://), set aside what cannot be used, weigh, shuffle
+    read      every --data (chat `messages`, alpaca, ShareGPT; pairs as `prompt`/`chosen`/`rejected`;
+              JSONL, JSON, Parquet or a `datasets` folder; local or s3://), set aside what cannot
+              be used, weigh, shuffle
     train     `training.*` as in the loop (full or LoRA, ZeRO stage, packing, checkpoints)
     export    safetensors (or the adapter) under <run>/<name>/model/, ready for vLLM
 
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -38,7 +43,9 @@ def parse_args(argv: list[str] | None):
     add_settings_args(parser)
     parser.add_argument("--data", action="append", required=True, metavar="URI[@WEIGHT]",
                         help="a dataset file or folder, local or s3:// (repeatable; @WEIGHT repeats or subsamples it)")
-    parser.add_argument("--name", default="sft", help="folder of this fine-tune inside the run (default: sft)")
+    parser.add_argument("--method", choices=("sft", "dpo"), default="sft",
+                        help="sft: chat records; dpo: preference pairs, as the dpo.* settings say (default: sft)")
+    parser.add_argument("--name", help="folder of this fine-tune inside the run (default: the method)")
     parser.add_argument("--init-model", help="weights to start from (default: model.base)")
     parser.add_argument("--init-adapter", help="LoRA adapter to continue (training.method=lora)")
     return parser.parse_args(argv)
@@ -46,6 +53,7 @@ def parse_args(argv: list[str] | None):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    args.name = args.name or args.method
     settings = settings_from_args(args)
     try:
         specs = [DataSpec.parse(text) for text in args.data]
@@ -53,6 +61,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     init_model = args.init_model or settings.model.base
+    if "://" not in init_model:  # Ray workers start elsewhere: they get absolute paths
+        init_model = os.path.abspath(init_model)
+    if args.init_adapter and "://" not in args.init_adapter:
+        args.init_adapter = os.path.abspath(args.init_adapter)
     fs, path = filesystem_for(init_model, settings.storage)
     if not fs.exists(f"{path}/config.json"):
         print(f"error: no model at {init_model} (config.json not found)", file=sys.stderr)
@@ -61,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     # 1. the data, checked before any cluster starts
     started = time.time()
     try:
-        records, rejected, counts = load_mixture(specs, settings.storage, settings.run.seed)
+        records, rejected, counts = load_mixture(specs, settings.storage, settings.run.seed, args.method)
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -83,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
 
     # 2. train and export (resumes from checkpoints; skipped when the export exists)
     summary = {"run": settings.run.name, "name": args.name, "data": counts, "records": len(records),
-               "set_aside": len(rejected), "init_model": init_model, "method": settings.training.method}
+               "set_aside": len(rejected), "init_model": init_model, "method": args.method,
+               "weights": settings.training.method}
     if store.exists(f"model/{EXPORT_MARKER}"):
         log(f"already trained: {store.uri('model')}")
         summary["training"] = store.read_json(f"model/{EXPORT_MARKER}")["metrics"]
@@ -106,7 +119,7 @@ def fine_tune(settings, layout: RunLayout, args, init_model: str, files: list[st
 
     connect_checked(settings, "train", log)
     target = Target(args.name, "checkpoints", f"{args.name}/model", args.name)
-    result = train(settings, layout, target, init_model, files, args.init_adapter)
+    result = train(settings, layout, target, init_model, files, args.init_adapter, args.method)
     return {**result.metrics, "loss_history": result.loss_history}
 
 

@@ -8,7 +8,7 @@ with LonGen's length score.
 
 Besides LonGen's score (1 inside the window, falling linearly to 0 at half the lower bound and
 at 1.5x the upper one) the summary gives the share of answers inside their window, the mean
-words, and the rank correlation between the length asked for and the length written: a model
+words, their unique-sentence ratio (does a longer answer repeat itself?), and the rank correlation between the length asked for and the length written: a model
 that only writes longer raises the score on long targets, one that reads the number raises
 the correlation too.
 """
@@ -18,6 +18,7 @@ from __future__ import annotations
 import statistics
 
 from longform.constraints import appended_query, constraint_for, pick_kind
+from longform.metrics import unique_sentence_ratio
 from longform.sampling import seeded_rng
 from longform.scores import length_summary, score_row
 
@@ -63,6 +64,9 @@ def summarize(rows: list[dict], answers: dict[str, str | None]) -> dict:
         n=len(scored), failed=len(rows) - len(scored),
         in_window=round(sum(s["length_score"] == 1.0 for s in scored) / len(scored), 4) if scored else None,
         mean_words=round(statistics.fmean(s["produced"] for s in scored), 1) if scored else None,
+        unique_sentence_ratio=round(statistics.fmean(
+            unique_sentence_ratio(answers[row["id"]]) for row in rows if answers.get(row["id"]) is not None), 4)
+        if scored else None,
         asked_vs_written=rank_correlation([s["required"] for s in scored], [s["produced"] for s in scored]),
     )
     return summary

@@ -8,6 +8,9 @@ Record shapes, recognised per record:
     alpaca    {"instruction": ..., "input": ..., "output": ..., "system"?: ..., "history"?: [[q, a], ...]}
               (LLaMA-Factory's; AgentWrite's and LongWriter-6k's files)
     sharegpt  {"conversations": [{"from": "human" | "gpt" | "system", "value": ...}, ...]}
+Preference pairs (`jobs.train --method dpo`) become `prompt` / `chosen` / `rejected` messages:
+TRL's explicit and implicit-prompt forms and LLaMA-Factory's instruction + chosen + rejected
+(see `to_pair`).
 Containers: JSON Lines, a JSON list, Parquet, or a folder written by `datasets`'
 `save_to_disk`; each local or on s3://.
 
@@ -114,6 +117,48 @@ def from_sharegpt(conversations) -> list[dict]:
     return out
 
 
+def as_turns(value, role: str, where: str) -> list[dict]:
+    """A string (one turn of `role`) or a list of chat messages."""
+    if isinstance(value, str):
+        return [turn(role, value, where)]
+    try:
+        return from_chat(value)
+    except BadRecord as err:
+        raise BadRecord(f"`{where}`: {err}") from None
+
+
+def to_pair(record) -> dict:
+    """A preference record as {"prompt": messages ending in a user turn, "chosen": [assistant],
+    "rejected": [assistant]}, or BadRecord. Shapes:
+        explicit  {"prompt": str | messages, "chosen": str | messages, "rejected": ...}  (TRL; ours)
+        implicit  {"chosen": messages, "rejected": messages}, both starting with the same prompt (TRL)
+        alpaca    {"instruction", "input"?, "chosen": str, "rejected": str}  (LLaMA-Factory)"""
+    if not isinstance(record, dict):
+        raise BadRecord(f"a record must be an object, got {type(record).__name__}")
+    if "chosen" not in record or "rejected" not in record:
+        raise BadRecord("a preference record needs `chosen` and `rejected`")
+    if "prompt" in record:
+        prompt = as_turns(record["prompt"], "user", "prompt")
+        chosen, rejected = (as_turns(record[k], "assistant", k) for k in ("chosen", "rejected"))
+    elif "instruction" in record:
+        prompt = from_alpaca({**record, "output": "-"})[:-1]
+        chosen, rejected = (as_turns(record[k], "assistant", k) for k in ("chosen", "rejected"))
+    else:
+        chosen, rejected = (as_turns(record[k], "assistant", k) for k in ("chosen", "rejected"))
+        shared = 0
+        while shared < min(len(chosen), len(rejected)) - 1 and chosen[shared] == rejected[shared]:
+            shared += 1
+        prompt, chosen, rejected = chosen[:shared], chosen[shared:], rejected[shared:]
+    if not prompt or prompt[-1]["role"] != "user" or not prompt[-1]["content"].strip():
+        raise BadRecord("the prompt must end in a user turn with text")
+    for name, side in (("chosen", chosen), ("rejected", rejected)):
+        if len(side) != 1 or side[0]["role"] != "assistant" or not side[0]["content"].strip():
+            raise BadRecord(f"`{name}` must be one assistant answer with text")
+    if chosen[0]["content"] == rejected[0]["content"]:
+        raise BadRecord("`chosen` and `rejected` are the same text")
+    return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+
+
 def to_messages(record) -> list[dict]:
     """The record as chat messages ending in a non-empty assistant turn, or BadRecord."""
     if not isinstance(record, dict):
@@ -188,20 +233,24 @@ def saved_dataset_rows(uri: str, cfg: StorageSection):
                 yield (f"{name} row {i}" if name else f"row {i}"), row
 
 
-def read_source(uri: str, cfg: StorageSection) -> Source:
-    source = Source(uri)
+PARSERS = {"sft": lambda row: {"messages": to_messages(row)}, "dpo": to_pair}
+
+
+def read_source(uri: str, cfg: StorageSection, kind: str = "sft") -> Source:
+    """`kind` "sft": chat records (`messages`); "dpo": preference pairs (`prompt`, `chosen`, `rejected`)."""
+    source, parse = Source(uri), PARSERS[kind]
     stem = os.path.basename(uri.rstrip("/")).split(".")[0] or "data"
     for where, row in rows_of(uri, cfg):
         try:
             if isinstance(row, Exception):
                 raise row
-            messages = to_messages(row)
+            fields = parse(row)
         except BadRecord as err:
             source.rejected.append({"file": uri, "where": where, "reason": str(err)})
             continue
         meta = row.get("meta") if isinstance(row.get("meta"), dict) else {}
         source.records.append({"id": str(row.get("id") or f"{stem}-{len(source.records)}"),
-                               "messages": messages, "meta": {**meta, "source": f"{uri} {where}"}})
+                               **fields, "meta": {**meta, "source": f"{uri} {where}"}})
     return source
 
 
@@ -213,12 +262,13 @@ def weighted(records: list[dict], weight: float, rng: random.Random) -> list[dic
     return out
 
 
-def load_mixture(specs: list[DataSpec], cfg: StorageSection, seed: int) -> tuple[list[dict], list[dict], list[dict]]:
+def load_mixture(specs: list[DataSpec], cfg: StorageSection, seed: int,
+                 kind: str = "sft") -> tuple[list[dict], list[dict], list[dict]]:
     """(records, rejected, per-file counts) of every --data, weighed and shuffled with `seed`."""
     rng = random.Random(f"mixture:{seed}")
     records, rejected, counts = [], [], []
     for spec in specs:
-        source = read_source(spec.uri, cfg)
+        source = read_source(spec.uri, cfg, kind)
         used = weighted(source.records, spec.weight, rng)
         records += used
         rejected += source.rejected

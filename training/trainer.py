@@ -53,13 +53,15 @@ def train_role(
 
 def train(
     settings: Settings, layout: RunLayout, target: Target, init_model: str,
-    data_files: list[str], init_adapter: str | None = None,
+    data_files: list[str], init_adapter: str | None = None, method: str = "sft",
 ) -> TrainResult:
+    """`method` "sft": chat records; "dpo": preference pairs (training/dpo.py)."""
     t = settings.training
     filesystem, root = layout.store.pyarrow()
     config = {
         "settings": settings,
         "label": target.label,
+        "method": method,
         "init_model": init_model,
         "init_adapter": init_adapter,
         "data_files": data_files,

@@ -135,10 +135,11 @@ def warmup_steps(ratio: float, num_training_steps: int) -> int:
     return int(math.floor(ratio * num_training_steps + 0.5))
 
 
-def training_args(settings: Settings, output_dir: str) -> TrainingArguments:
+def trainer_kwargs(settings: Settings, output_dir: str) -> dict:
+    """transformers' arguments as `training.*` says; the SFT and the DPO Trainer share them."""
     t = settings.training
     every = t.checkpoint_every_steps
-    return Arguments(
+    return dict(
         output_dir=output_dir,
         per_device_train_batch_size=t.micro_batch_size,
         gradient_accumulation_steps=t.grad_accum,
@@ -164,18 +165,45 @@ def training_args(settings: Settings, output_dir: str) -> TrainingArguments:
     )
 
 
+def training_args(settings: Settings, output_dir: str) -> TrainingArguments:
+    return Arguments(**trainer_kwargs(settings, output_dir))
+
+
+def sft_trainer(cfg: dict, settings: Settings, model, tokenizer, examples: list[dict], output_dir: str):
+    """(Trainer, metrics of the data) for supervised fine-tuning on chat `messages`."""
+    dataset, collate, counts, stats = build_dataset(examples, tokenizer, settings)
+    trainer = Trainer(model=model, args=training_args(settings, output_dir), train_dataset=dataset,
+                      data_collator=collate)
+    world = ray.train.get_context().get_world_size()
+
+    def data_metrics(seconds: float) -> dict:
+        return {
+            # label tokens this run processed (rank 0's share x ranks) per second of training
+            "label_tokens_per_s": round(collate.label_positions * world / max(seconds, 1e-9), 1),
+            "useful_token_ratio": collate.useful_token_ratio,  # measured on this rank's batches
+            "packing": settings.training.packing,
+            **stats,
+            **{f"data.{k}": v for k, v in counts.items()},
+        }
+    return trainer, data_metrics
+
+
 def train_func(cfg: dict) -> None:
+    """`cfg["method"]`: "sft" (default) or "dpo" (training/dpo.py); the rest is shared."""
     settings: Settings = cfg["settings"]
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()
     torch.manual_seed(settings.run.seed)
-    local = tempfile.mkdtemp(prefix=f"sft-{cfg['label']}-")
+    local = tempfile.mkdtemp(prefix=f"train-{cfg['label']}-")
     model, tokenizer, base_dir = load_model(cfg, settings, local)
     examples = read_examples(settings, cfg["data_files"])
-    dataset, collate, counts, stats = build_dataset(examples, tokenizer, settings)
-    args = training_args(settings, f"{local}/rank-{rank}")
-    trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collate,
-                      callbacks=[ReportToRay(cfg["label"], rank)])
+    if cfg.get("method", "sft") == "dpo":
+        from training.dpo import dpo_trainer
+
+        trainer, data_metrics = dpo_trainer(cfg, settings, model, tokenizer, examples, f"{local}/rank-{rank}")
+    else:
+        trainer, data_metrics = sft_trainer(cfg, settings, model, tokenizer, examples, f"{local}/rank-{rank}")
+    trainer.add_callback(ReportToRay(cfg["label"], rank))
     trainer.remove_callback(PrinterCallback)  # ReportToRay prints one line per step instead
     start = time.time()
     warn = print if rank == 0 else (lambda message: None)
@@ -186,17 +214,13 @@ def train_func(cfg: dict) -> None:
     seconds = time.time() - start
     history = [{"step": log["step"], "loss": log["loss"]} for log in trainer.state.log_history if "loss" in log]
     metrics = {
+        "method": cfg.get("method", "sft"),
         "train_loss": output.training_loss,
         "steps": trainer.state.global_step,
         "resumed_from_step": resumed_from,
         "skipped_checkpoints": skipped,
         "seconds": round(seconds, 2),
-        # label tokens this run processed (rank 0's share x ranks) per second of training
-        "label_tokens_per_s": round(collate.label_positions * ctx.get_world_size() / max(seconds, 1e-9), 1),
-        "useful_token_ratio": collate.useful_token_ratio,  # measured on this rank's batches
-        "packing": settings.training.packing,
-        **stats,
-        **{f"data.{k}": v for k, v in counts.items()},
+        **data_metrics(seconds),
         "loss_history": history,
     }
     export_weights(trainer, tokenizer, settings, cfg["run_root"], cfg["export"], base_dir, local, rank,

@@ -1,0 +1,92 @@
+"""The preference stage on the tiny model: final SFT model against SFT + DPO, and against a control
+whose chosen/rejected labels are shuffled, over several training seeds.
+
+    .venv/bin/python bench/preference.py --run runs/demo [--seeds 0 1 2] [--set dpo.lr=5e-5]
+
+`--run` is a finished loop run with its final stage (`make demo`). The pairs are built from its
+files as the loop builds them (jobs/preference_stage.py); each DPO run is `jobs.train --method dpo`
+(Ray Train, DeepSpeed ZeRO-3, 2 workers) from the run's final SFT weights, under
+<run>/bench-preference/. Every model answers the run's length-constrained probe set greedily
+(transformers, 2,048 new tokens at most; the loop's probe decoding is greedy too), scored as
+the final stage scores it. Prints one JSON line per model, then the means and the smallest
+margin over the seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from cluster.layout import RunLayout
+from cluster.settings import load_settings
+from cluster.storage import Storage
+from jobs import collect
+from jobs import train as train_job
+from jobs.preference_stage import run_answers
+from longform.length_probe import constrained_probes, summarize
+from longform.preference import build_pairs, index_answers, shuffled_labels
+from training.tiny.ablation import read_instructions
+from training.tiny.build import greedy_replies
+
+KEYS = ("length_score", "in_window", "mean_words", "unique_sentence_ratio", "asked_vs_written")
+
+
+def score(model_dir: str, rows: list[dict]) -> dict:
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, use_safetensors=True)
+    replies = greedy_replies(model, tokenizer, [r["query"] for r in rows], max_new_tokens=2048)
+    summary = summarize(rows, {r["id"]: text for r, text in zip(rows, replies)})
+    return {k: summary.get(k) for k in KEYS}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--run", default="runs/demo", help="a finished run folder (local)")
+    parser.add_argument("--config", default="configs/tiny.yaml")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--set", action="append", default=[], help="settings overrides for the DPO runs")
+    args = parser.parse_args()
+    started = time.time()
+    root, name = os.path.split(os.path.abspath(args.run))
+    settings = load_settings(args.config, [f"storage.root={root}", f"run.name={name}"])
+    layout = RunLayout.create(Storage.open(root, settings.storage), name)
+    answers = index_answers(run_answers(layout, settings.run.rounds))
+    pairs, unpaired, tally = build_pairs(list(layout.store.read_jsonl(f"{collect.ROOT}/data.jsonl")), answers,
+                                         settings.dpo.pairs_per_query)
+    bench = layout.store.child("bench-preference")
+    print(json.dumps({"pairs": len(pairs), "unpaired": len(unpaired), "tally": dict(tally)}), flush=True)
+    rows = constrained_probes(read_instructions(settings.probe.file), settings.final.probe_words, settings.run.seed)
+    sft_model = layout.store.uri("final/model")
+    results = {"sft": score(sft_model, rows)}
+    print(json.dumps({"model": "sft", **results["sft"]}), flush=True)
+    for seed in args.seeds:
+        for label, data in (("dpo", pairs), ("shuffled", shuffled_labels(pairs, seed))):
+            bench.write_jsonl(f"pairs-{label}-s{seed}.jsonl", data)
+            name_ = f"{label}-s{seed}"
+            code = train_job.main([
+                "--config", args.config, "--storage", root, "--run-name", name, "--method", "dpo",
+                "--name", f"bench-preference/{name_}", "--data", bench.uri(f"pairs-{label}-s{seed}.jsonl"),
+                "--init-model", sft_model, "--set", f"run.seed={seed}", *sum((["--set", s] for s in args.set), [])])
+            if code != 0:
+                raise SystemExit(f"DPO run {name_} failed (exit {code})")
+            results[name_] = score(bench.uri(f"{name_}/model"), rows)
+            print(json.dumps({"model": name_, "seed": seed, **results[name_]}), flush=True)
+    means = {label: {k: round(statistics.fmean(results[f"{label}-s{s}"][k] for s in args.seeds), 4)
+                     for k in ("length_score", "in_window", "mean_words", "unique_sentence_ratio")}
+             for label in ("dpo", "shuffled")}
+    print(json.dumps({
+        "seconds": round(time.time() - started, 1), "sft": results["sft"], "mean": means,
+        "dpo_minus_sft": round(means["dpo"]["length_score"] - results["sft"]["length_score"], 4),
+        "shuffled_minus_sft": round(means["shuffled"]["length_score"] - results["sft"]["length_score"], 4),
+        "min_dpo_margin": round(min(results[f"dpo-s{s}"]["length_score"] for s in args.seeds)
+                                - results["sft"]["length_score"], 4)}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""Preference pairs from what a Self-Lengthen run already wrote, for DPO after the final SFT.
+
+For one instruction a run holds answers of many lengths and fates: two drafts per round, the
+extension candidates (kept, sampled away, or turned down by a rule), the final stage's answers.
+The final data (collect/data.jsonl) gives the instruction a length constraint and a window
+[lo, hi] that one of them satisfies. For that constrained query a pair is
+
+    chosen    an answer inside the window that passed the quality rules: the collected one,
+              or, with judge scores, the in-window answer the judge scored highest
+    rejected  an answer to the same instruction the constraint does not admit: shorter than the
+              window (an earlier draft), longer (a later round's extension), or inside it but
+              turned down by a quality rule
+
+Rejected answers are taken nearest the window first: "about 300 words" is told more by a
+230-word answer than by a 40-word one, and a rule-failing answer inside the window (distance 0)
+comes before both. Answers are matched by language and instruction text (ids change across
+rounds), and the same text is used once. Every pair says which records it came from and why each
+side was chosen; a query with no rejectable answer is counted, with the reason.
+
+    answers = index_answers(records)                  # drafts, extensions, final answers
+    pairs, unpaired, tally = build_pairs(queries, answers, per_query=1)
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from dataclasses import dataclass
+
+from longform.words import count_words
+
+PASSED = ("kept", "dropped_short")  # dropped_short: passed the rules, not drawn by length-biased sampling
+
+
+@dataclass(frozen=True)
+class Answer:
+    id: str
+    text: str
+    words: int
+    passed: bool  # passed the quality rules
+    fate: str  # e.g. "kept", "dropped_short", "rejected: not_longer"
+
+
+def instruction_key(lang: str, instruction: str) -> tuple[str, str]:
+    return lang, " ".join(instruction.split())
+
+
+def index_answers(records) -> dict[tuple[str, str], list[Answer]]:
+    """Drafts and extension records (any round, the final stage's too) grouped by instruction."""
+    out: dict[tuple[str, str], list[Answer]] = {}
+    seen: set[str] = set()
+    for r in records:
+        text = (r.get("text") or "").strip()
+        if not text or text in seen or not r.get("instruction") or not r.get("lang"):
+            continue
+        seen.add(text)
+        status = r.get("status") or "unknown"
+        fate = status if status in PASSED else f"{status}: {r.get('reason') or 'no reason recorded'}"
+        answer = Answer(str(r["id"]), text, count_words(text), status in PASSED, fate)
+        out.setdefault(instruction_key(r["lang"], r["instruction"]), []).append(answer)
+    return out
+
+
+def distance(words: int, lo: int, hi: int) -> int:
+    return lo - words if words < lo else words - hi if words > hi else 0
+
+
+def why_rejected(a: Answer, lo: int, hi: int) -> str:
+    if lo <= a.words <= hi:
+        return "failed_rule"
+    return "under_window" if a.words < lo else "over_window"
+
+
+def build_pairs(queries: list[dict], answers: dict[tuple[str, str], list[Answer]], per_query: int = 1,
+                judge: dict[str, float] | None = None) -> tuple[list[dict], list[dict], Counter]:
+    """`queries`: collect/data.jsonl records (`messages` plus `meta` with window and instruction).
+    `judge`: answer id -> quality score, when a judge rated the in-window answers."""
+    pairs, unpaired, tally = [], [], Counter()
+    for q in queries:
+        meta = q["meta"]
+        lo, hi = meta["constraint"]["window"]
+        query, collected = q["messages"][0]["content"], q["messages"][-1]["content"].strip()
+        pool = answers.get(instruction_key(meta["lang"], meta["instruction"]), [])
+        inside = [a for a in pool if a.passed and lo <= a.words <= hi]
+        chosen = next((a for a in inside if a.text == collected), None) or Answer(
+            meta["source_id"], collected, count_words(collected), True, "kept")
+        chosen_why = "collected"
+        if judge:
+            rated = [a for a in [chosen, *inside] if a.id in judge]
+            if rated:
+                best = max(rated, key=lambda a: (judge[a.id], a.id == chosen.id))
+                chosen, chosen_why = best, f"judge {judge[best.id]:g}, highest in the window"
+        outside = [a for a in pool if a.text != chosen.text and (not a.passed or not lo <= a.words <= hi)]
+        if not outside:
+            unpaired.append({"query_id": meta["source_id"], "window": [lo, hi], "answers": len(pool),
+                             "reason": "no answer to this instruction outside the window or failing a rule"})
+            tally["unpaired"] += 1
+            continue
+        outside.sort(key=lambda a: (distance(a.words, lo, hi), a.id))
+        for i, rejected in enumerate(outside[:per_query]):
+            why = why_rejected(rejected, lo, hi)
+            tally[f"rejected.{why}"] += 1
+            pairs.append({
+                "id": f"{meta['source_id']}/pair-{i}",
+                "prompt": [{"role": "user", "content": query}],
+                "chosen": [{"role": "assistant", "content": chosen.text}],
+                "rejected": [{"role": "assistant", "content": rejected.text}],
+                "meta": {"query_id": meta["source_id"], "lang": meta["lang"], "constraint": meta["constraint"],
+                         "chosen": {"id": chosen.id, "words": chosen.words, "why": chosen_why},
+                         "rejected": {"id": rejected.id, "words": rejected.words, "why": why,
+                                      "fate": rejected.fate}},
+            })
+        tally["chosen." + ("judge" if chosen_why != "collected" else "collected")] += 1
+    tally["pairs"] = len(pairs)
+    return pairs, unpaired, tally
+
+
+def shuffled_labels(pairs: list[dict], seed: int) -> list[dict]:
+    """The control of the preference experiment: chosen and rejected swapped in a seeded half of
+    the pairs, so the labels carry no signal about length or rules."""
+    rng = random.Random(f"shuffled-labels:{seed}")
+    out = []
+    for p in pairs:
+        if rng.random() < 0.5:
+            p = {**p, "chosen": p["rejected"], "rejected": p["chosen"], "meta": {**p["meta"], "swapped": True}}
+        out.append(p)
+    return out

@@ -1,0 +1,124 @@
+"""Preference pairs from a run's own answers (longform/preference.py), on hand-made records:
+which answer is chosen, which is rejected, and why."""
+
+from __future__ import annotations
+
+from longform.preference import build_pairs, index_answers, shuffled_labels
+from training.sources import BadRecord, to_pair
+
+import pytest
+
+INSTRUCTION = "Write a long essay about tea."
+
+
+def text(n: int, tag: str = "a") -> str:
+    return " ".join(f"{tag}{i}" for i in range(n))
+
+
+def answer(id_: str, words: int, status: str = "kept", reason: str | None = None, tag: str | None = None,
+           instruction: str = INSTRUCTION) -> dict:
+    return {"id": id_, "instruction": instruction, "lang": "en", "text": text(words, tag or id_[-2:]),
+            "status": status, "reason": reason}
+
+
+def query(source_id: str, words: int, window: tuple[int, int], tag: str, instruction: str = INSTRUCTION) -> dict:
+    return {"messages": [{"role": "user", "content": f"{instruction} About {words} words."},
+                         {"role": "assistant", "content": text(words, tag)}],
+            "meta": {"source_id": source_id, "lang": "en", "instruction": instruction,
+                     "constraint": {"type": "about", "numbers": [words], "window": list(window)}}}
+
+
+RECORDS = [
+    answer("r1/d0", 40, "dropped_short", "length_biased_sampling", tag="d0"),  # far below
+    answer("r1/d1", 120, tag="d1"),  # below the window, nearer
+    answer("r2/x0", 200, tag="x0"),  # the collected one
+    answer("r2/x1", 210, "rejected", "not_longer", tag="x1"),  # in the window, failed a rule
+    answer("r3/x0", 400, tag="y0"),  # above the window
+    answer("r3/x1", 200, tag="x0"),  # the same text as r2/x0: used once
+    answer("other", 190, tag="o", instruction="Something else entirely."),
+]
+
+
+def test_the_nearest_answer_the_constraint_does_not_admit_is_rejected_first():
+    answers = index_answers(RECORDS)
+    pairs, unpaired, tally = build_pairs([query("r2/x0", 200, (160, 240), "x0")], answers, per_query=4)
+    assert not unpaired
+    got = [(p["meta"]["rejected"]["id"], p["meta"]["rejected"]["why"]) for p in pairs]
+    # a rule-failing answer inside the window (distance 0), then 120 words (40 below), then 400
+    # (160 above), then 40 (120 below): nearest the window first; the duplicate text never appears
+    assert got == [("r2/x1", "failed_rule"), ("r1/d1", "under_window"), ("r1/d0", "under_window"),
+                   ("r3/x0", "over_window")]
+    assert {p["meta"]["chosen"]["id"] for p in pairs} == {"r2/x0"}
+    assert all(p["meta"]["chosen"]["why"] == "collected" for p in pairs)
+    assert pairs[0]["meta"]["rejected"]["fate"] == "rejected: not_longer"
+    assert tally["rejected.under_window"] == 2 and tally["rejected.over_window"] == 1 and tally["pairs"] == 4
+    first = pairs[0]
+    assert first["prompt"] == [{"role": "user", "content": f"{INSTRUCTION} About 200 words."}]
+    assert first["chosen"][0]["content"] == text(200, "x0") and first["rejected"][0]["content"] == text(210, "x1")
+
+
+def test_one_pair_per_query_by_default_and_an_answer_of_another_instruction_is_never_used():
+    pairs, _, _ = build_pairs([query("r2/x0", 200, (160, 240), "x0")], index_answers(RECORDS))
+    assert len(pairs) == 1 and pairs[0]["meta"]["rejected"]["id"] == "r2/x1"
+    assert all("o" not in p["rejected"][0]["content"].split()[0] for p in pairs)
+
+
+def test_a_longer_answer_is_rejected_for_a_short_window():
+    records = [answer("a", 100, tag="s"), answer("b", 300, tag="l")]
+    pairs, _, tally = build_pairs([query("a", 100, (80, 120), "s")], index_answers(records))
+    assert [(p["meta"]["rejected"]["id"], p["meta"]["rejected"]["why"]) for p in pairs] == [("b", "over_window")]
+    assert tally == {"rejected.over_window": 1, "chosen.collected": 1, "pairs": 1}
+
+
+def test_with_judge_scores_the_best_in_window_answer_is_chosen():
+    records = [answer("a", 200, tag="a"), answer("b", 220, tag="b"), answer("c", 50, tag="c")]
+    pairs, _, tally = build_pairs([query("a", 200, (160, 240), "a")], index_answers(records),
+                                  judge={"a": 6.0, "b": 8.5})
+    assert pairs[0]["meta"]["chosen"]["id"] == "b" and pairs[0]["meta"]["chosen"]["why"].startswith("judge 8.5")
+    assert pairs[0]["meta"]["rejected"]["id"] == "c"  # the other in-window answer passed the rules: never rejected
+    assert tally["chosen.judge"] == 1
+
+
+def test_a_query_with_nothing_to_reject_is_counted_with_its_reason():
+    records = [answer("a", 200, tag="a"), answer("b", 210, tag="b")]
+    pairs, unpaired, tally = build_pairs([query("a", 200, (160, 240), "a")], index_answers(records))
+    assert pairs == [] and tally["unpaired"] == 1
+    assert unpaired[0]["query_id"] == "a" and "outside the window" in unpaired[0]["reason"]
+
+
+def test_shuffled_labels_swap_about_half_and_keep_every_text():
+    pairs, _, _ = build_pairs([query(f"q{i}", 200, (160, 240), f"x{i}", instruction=f"Topic {i}.") for i in range(40)],
+                              index_answers([answer(f"q{i}", 100, tag=f"s{i}", instruction=f"Topic {i}.")
+                                             for i in range(40)]))
+    shuffled = shuffled_labels(pairs, seed=0)
+    swapped = sum(bool(p["meta"].get("swapped")) for p in shuffled)
+    assert 10 <= swapped <= 30
+    assert shuffled != pairs and shuffled == shuffled_labels(pairs, seed=0)
+    for before, after in zip(pairs, shuffled):
+        assert {before["chosen"][0]["content"], before["rejected"][0]["content"]} == \
+               {after["chosen"][0]["content"], after["rejected"][0]["content"]}
+
+
+# ---------------------------------------------------------------- reading pairs people already have
+
+def test_preference_records_in_the_shapes_trl_and_llama_factory_write():
+    user, good, bad = {"role": "user", "content": "Q"}, {"role": "assistant", "content": "long"}, \
+        {"role": "assistant", "content": "short"}
+    expected = {"prompt": [user], "chosen": [good], "rejected": [bad]}
+    assert to_pair({"prompt": [user], "chosen": [good], "rejected": [bad]}) == expected
+    assert to_pair({"prompt": "Q", "chosen": "long", "rejected": "short"}) == expected
+    assert to_pair({"chosen": [user, good], "rejected": [user, bad]}) == expected  # implicit prompt
+    assert to_pair({"instruction": "Q", "input": "", "chosen": "long", "rejected": "short"}) == expected
+
+
+@pytest.mark.parametrize("record, reason", [
+    ({"prompt": "Q", "chosen": "a"}, "needs `chosen` and `rejected`"),
+    ({"prompt": "Q", "chosen": "same", "rejected": "same"}, "the same text"),
+    ({"prompt": "Q", "chosen": "", "rejected": "b"}, "`chosen` must be one assistant answer"),
+    ({"prompt": [{"role": "assistant", "content": "x"}], "chosen": "a", "rejected": "b"}, "end in a user turn"),
+    ({"prompt": "Q", "chosen": [{"role": "robot", "content": "a"}], "rejected": "b"}, "unknown role"),
+    ("not an object", "must be an object"),
+])
+def test_a_bad_preference_record_says_why(record, reason):
+    with pytest.raises(BadRecord, match=reason):
+        to_pair(record)
