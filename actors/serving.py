@@ -13,10 +13,21 @@ deploys it; nothing here wraps vLLM by hand. Two ways to hold the roles (`servin
 
 `release()` takes the app down while training runs so that its GPUs are free; the next
 `deploy()` brings it back.
+
+Secrets stay out of what Ray's dashboard shows. A deployment's `runtime_env` is returned in
+plain text by the Serve REST API, so the engines get no S3 credentials through it: the replica
+processes read the standard AWS variables from the environment they inherit from their node
+(pods: from the Secret self-lengthen-s3; an embedded Ray: from the driver, which puts the
+settings' keys there before starting it, see cluster/ray_cluster.py). An app exposed beyond
+loopback requires an API key (`openai_app(..., api_key_env=NAME)`): the ingress replica reads
+the key from its environment and answers 401 to any request without `Authorization: Bearer
+<key>`; only the variable's name travels in the app's options.
 """
 
 from __future__ import annotations
 
+import hmac
+import json
 import logging
 import os
 import time
@@ -25,6 +36,7 @@ from dataclasses import dataclass, field
 import ray
 from ray import serve
 from ray.serve.llm import LLMConfig, build_openai_app
+from ray.serve.llm.ingress import OpenAiIngress
 
 from cluster.settings import RoleServing, Settings
 from cluster.storage import Storage
@@ -34,8 +46,8 @@ log = logging.getLogger(__name__)
 APP_NAME = "self-lengthen"
 BASE_ID = "base"  # the served base model's id in lora mode; adapters are "base:<name>"
 ADAPTERS_DIR = "adapters"  # under the run folder: one subfolder per published adapter
-AWS_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID",
-           "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_REGION")
+# the standard AWS variables that say where S3 is, not who may use it: the only ones passed on
+AWS_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_REGION")
 
 
 class DeployError(RuntimeError):
@@ -51,21 +63,86 @@ def model_source(uri: str) -> str | dict:
 
 
 def engine_env(settings: Settings) -> dict[str, str]:
-    """Environment of the engine processes: vLLM-CPU knobs, and S3 access for model and
-    adapter downloads (Ray redacts env values in its logs)."""
+    """Environment of the engine processes, set in their `runtime_env`, which the dashboard
+    shows to anyone: vLLM-CPU knobs and where S3 is (endpoint, region). No credential: the
+    replicas inherit those from their node's environment (see the module's docstring)."""
     env = {"VLLM_CPU_KVCACHE_SPACE": "1"} if not settings.training.use_gpu else {}
     env["VLLM_LOGGING_LEVEL"] = settings.serving.log_level
     env.update(settings.serving.engine_env)
     storage = settings.storage
     if storage.endpoint_url:
         env["AWS_ENDPOINT_URL"] = env["AWS_ENDPOINT_URL_S3"] = storage.endpoint_url
-    if storage.access_key_id and storage.secret_access_key:
-        env["AWS_ACCESS_KEY_ID"] = storage.access_key_id.get_secret_value()
-        env["AWS_SECRET_ACCESS_KEY"] = storage.secret_access_key.get_secret_value()
+    if storage.region:
+        env["AWS_DEFAULT_REGION"] = storage.region
     for name in AWS_ENV:  # the driver's standard variables, where the settings leave them out
         if name in os.environ:
             env.setdefault(name, os.environ[name])
     return env
+
+
+# -- the API key in front of the OpenAI app -----------------------------------------------
+class BearerKeyCheck:
+    """ASGI middleware: an HTTP request without `Authorization: Bearer <key>` gets 401 in the
+    OpenAI error format (a websocket is closed); only lifespan events pass unchecked."""
+
+    def __init__(self, app, key: str):
+        self.app, self.key = app, key.encode()
+
+    def allowed(self, scope) -> bool:
+        for name, value in scope.get("headers", []):
+            if name == b"authorization":
+                scheme, _, token = value.partition(b" ")
+                return scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self.key)
+        return False
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "lifespan" or self.allowed(scope):
+            return await self.app(scope, receive, send)
+        if scope["type"] == "websocket":
+            return await send({"type": "websocket.close", "code": 1008})
+        body = json.dumps({"error": {"message": "missing or wrong API key (Authorization: Bearer <key>)",
+                                     "type": "invalid_request_error", "code": 401}}).encode()
+        await send({"type": "http.response.start", "status": 401,
+                    "headers": [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer"),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class KeyedIngress(OpenAiIngress):
+    """Serve LLM's OpenAI ingress behind `BearerKeyCheck`. The key is read here, in the
+    replica, from the environment variable `api_key_env`; a replica without it fails to start
+    rather than serve without a key."""
+
+    def __init__(self, llm_deployments, model_cards, *, api_key_env: str, **kwargs):
+        key = os.environ.get(api_key_env, "")
+        if not key.strip():
+            raise RuntimeError(f"the API key variable {api_key_env} is not set in the ingress replica's environment")
+        self._api_key = key.strip()
+        super().__init__(llm_deployments, model_cards, **kwargs)
+
+    def _set_asgi_app(self, app) -> None:
+        # Serve's ingress wrapper hands the FastAPI app over through this method once the
+        # constructor has run; the check wraps the whole app, every route included
+        super()._set_asgi_app(BearerKeyCheck(app, self._api_key))
+
+    async def check_health(self):
+        # fail closed: should a Ray upgrade stop calling the hook above, the replica is unhealthy
+        if not isinstance(getattr(self, "_asgi_app", None), BearerKeyCheck):
+            raise RuntimeError("the API key check is not installed in front of the OpenAI app")
+        await super().check_health()
+
+
+def openai_app(configs: list[LLMConfig], settings: Settings, api_key_env: str | None = None):
+    """The OpenAI-compatible app of `configs`; with `api_key_env`, every request needs that key."""
+    quiet_ray_llm()
+    args = {"llm_configs": configs,
+            # the router does no compute: let it share a node with anything
+            "ingress_deployment_config": {"ray_actor_options": {"num_cpus": 0},
+                                          "logging_config": serve_logging(settings)}}
+    if api_key_env:
+        args["ingress_cls_config"] = {"ingress_cls": KeyedIngress,
+                                      "ingress_extra_kwargs": {"api_key_env": api_key_env}}
+    return build_openai_app(args)
 
 
 def serve_logging(settings: Settings) -> dict:
@@ -168,13 +245,7 @@ class Serving:
         return [llm_config(BASE_ID, s.model.base, s.serving.generator, s, lora, adapters)]
 
     def build(self, sources: dict[str, str]):
-        quiet_ray_llm()
-        return build_openai_app({
-            "llm_configs": self.configs(sources),
-            # the router does no compute: let it share a node with anything
-            "ingress_deployment_config": {"ray_actor_options": {"num_cpus": 0},
-                                          "logging_config": serve_logging(self.settings)},
-        })
+        return openai_app(self.configs(sources), self.settings)
 
     # -- deploying ----------------------------------------------------------------------
     def deploy(self, sources: dict[str, str]) -> float:

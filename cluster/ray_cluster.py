@@ -28,6 +28,17 @@ def worker_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+def export_credentials(settings: Settings) -> None:
+    """Before an embedded Ray starts: the S3 keys of the settings into this process's
+    environment, which the local Ray and every worker it starts inherit. Serve LLM's engines
+    read them there; a `runtime_env` would show them to every client of the dashboard. On a
+    cluster the nodes have them from their own environment (on Kubernetes, the Secret)."""
+    storage = settings.storage
+    if storage.access_key_id and storage.secret_access_key:
+        os.environ["AWS_ACCESS_KEY_ID"] = storage.access_key_id.get_secret_value()
+        os.environ["AWS_SECRET_ACCESS_KEY"] = storage.secret_access_key.get_secret_value()
+
+
 def embedded(settings: Settings) -> bool:
     return not (settings.ray.address or os.environ.get("RAY_ADDRESS"))
 
@@ -42,5 +53,6 @@ def connect(settings: Settings) -> str:
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
         return f"Ray: joined the cluster at {address}"
     # address="local": always a new instance, never a cluster some other process started
+    export_credentials(settings)
     ray.init(address="local", num_cpus=settings.ray.num_cpus, runtime_env=runtime_env)
     return f"Ray: embedded local cluster with {settings.ray.num_cpus} logical CPUs"

@@ -1,23 +1,29 @@
 """Serve the trained Generator as an OpenAI-compatible API (chat/completions, completions):
 
     python -m jobs.serve --config configs/tiny.yaml [--final | --round K|latest] [--host 127.0.0.1] [--port 8000]
+                         [--api-key-env NAME]
 
 `--final` serves the final model (the base model fine-tuned on the collected length-constrained
 data, <run>/final/model/). Without either it serves the last round that exported a Generator;
 --round 0 serves the base model. It binds to loopback unless told otherwise. A RayService runs the same app through
-`import_path: jobs.serve:app_builder` with `args: {config: ..., round: ..., set: [...]}`.
+`import_path: jobs.serve:app_builder` with `args: {config: ..., round: ..., set: [...], api_key_env: NAME}`.
+
+With `--api-key-env NAME` (`api_key_env` in a RayService) every request needs the header
+`Authorization: Bearer <the value of NAME>` and gets 401 without it. The key is read from the
+environment of the Serve replicas (an embedded Ray inherits this process's; on Kubernetes the
+pods get it from a Secret), never from an argument, so it is in no option the dashboard shows.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
 from ray import serve
-from ray.serve.llm import build_openai_app
 
-from actors.serving import ADAPTERS_DIR, BASE_ID, llm_config, publish_adapter, quiet_ray_llm
+from actors.serving import ADAPTERS_DIR, BASE_ID, DeployError, llm_config, openai_app, publish_adapter, wait_until_running
 from cluster.cli import add_settings_args, settings_from_args
 from cluster.layout import FINAL, RunLayout
 from cluster.capacity import connect_checked
@@ -27,6 +33,7 @@ from jobs import bad_input
 from training.export import EXPORT_MARKER
 
 SERVED_NAME = "generator"
+APP = "generator"
 
 
 def round_arg(text: str) -> int | str | None:
@@ -58,8 +65,9 @@ def generator_weights(settings: Settings, layout: RunLayout, round: int | str | 
     return 0, settings.model.base
 
 
-def build_app(settings: Settings, round: int | str | None = None):
-    """The Serve application and the model name clients must ask for."""
+def build_app(settings: Settings, round: int | str | None = None, api_key_env: str | None = None):
+    """The Serve application and the model name clients must ask for; with `api_key_env`,
+    requests need the key held by that environment variable of the replicas."""
     layout = RunLayout.create(Storage.open(settings.storage.root, settings.storage), settings.run.name)
     k, weights = generator_weights(settings, layout, round)
     role = settings.serving.generator
@@ -73,17 +81,14 @@ def build_app(settings: Settings, round: int | str | None = None):
     else:
         config = llm_config(SERVED_NAME, weights, role, settings)
         model = SERVED_NAME
-    quiet_ray_llm()
-    app = build_openai_app({"llm_configs": [config],
-                            "ingress_deployment_config": {"ray_actor_options": {"num_cpus": 0}}})
-    return app, model, k
+    return openai_app([config], settings, api_key_env), model, k
 
 
 def app_builder(args: dict):
     """Entry point for a RayService's serveConfigV2 (`import_path: jobs.serve:app_builder`)."""
     settings = load_settings(args["config"], list(args.get("set", [])))
     round = args.get("round")
-    app, _, _ = build_app(settings, None if round is None else round_arg(str(round)))
+    app, _, _ = build_app(settings, None if round is None else round_arg(str(round)), args.get("api_key_env"))
     return app
 
 
@@ -97,20 +102,30 @@ def main(argv: list[str] | None = None) -> int:
                        help="serve the final model (the loop's final stage)")
     parser.add_argument("--host", help="bind address (default: serving.host, loopback)")
     parser.add_argument("--port", type=int, help="port (default: serving.port)")
+    parser.add_argument("--api-key-env", metavar="NAME",
+                        help="require `Authorization: Bearer <key>`, the key being the value of this "
+                             "environment variable (default: no key)")
     args = parser.parse_args(argv)
     settings = settings_from_args(args)
     host, port = args.host or settings.serving.host, args.port or settings.serving.port
+    if args.api_key_env and not os.environ.get(args.api_key_env, "").strip():
+        print(f"error: --api-key-env {args.api_key_env}: that environment variable is not set", file=sys.stderr)
+        return 2
     connect_checked(settings, "serve", lambda line: print(line, flush=True))
-    app, model, k = build_app(settings, args.round)
+    app, model, k = build_app(settings, args.round, args.api_key_env)
+    start = time.time()
     serve.start(http_options={"host": host, "port": port})
-    serve.run(app, name="generator", route_prefix="/", blocking=False)
-    while serve.status().applications["generator"].status != "RUNNING":
-        if serve.status().applications["generator"].status == "DEPLOY_FAILED":
-            print(serve.status().applications["generator"].message, file=sys.stderr)
-            return 1
-        time.sleep(1)
+    serve.run(app, name=APP, route_prefix="/", blocking=False)
+    try:
+        wait_until_running(APP, start, settings.serving.deploy_timeout_s)
+    except DeployError as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        serve.shutdown()
+        return 1
     what = "the final model" if k == FINAL else f"round {k}" if k else "the base model"
-    print(f"serving the Generator ({what}) as model {model!r} at http://{host}:{port}/v1 (Ctrl-C stops)", flush=True)
+    key = f", key from ${args.api_key_env}" if args.api_key_env else ""
+    print(f"serving the Generator ({what}) as model {model!r} at http://{host}:{port}/v1{key} (Ctrl-C stops)",
+          flush=True)
     try:
         while True:
             time.sleep(3600)

