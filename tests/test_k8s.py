@@ -32,7 +32,8 @@ from tests.k8s_helpers import (
 
 needs_crds = pytest.mark.skipif(not CRD_DIR.is_dir(), reason=f"KubeRay CRD schemas not found at {CRD_DIR}")
 RAY_KINDS = set(CRD_FILES)
-S3_SECRET, AUTH_SECRET = "self-lengthen-s3", "self-lengthen-ray-auth"
+S3_SECRET, AUTH_SECRET, API_KEY_SECRET = "self-lengthen-s3", "self-lengthen-ray-auth", "self-lengthen-api-key"
+API_KEY_ENV = "SELF_LENGTHEN_API_KEY"
 MANIFEST_SOURCE = "the largest cluster the manifests describe"
 
 
@@ -91,7 +92,7 @@ def test_every_manifest_file_validates(path):
 
 @pytest.mark.parametrize("name", KUSTOMIZATIONS)
 def test_every_rendered_object_validates(rendered, name):
-    assert {o["kind"] for o in rendered[name]} == RAY_KINDS
+    assert {o["kind"] for o in rendered[name]} == RAY_KINDS | {"NetworkPolicy"}
     errors = [e for o in rendered[name] for e in object_errors(o)]
     assert not errors, "\n".join(errors)
 
@@ -153,11 +154,22 @@ def test_the_renderer_refuses_what_it_cannot_do_exactly(tmp_path, patch, error):
 
 
 # -- what the manifests promise -------------------------------------------------------------
+def without_api_key(spec: dict) -> dict:
+    """A cluster spec without the RayService's API-key variable (the loop's clusters have none)."""
+    spec = copy.deepcopy(spec)
+    for group in [spec["headGroupSpec"], *spec.get("workerGroupSpecs", [])]:
+        for c in group["template"]["spec"]["containers"]:
+            c["env"] = [e for e in c.get("env", []) if e["name"] != API_KEY_ENV]
+            if not c["env"]:
+                del c["env"]
+    return spec
+
+
 @pytest.mark.parametrize("name", KUSTOMIZATIONS)
 def test_the_rayjob_builds_the_same_cluster_as_the_raycluster(rendered, name):
     [cluster], [job], [service] = (by_kind(rendered[name], k) for k in ("RayCluster", "RayJob", "RayService"))
     assert job["spec"]["rayClusterSpec"] == cluster["spec"]
-    serving = service["spec"]["rayClusterConfig"]
+    serving = without_api_key(service["spec"]["rayClusterConfig"])
     assert serving["headGroupSpec"] == cluster["spec"]["headGroupSpec"]
     # the serving cluster differs only in how many workers it keeps; gpu-8x keeps base's 1-GPU pods
     # for serving, as one replica needs one GPU
@@ -230,7 +242,7 @@ def embedded_env_names(obj: dict) -> list[str]:
 
 
 def test_credentials_come_only_from_secrets(rendered):
-    secret_name = re.compile(r"(?:^|_)(?:SECRET|TOKEN|PASSWORD|ACCESS_KEY)(?:_|$)|^AWS_")
+    secret_name = re.compile(r"(?:^|_)(?:SECRET|TOKEN|PASSWORD|ACCESS_KEY|API_KEY)(?:_|$)|^AWS_")
     for variant, objs in rendered.items():
         assert not by_kind(objs, "Secret"), f"{variant}: a Secret is part of the kustomization"
         for obj in [o for o in objs if o["kind"] in RAY_KINDS]:
@@ -315,6 +327,55 @@ def test_the_rayservice_serves_the_generator_through_jobs_serve(rendered, name):
     assert args["round"] == "latest" or isinstance(args["round"], int)
     settings = load_settings(REPO / args["config"], args.get("set", []))
     assert settings.storage.is_s3
+
+
+@pytest.mark.parametrize("name", KUSTOMIZATIONS)
+def test_the_rayservice_requires_an_api_key_from_a_secret(rendered, name):
+    """The app checks `Authorization: Bearer` against the variable api_key_env names (tested for
+    real in tests/test_serve_app.py): every pod of the RayService has it, from the Secret."""
+    [service] = by_kind(rendered[name], "RayService")
+    config = yaml.safe_load(service["spec"]["serveConfigV2"])
+    [app] = config["applications"]
+    assert app["args"]["api_key_env"] == API_KEY_ENV
+    from_secret = {"name": API_KEY_ENV, "valueFrom": {"secretKeyRef": {"name": API_KEY_SECRET, "key": "api_key"}}}
+    for where, template in pod_templates(service):
+        for c in template["spec"]["containers"]:
+            assert from_secret in c.get("env", []), f"{name} {where} {c['name']}: no {API_KEY_ENV} from {API_KEY_SECRET}"
+    example = {d["metadata"]["name"]: d for d in load_docs(K8S / "secrets.example.yaml")}
+    assert "api_key" in example[API_KEY_SECRET]["stringData"]
+
+
+@pytest.mark.parametrize("name", KUSTOMIZATIONS)
+def test_a_network_policy_limits_who_reaches_the_pods(rendered, name):
+    [policy] = by_kind(rendered[name], "NetworkPolicy")
+    spec = policy["spec"]
+    pod_labels = [t["metadata"]["labels"] for _, o in all_ray_objects({name: rendered[name]}) for _, t in pod_templates(o)]
+    assert all(spec["podSelector"]["matchLabels"].items() <= labels.items() for labels in pod_labels)
+    assert spec["policyTypes"] == ["Ingress"]
+    ports = {p["port"] for rule in spec["ingress"] for p in rule.get("ports", [])}
+    assert 8000 in ports, "the OpenAI endpoint is not limited to labelled clients"
+    for rule in spec["ingress"]:
+        if not rule.get("ports"):  # all ports: only from the clusters' own pods
+            assert rule["from"] == [{"podSelector": spec["podSelector"]}], rule
+        assert rule.get("from"), "a rule without `from` admits everyone"
+    service = by_kind(rendered[name], "RayService")[0]
+    assert yaml.safe_load(service["spec"]["serveConfigV2"])["http_options"]["port"] == 8000
+
+
+def test_only_head_pods_mount_a_service_account_token(rendered):
+    """The head's autoscaler sidecar and the capacity check read the Kubernetes API; no other
+    pod does. The autoscaler and the submitter run with a read-only root filesystem."""
+    for variant, obj in all_ray_objects(rendered):
+        spec = cluster_spec(obj)
+        assert spec["enableInTreeAutoscaling"] is True
+        assert spec["autoscalerOptions"]["securityContext"]["readOnlyRootFilesystem"] is True
+        for where, template in pod_templates(obj):
+            wanted = where.endswith(" head")
+            assert template["spec"].get("automountServiceAccountToken") is wanted, f"{variant} {where}"
+            if where.endswith("submitter"):
+                [c] = template["spec"]["containers"]
+                assert c["securityContext"]["readOnlyRootFilesystem"] is True
+                assert "/tmp" in {m["mountPath"] for m in c["volumeMounts"]}
 
 
 # -- capacity: configs against the clusters the manifests describe --------------------------
