@@ -7,7 +7,7 @@ whose chosen/rejected labels are shuffled, over several training seeds.
 files as the loop builds them (jobs/preference_stage.py); each DPO run is `jobs.train --method dpo`
 (Ray Train, DeepSpeed ZeRO-3, 2 workers) from the run's final SFT weights, under
 <run>/bench-preference/. Every model answers the run's length-constrained probe set greedily
-(transformers, 2,048 new tokens at most; the loop's probe decoding is greedy too), scored as
+(transformers, 1,536 new tokens at most; the loop's probe decoding is greedy too), scored as
 the final stage scores it. Prints one JSON line per model, then the means and the smallest
 margin over the seeds.
 """
@@ -40,7 +40,7 @@ KEYS = ("length_score", "in_window", "mean_words", "unique_sentence_ratio", "ask
 def score(model_dir: str, rows: list[dict]) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, use_safetensors=True)
-    replies = greedy_replies(model, tokenizer, [r["query"] for r in rows], max_new_tokens=2048)
+    replies = greedy_replies(model, tokenizer, [r["query"] for r in rows], max_new_tokens=1536, batch_size=32)
     summary = summarize(rows, {r["id"]: text for r, text in zip(rows, replies)})
     return {k: summary.get(k) for k in KEYS}
 

@@ -278,12 +278,38 @@ def final_section(final: dict, images: dict[str, str]) -> list[str]:
            f"Weights: `{final['model']}`.", "",
            f"Following a requested length ({probe['words'][0]}-{probe['words'][1]} words asked, "
            "LonGen's length score: 1 inside the window):", "",
-           *md_table(["model", "length score", "inside the window", "mean words", "rank corr. asked ~ written"],
+           *md_table(["model", "length score", "inside the window", "mean words", "unique-sentence ratio",
+                      "rank corr. asked ~ written"],
                      [[label, fmt(p.get("length_score")), fmt(p.get("in_window")), fmt(p.get("mean_words")),
-                       fmt(p.get("asked_vs_written"))] for label, p in (("base", probe["base"]), ("final", probe["final"]))])]
+                       fmt(p.get("unique_sentence_ratio")), fmt(p.get("asked_vs_written"))]
+                      for label, p in probe_models(final)])]
     if "final-lengths" in images:
         out += ["", f"![asked vs written]({images['final-lengths']})"]
+    if final.get("preference"):
+        out += ["", *preference_section(final["preference"])]
     return out + [""]
+
+
+def probe_models(final: dict) -> list[tuple[str, dict]]:
+    """(label, length-probe summary) of every model the final stage scored."""
+    probe = final["length_probe"]
+    models = [("base", probe["base"]), ("final", probe["final"])]
+    if final.get("preference"):
+        models.append(("final + DPO", final["preference"]["length_probe"]))
+    return models
+
+
+def preference_section(preference: dict) -> list[str]:
+    p, d = preference["pairs"], preference["training"]
+    reward = (d["metrics"].get("reward_history") or [{}])[-1]
+    return ["### The preference stage (DPO)", "",
+            f"Pairs: {p['pairs']} from {p['queries']} constrained queries; {p['unpaired']} queries had no answer "
+            f"to reject (`{p['files']['pairs']}`, `{p['files']['unpaired']}`).", "",
+            *md_table(["rejected because", "pairs"], [[k.split(".", 1)[1], v] for k, v in sorted(p["tally"].items())
+                                                       if k.startswith("rejected.")]),
+            "", f"DPO from the final model: {d['metrics'].get('steps')} steps, mean loss "
+            f"{fmt(d['metrics'].get('train_loss'))}; last step's reward margin {fmt(reward.get('rewards/margins'))}, "
+            f"accuracy {fmt(reward.get('rewards/accuracies'))}. Weights: `{preference['model']}`.", ""]
 
 
 def write_report(layout: RunLayout, summary: dict) -> str:
@@ -304,7 +330,8 @@ def write_report(layout: RunLayout, summary: dict) -> str:
         layout.store.write_bytes(f"report/benchmark-{benchmark}.png", required_vs_produced_figure(benchmark, series))
         images[f"benchmark-{benchmark}"] = f"report/benchmark-{benchmark}.png"
     if summary.get("final"):
-        series = {label: length_probe_points(layout.store, label) for label in ("base", "final")}
+        labels = ("base", "final", "dpo") if summary["final"].get("preference") else ("base", "final")
+        series = {label: length_probe_points(layout.store, label) for label in labels}
         layout.store.write_bytes("report/final-lengths.png", required_vs_produced_figure("longen", series))
         images["final-lengths"] = "report/final-lengths.png"
     layout.store.write_text("report.md", render(summary, images))

@@ -54,9 +54,23 @@ def print_final(final: dict, out: TextIO) -> None:
     loss = f"{history[0]['loss']:.3f} -> {history[-1]['loss']:.3f}" if history else t["metrics"].get("train_loss")
     out.write(f"final SFT of the base model: {t['examples']} examples (+{t.get('mixed', 0)} mixed), "
               f"{t['metrics'].get('steps')} steps, loss {loss}\n")
+    preference = final.get("preference")
+    if preference:
+        p, d = preference["pairs"], preference["training"]
+        rejected = ", ".join(f"{k.split('.', 1)[1]} {v}" for k, v in sorted(p["tally"].items()) if k.startswith("rejected."))
+        history = d.get("loss_history") or []
+        loss = f"{history[0]['loss']:.3f} -> {history[-1]['loss']:.3f}" if history else d["metrics"].get("train_loss")
+        out.write(f"preference pairs: {p['pairs']} from {p['queries']} constrained queries (rejected: {rejected}; "
+                  f"{p['unpaired']} without a pair); DPO {d['metrics'].get('steps')} steps, loss {loss}\n")
     probe = final["length_probe"]
-    rows = [[label, p.get("length_score"), p.get("in_window"), p.get("mean_words"), p.get("asked_vs_written")]
-            for label, p in (("base", probe["base"]), ("final", probe["final"]))]
+    models = [("base", probe["base"]), ("final", probe["final"])]
+    if preference:
+        models.append(("final + DPO", preference["length_probe"]))
+    rows = [[label, p.get("length_score"), p.get("in_window"), p.get("mean_words"), p.get("unique_sentence_ratio"),
+             p.get("asked_vs_written")] for label, p in models]
     out.write(f"\nfollowing a requested length ({probe['words'][0]}-{probe['words'][1]} words asked):\n")
-    table(["model", "length score", "inside window", "mean words", "asked~written (rank corr.)"], rows, out)
+    table(["model", "length score", "inside window", "mean words", "unique sent.", "asked~written (rank corr.)"],
+          rows, out)
     out.write(f"\nfinal model: {final['model']}\n")
+    if preference:
+        out.write(f"final + DPO: {preference['model']}\n")

@@ -6,9 +6,11 @@ the last checkpoint, is tested inside the full loop: tests/test_job_submit.py.)"
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import psutil
@@ -228,3 +230,89 @@ def test_jobs_train_fine_tunes_on_files_people_already_have(repo, tiny_model, tm
     reference_check(summary["model"], marker, tiny_model, False, tmp_path)
     assert train_job.main(args) == 0
     assert "already trained" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- DPO (the preference stage)
+
+def dpo_pairs(repo, n=24) -> list[dict]:
+    """Pairs the tiny model can learn a preference from: a three-paragraph answer over a
+    one-line one, for the seeds' instructions."""
+    long_answer = {e["id"]: e["messages"][1]["content"] for e in sft_examples(repo, n)}
+    return [{"id": f"p{i}", "prompt": [e["messages"][0]],
+             "chosen": [{"role": "assistant", "content": long_answer[e["id"]]}],
+             "rejected": [{"role": "assistant", "content": long_answer[e["id"]].split("\n\n")[0]}]}
+            for i, e in enumerate(sft_examples(repo, n))]
+
+
+@torch.no_grad()
+def answer_logps(model, tokenizer, pairs: list[dict], side: str) -> torch.Tensor:
+    """Summed log-probability of each pair's `side` answer given its prompt."""
+    out = []
+    for p in pairs:
+        ids, labels = tokenize_chat(tokenizer, {"messages": p["prompt"] + p[side]})
+        ids, labels = torch.tensor([ids]), torch.tensor(labels[1:])
+        logps = torch.log_softmax(model.eval()(input_ids=ids).logits[0, :-1].float(), -1)
+        keep = labels != -100
+        out.append(logps[keep].gather(-1, labels[keep][:, None]).sum())
+    return torch.stack(out)
+
+
+def kill_one_worker_after_checkpoints(layout: RunLayout, folder: str, count: int = 2) -> threading.Thread:
+    """In the background: once `count` checkpoints are on storage, SIGKILL one training worker."""
+    def watch():
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            if sum(n.startswith("checkpoint_") for n in layout.store.list(folder)) >= count:
+                import ray
+                from ray.util.state import list_actors
+
+                # this cluster's workers, named by its address: not another cluster's on this machine
+                alive = list_actors(address=ray.get_runtime_context().gcs_address,
+                                    filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
+                if alive:
+                    os.kill(alive[-1].pid, signal.SIGKILL)
+                return
+            time.sleep(0.5)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_dpo_on_two_zero3_workers_resumes_after_a_killed_worker(method, repo, tiny_model, tmp_path, two_nodes,
+                                                                request):
+    """DPO through TRL's DPOTrainer in the Ray Train worker: one worker is killed once two
+    checkpoints are on storage, Ray Train restarts the group from the last one, the export
+    reproduces the trained model, and the export prefers the chosen answers more than the
+    reference does (the implicit DPO reward margin on its pairs is positive)."""
+    from training.trainer import Target, train
+
+    if method == "lora":
+        root, extra = f"s3://{request.getfixturevalue('s3_bucket')}/runs", ["serving.mode=lora"]
+    else:
+        root, extra = str(tmp_path), []
+    settings, layout, _ = setup_run(repo, tiny_model, root, f"dpo-{method}", f"training.method={method}",
+                                    "training.num_workers=2", "training.grad_accum=1", "training.epochs=2",
+                                    "training.checkpoint_every_steps=4", "dpo.lr=1e-3" if method == "lora" else
+                                    "dpo.lr=1e-4", *extra)
+    pairs = dpo_pairs(repo)
+    layout.store.write_jsonl("dpo/pairs.jsonl", pairs)
+    target = Target("dpo", "train-dpo", "dpo/model", f"dpo {method}")
+    killer = kill_one_worker_after_checkpoints(layout, "dpo/train-dpo")
+    result = train(settings, layout, target, str(tiny_model), [layout.store.uri("dpo/pairs.jsonl")], method="dpo")
+    killer.join(timeout=5)
+    assert result.metrics["method"] == "dpo" and result.metrics["pairs"] == len(pairs)
+    assert result.metrics["resumed_from_step"] >= 4, "the restarted workers did not resume from a checkpoint"
+    assert result.metrics["steps"] == 24
+    marker = layout.store.read_json(f"dpo/model/{EXPORT_MARKER}")
+    assert marker["export_check"]["max_abs_logit_diff"] < 1e-3
+    reference_check(result.export_uri, marker, tiny_model, method == "lora", tmp_path)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    policy = reload(export_folder(result.export_uri, tmp_path), str(tiny_model), method == "lora")
+    reference = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    margin = ((answer_logps(policy, tokenizer, pairs, "chosen") - answer_logps(reference, tokenizer, pairs, "chosen"))
+              - (answer_logps(policy, tokenizer, pairs, "rejected")
+                 - answer_logps(reference, tokenizer, pairs, "rejected")))
+    print(f"dpo {method}: implicit reward margin {margin.mean():.3f}, positive on {(margin > 0).float().mean():.2f}")
+    assert margin.mean() > 0.5 and (margin > 0).float().mean() >= 0.75, margin

@@ -194,7 +194,7 @@ def train_func(cfg: dict) -> None:
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()
     torch.manual_seed(settings.run.seed)
-    local = tempfile.mkdtemp(prefix=f"train-{cfg['label']}-")
+    local = tempfile.mkdtemp(prefix=f"train-{cfg['label'].replace('/', '-').replace(' ', '-')}-")
     model, tokenizer, base_dir = load_model(cfg, settings, local)
     examples = read_examples(settings, cfg["data_files"])
     if cfg.get("method", "sft") == "dpo":
