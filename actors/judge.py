@@ -5,10 +5,13 @@ environment variable named in `serving.judge.api_key_env` and is never logged or
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from actors.client import LLMClient, RoleModel
-from actors.serving import Serving
 from cluster.settings import Settings
+
+if TYPE_CHECKING:  # vLLM loads with it: only when something is served
+    from actors.serving import Serving
 
 
 def judge_model(settings: Settings, serving: Serving | None = None) -> RoleModel:

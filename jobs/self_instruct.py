@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from actors.client import LLMClient
 from actors.judge import judge_model
-from actors.serving import Serving
 from cluster.layout import RunLayout
 from cluster.settings import Settings
 from longform.prompts import load_prompts
 from longform.sampling import seeded_rng
 from longform.self_instruct import grow_pool
+
+if TYPE_CHECKING:  # vLLM loads with it: only when something is served
+    from actors.serving import Serving
 
 FOLDER = "self-instruct"
 

@@ -24,19 +24,14 @@ import sys
 import time
 
 from actors.client import LLMClient
-from actors.serving import Serving
 from cluster.cli import add_settings_args, settings_from_args
 from cluster.layout import FINAL, RunLayout
-from cluster.capacity import connect_checked
 from cluster.settings import Settings
 from cluster.storage import Storage, filesystem_for
-from jobs import bad_input, evaluate, probe, self_instruct, synthesize
-from jobs.final_stage import FinalStage, answer_length_probe
+from jobs import bad_input, probe, self_instruct
 from jobs.preflight import check_loop_inputs, instruction_file
-from jobs.report import write_report
 from jobs.summary import print_summary
 from longform.instructions import InstructionFile
-from training.trainer import train_role
 
 
 def log(message: str) -> None:
@@ -53,6 +48,8 @@ class LoopRun:
 
     def __init__(self, settings: Settings):
         self.settings = settings
+        from actors.serving import Serving  # vLLM and Ray Serve load here, not at --help
+
         self.layout = RunLayout.create(Storage.open(settings.storage.root, settings.storage), settings.run.name)
         self.serving = Serving(settings, run_store=self.layout.store)
         self.self_instruct_tally: dict[int, dict] = {}
@@ -98,6 +95,8 @@ class LoopRun:
 
     def length_probe(self, label: str) -> dict:
         """The served Generator on the length-constrained probe set (the final stage's measure)."""
+        from jobs.final_stage import answer_length_probe
+
         summary = answer_length_probe(self.settings, self.serving, self.probes, self.layout.store, label)
         log(f"length probe {label}: LonGen length score {summary['length_score']}, inside the window "
             f"{summary['in_window']}, mean words {summary['mean_words']}")
@@ -124,6 +123,8 @@ class LoopRun:
         return self.seeds + self_instruct.earlier_instructions(self.layout, k + 1)
 
     def synthesize(self, k: int, sources: dict[str, str]) -> dict:
+        from jobs import synthesize  # Ray Data loads here, not at --help
+
         instructions = synthesize.select_instructions(self.settings, self.instruction_pool(k), k)
         shards = synthesize.write_instruction_shards(self.layout, k, instructions, self.settings.synthesis.shard_size)
         plan = synthesize.RoundPlan(
@@ -137,12 +138,16 @@ class LoopRun:
         return result
 
     def train(self, k: int, role: str, sources: dict[str, str], shards: list[str]) -> dict:
+        from jobs import synthesize
+
         files = synthesize.sft_files(self.layout, k, shards, role)
         t, base = self.settings.training, self.settings.model.base
         previous = sources[role] if t.continue_from_previous and sources[role] != base else None
         # full: start from last round's weights; lora: last round's adapter on the original base
         init_model, init_adapter = (base, previous) if t.method == "lora" else (previous or base, None)
         log(f"round {k}: training {role} from {init_adapter or init_model} on {len(files)} shard files")
+        from training.trainer import train_role
+
         result = train_role(self.settings, self.layout, k, role, init_model, files, init_adapter)
         log(f"round {k}: {role} trained, loss {result.metrics.get('train_loss')}, exported to {result.export_uri}")
         return {"export_uri": result.export_uri, "metrics": result.metrics, "loss_history": result.loss_history}
@@ -184,6 +189,8 @@ class LoopRun:
         ev, final = self.settings.evaluation, self.settings.final.enabled
         if not ev.benchmarks or not (ev.after_each_round or (final and k in (0, FINAL))):
             return None
+        from jobs import evaluate
+
         done = self.stage(k, "evaluation", lambda: {
             "benchmarks": evaluate.after_round(self.settings, self.layout.store, self.serving, k, log=log)})
         return done["benchmarks"]
@@ -230,6 +237,8 @@ class LoopRun:
             sources = self.run_round(k, sources, before_k)
             before = self.summary["rounds"][-1]["probe_after"]
         if self.settings.final.enabled:
+            from jobs.final_stage import FinalStage
+
             self.summary["final"] = FinalStage(self).run(sources)
         self.summary["seconds"] = round(time.time() - self.started, 1)
         self.write_summary()
@@ -245,6 +254,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = settings_from_args(args)
     check_loop_inputs(settings)  # exit 2 on a missing or empty input before Ray starts
+    from cluster.capacity import connect_checked
+    from jobs.report import write_report
+
     connect_checked(settings, "loop", log)
     run = LoopRun(settings)
     summary = run.run()

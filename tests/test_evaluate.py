@@ -193,7 +193,7 @@ def test_the_run_report_shows_the_final_stage(tmp_path):
     assert ("Fine-tuning the base model: 3 examples (+0 mixed in), 4 steps, final loss 1.5. "
             "Weights: `runs/r/final/model`.") in report
     assert "(100-400 words asked" in report
-    assert "| base | 0.25 | 0.5 | 120 | -0.2 |" in report and "| final | 0.75 | 0.5 | 310.5 | 0.4 |" in report
+    assert "| base | 0.25 | 0.5 | 120 | – | -0.2 |" in report and "| final | 0.75 | 0.5 | 310.5 | – | 0.4 |" in report
     assert "![asked vs written](report/final-lengths.png)" in report
     assert (tmp_path / "runs/r/report/final-lengths.png").read_bytes()[:4] == b"\x89PNG"
 

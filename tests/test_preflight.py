@@ -130,8 +130,10 @@ def test_agentwrite_prompts_and_plan_decoding_are_checked(tmp_path, capsys):
     s = settings(tmp_path, "agentwrite.plan_decoding.max_tokens=48")
     err = exit_message(capsys, lambda: preflight.check_agentwrite_inputs(s, str(tmp_path / "p.jsonl")))
     assert f"error: --prompts: file not found: {tmp_path / 'p.jsonl'}" in err
-    # the default plan length (2,048 tokens) leaves the tiny model's 2,048-token window no room
+    # the schema's default plan length (2,048 tokens) leaves the tiny model's 2,048-token window
+    # no room (configs/tiny.yaml sets 512)
     prompts = write(tmp_path / "p.jsonl", {"instruction": "Write about bees."})
-    err = exit_message(capsys, lambda: preflight.check_agentwrite_inputs(settings(tmp_path), prompts))
+    too_long = settings(tmp_path, "agentwrite.plan_decoding.max_tokens=2048")
+    err = exit_message(capsys, lambda: preflight.check_agentwrite_inputs(too_long, prompts))
     assert "error: agentwrite.plan_decoding.max_tokens: 2048 tokens for the answer plus" in err
     assert len(preflight.check_agentwrite_inputs(s, prompts).records) == 1
