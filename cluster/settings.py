@@ -302,6 +302,9 @@ class TrainingSection(Section):
     gradient_checkpointing: bool = True
     checkpoint_every_steps: int = Field(0, ge=0, description="0: only at the end of training")
     max_failures: int = Field(2, ge=0, description="worker failures Ray Train recovers from")
+    report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
+        default_factory=lambda: ["tensorboard"], description="experiment tracking through the Trainer; TensorBoard "
+        "event files go to <run>/<round or final>/train-<name>/tensorboard/ ([]: none)")
 
 
 class EndpointSection(Section):

@@ -109,6 +109,8 @@ def test_zero3_on_two_workers_exports_what_was_trained(method, repo, tiny_model,
     expected = {"adapter_config.json", "adapter_model.safetensors"} if method == "lora" else {"model.safetensors"}
     assert expected <= set(marker["files"]) and "tokenizer.json" in marker["files"]
     assert not any(f.endswith((".bin", ".pt", ".pth")) for f in marker["files"]), "no pickles in an export"
+    events = layout.store.list("round-1/train-generator/tensorboard")  # training.report_to's default
+    assert any(n.startswith("events.out.tfevents") for n in events), events
     logits = reference_check(result.export_uri, marker, tiny_model, method == "lora", tmp_path)
     base_logits = last_logits(AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32),
                               verify_ids(AutoTokenizer.from_pretrained(tiny_model)))

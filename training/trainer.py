@@ -67,6 +67,7 @@ def train(
         "data_files": data_files,
         "run_root": layout.store.uri(),
         "export": target.export,
+        "tensorboard": f"{target.folder}/{target.name}/tensorboard",
     }
     trainer = TorchTrainer(
         train_func,

@@ -156,7 +156,7 @@ def trainer_kwargs(settings: Settings, output_dir: str) -> dict:
         save_strategy="steps" if every else "no",
         save_steps=every or 1,
         save_total_limit=1,
-        report_to=[],
+        report_to=list(settings.training.report_to) or "none",
         disable_tqdm=True,
         remove_unused_columns=False,
         dataloader_num_workers=0,
@@ -197,6 +197,7 @@ def train_func(cfg: dict) -> None:
     local = tempfile.mkdtemp(prefix=f"train-{cfg['label'].replace('/', '-').replace(' ', '-')}-")
     model, tokenizer, base_dir = load_model(cfg, settings, local)
     examples = read_examples(settings, cfg["data_files"])
+    os.environ["TENSORBOARD_LOGGING_DIR"] = f"{local}/tensorboard"  # read by transformers' TensorBoardCallback
     if cfg.get("method", "sft") == "dpo":
         from training.dpo import dpo_trainer
 
@@ -225,4 +226,8 @@ def train_func(cfg: dict) -> None:
     }
     export_weights(trainer, tokenizer, settings, cfg["run_root"], cfg["export"], base_dir, local, rank,
                    metrics, bf16=use_bf16(settings))
+    if rank == 0 and os.path.isdir(f"{local}/tensorboard"):
+        # rank 0's event file, uploaded once training is over (after a worker restart it holds
+        # the steps from the resumed checkpoint on)
+        Storage.open(cfg["run_root"], settings.storage).put_dir(f"{local}/tensorboard", cfg["tensorboard"])
     shutil.rmtree(local, ignore_errors=True)
