@@ -126,21 +126,6 @@ def test_zero3_on_two_workers_exports_what_was_trained(method, repo, tiny_model,
     assert after < before - LOSS_DROP_AT_LEAST, (before, after)
 
 
-def test_one_worker_per_node_with_storage_on_s3_only(repo, tiny_model, two_nodes, s3_bucket, tmp_path):
-    settings, layout, files = setup_run(repo, tiny_model, f"s3://{s3_bucket}/runs", "spread",
-                                        "training.placement_strategy=STRICT_SPREAD",
-                                        "training.resources_per_worker={CPU: 2}",
-                                        "training.checkpoint_every_steps=4")
-    base = f"s3://{s3_bucket}/models/tiny"
-    Storage.open(base, settings.storage).put_dir(str(tiny_model), "")
-    result = train_role(settings, layout, 1, "generator", base, files)
-    assert result.export_uri == f"s3://{s3_bucket}/runs/spread/round-1/generator"
-    assert layout.store.exists(f"round-1/generator/{EXPORT_MARKER}")
-    assert any(n.startswith("checkpoint_") for n in layout.store.list("round-1/train-generator"))
-    marker = layout.store.read_json(f"round-1/generator/{EXPORT_MARKER}")
-    reference_check(result.export_uri, marker, tiny_model, False, tmp_path)
-
-
 def train_workers() -> list[psutil.Process]:
     return [p for p in psutil.process_iter(["cmdline"]) if "ray::RayTrainWorker" in " ".join(p.info["cmdline"] or [])]
 
@@ -259,12 +244,16 @@ def answer_logps(model, tokenizer, pairs: list[dict], side: str) -> torch.Tensor
     return torch.stack(out)
 
 
-def kill_one_worker_after_checkpoints(layout: RunLayout, folder: str, count: int = 2) -> threading.Thread:
-    """In the background: once `count` checkpoints are on storage, SIGKILL one training worker."""
+def kill_one_worker_after_checkpoints(layout: RunLayout, folder: str) -> threading.Thread:
+    """In the background: once Ray Train's controller has registered a checkpoint (its snapshot
+    on storage names one: a folder alone may be a report the controller has not collected yet,
+    lost with the worker), SIGKILL one training worker of this cluster."""
+    snapshot = f"{folder}/checkpoint_manager_snapshot.json"
+
     def watch():
         deadline = time.time() + 300
         while time.time() < deadline:
-            if sum(n.startswith("checkpoint_") for n in layout.store.list(folder)) >= count:
+            if layout.store.exists(snapshot) and "checkpoint_" in layout.store.read_text(snapshot):
                 import ray
                 from ray.util.state import list_actors
 
@@ -274,7 +263,7 @@ def kill_one_worker_after_checkpoints(layout: RunLayout, folder: str, count: int
                 if alive:
                     os.kill(alive[-1].pid, signal.SIGKILL)
                 return
-            time.sleep(0.5)
+            time.sleep(0.2)
 
     thread = threading.Thread(target=watch, daemon=True)
     thread.start()
@@ -284,26 +273,33 @@ def kill_one_worker_after_checkpoints(layout: RunLayout, folder: str, count: int
 @pytest.mark.parametrize("method", ["full", "lora"])
 def test_dpo_on_two_zero3_workers_resumes_after_a_killed_worker(method, repo, tiny_model, tmp_path, two_nodes,
                                                                 request):
-    """DPO through TRL's DPOTrainer in the Ray Train worker: one worker is killed once two
-    checkpoints are on storage, Ray Train restarts the group from the last one, the export
-    reproduces the trained model, and the export prefers the chosen answers more than the
-    reference does (the implicit DPO reward margin on its pairs is positive)."""
+    """DPO through TRL's DPOTrainer in the Ray Train worker, everything on S3: one worker is
+    killed once two checkpoints are there, Ray Train restarts the group from the last one, the
+    export reproduces the trained model, and the export prefers the chosen answers more than the
+    reference does (the implicit DPO reward margin on its pairs is positive). The full run also
+    places one worker per node (STRICT_SPREAD) and reads its base model from S3, with nothing of
+    the run on local disk (this was a fine-tune of its own; folded in to keep CI short)."""
     from training.trainer import Target, train
 
-    if method == "lora":
-        root, extra = f"s3://{request.getfixturevalue('s3_bucket')}/runs", ["serving.mode=lora"]
-    else:
-        root, extra = str(tmp_path), []
-    settings, layout, _ = setup_run(repo, tiny_model, root, f"dpo-{method}", f"training.method={method}",
-                                    "training.num_workers=2", "training.grad_accum=1", "training.epochs=2",
-                                    "training.checkpoint_every_steps=4", "dpo.lr=1e-3" if method == "lora" else
-                                    "dpo.lr=1e-4", *extra)
+    bucket = request.getfixturevalue("s3_bucket")
+    extra = ["serving.mode=lora"] if method == "lora" else [
+        "training.placement_strategy=STRICT_SPREAD", "training.resources_per_worker={CPU: 2}"]
+    settings, layout, _ = setup_run(repo, tiny_model, f"s3://{bucket}/runs", f"dpo-{method}",
+                                    f"training.method={method}", "training.num_workers=2", "training.grad_accum=1",
+                                    "training.epochs=2", "training.checkpoint_every_steps=4",
+                                    "dpo.lr=1e-3" if method == "lora" else "dpo.lr=1e-4", *extra)
+    base = str(tiny_model)
+    if method == "full":
+        base = f"s3://{bucket}/models/tiny"
+        Storage.open(base, settings.storage).put_dir(str(tiny_model), "")
     pairs = dpo_pairs(repo)
     layout.store.write_jsonl("dpo/pairs.jsonl", pairs)
     target = Target("dpo", "train-dpo", "dpo/model", f"dpo {method}")
     killer = kill_one_worker_after_checkpoints(layout, "dpo/train-dpo")
-    result = train(settings, layout, target, str(tiny_model), [layout.store.uri("dpo/pairs.jsonl")], method="dpo")
+    result = train(settings, layout, target, base, [layout.store.uri("dpo/pairs.jsonl")], method="dpo")
     killer.join(timeout=5)
+    assert result.export_uri == f"s3://{bucket}/runs/dpo-{method}/dpo/model"
+    assert any(n.startswith("checkpoint_") for n in layout.store.list("dpo/train-dpo")), "no Ray Train checkpoint on S3"
     assert result.metrics["method"] == "dpo" and result.metrics["pairs"] == len(pairs)
     assert result.metrics["resumed_from_step"] >= 4, "the restarted workers did not resume from a checkpoint"
     assert result.metrics["steps"] == 24
