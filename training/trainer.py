@@ -83,7 +83,10 @@ def train(
             storage_filesystem=filesystem,
             failure_config=FailureConfig(max_failures=t.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
-            worker_runtime_env={"env_vars": worker_env(settings)},
+            # Ray Train's print patch sends every print to a logger *and* to any stream a library
+            # swapped in: progress lines came twice, and dill's captured bytecode listings (datasets
+            # hashing TRL's map functions) leaked into the job's output
+            worker_runtime_env={"env_vars": {**worker_env(settings), "RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}},
         ),
     )
     result = trainer.fit()
