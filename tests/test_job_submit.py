@@ -19,8 +19,11 @@ faults of a long run to it, in the order a cluster would throw them:
     final fine-tune has a checkpoint: a third submission skips the final stage's finished
     parts, resumes the fine-tune, serves the final model and scores it against the base;
 and what a user sees: bad seed lines set aside and counted, the Generator writing longer after
-the round, progress on the terminal, and no credential in any output. (`make demo` runs the
-same loop on the embedded default.)"""
+the round, progress on the terminal. The S3 secret key is a unique fake one given through the
+settings (a config file, as a mounted Secret would be; moto takes any key), and the test finds
+it in no line of the jobs' output, no log file of the Ray session, no object the run wrote and
+no response of the dashboard's APIs (jobs, Serve, state, Train), read while the Generator is
+served and again at the end. (`make demo` runs the same loop on the embedded default.)"""
 
 from __future__ import annotations
 
@@ -34,10 +37,12 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import psutil
 import pytest
+import yaml
 
 from tests.conftest import free_port
 from tests.k8s_helpers import k8s_entrypoint
@@ -77,7 +82,7 @@ def ray_head(s3_server):
                          capture_output=True, env=env).returncode != 0:
         assert head.poll() is None and time.time() < deadline, "the Ray head did not come up"
         time.sleep(2)
-    yield address, env, f"127.0.0.1:{port}"
+    yield address, env, f"127.0.0.1:{port}", temp_dir
     # every process of the head is in its session: killing them at once takes no time, where
     # a graceful stop (SIGTERM to `ray start --block`) takes over 30 s even with nothing running
     os.killpg(head.pid, signal.SIGKILL)
@@ -189,17 +194,50 @@ def kill_the_driver(since: float) -> None:
 
 
 def kill_a_train_worker(s3, bucket: str, train_prefix: str, job: Job, since: float) -> None:
-    """Once two checkpoints of a fine-tuning are on S3 (a report returns only when every rank has
-    made it, so the older one is registered with Ray Train), kill one of its worker processes."""
-    def two_checkpoints() -> bool:
-        folders = {k[len(train_prefix):].split("/")[0] for k in s3_objects(s3, bucket, train_prefix)}
-        return sum(f.startswith("checkpoint_") for f in folders) >= 2
+    """Once Ray Train's controller has registered a checkpoint of a fine-tuning (its snapshot on
+    S3 names one: a checkpoint folder alone may be a report the controller has not collected yet
+    on a loaded machine, lost with the worker), kill one of its worker processes."""
+    snapshot = f"{train_prefix}checkpoint_manager_snapshot.json"
 
-    poll(job, two_checkpoints, f"no two checkpoints under {train_prefix}", timeout=1200)
+    def registered() -> bool:
+        if snapshot not in s3_objects(s3, bucket, snapshot):
+            return False
+        return b"checkpoint_" in s3.get_object(Bucket=bucket, Key=snapshot)["Body"].read()
+
+    poll(job, registered, f"no checkpoint registered under {train_prefix}", timeout=1200)
     workers = [p for p in psutil.process_iter(["cmdline", "create_time"])
                if "ray::RayTrainWorker" in " ".join(p.info["cmdline"] or []) and p.info["create_time"] >= since]
     assert workers, "two checkpoints are on S3 but no Ray Train worker is alive"
     workers[-1].send_signal(signal.SIGKILL)
+
+
+# what any client of the dashboard can read (with the cluster's token)
+DASHBOARD_APIS = ("/api/jobs/", "/api/serve/applications/", "/api/v0/actors?detail=1&limit=10000",
+                  "/api/v0/placement_groups?detail=1", "/api/v0/nodes?detail=1", "/api/v0/workers?detail=1",
+                  "/api/v0/tasks?detail=1&limit=10000", "/api/train/v2/runs", "/nodes?view=summary",
+                  "/api/cluster_status")
+
+
+def dashboard_texts(address: str, env: dict, paths=DASHBOARD_APIS) -> dict[str, str]:
+    """path -> the body the dashboard answers (or the error it gives)."""
+    texts = {}
+    for path in paths:
+        request = urllib.request.Request(address + path, headers={"Authorization": f"Bearer {env['RAY_AUTH_TOKEN']}"})
+        try:
+            with urllib.request.urlopen(request, timeout=120) as response:
+                texts[path] = response.read().decode(errors="replace")
+        except Exception as err:  # noqa: BLE001 - an API this Ray lacks is reported, not fatal
+            texts[path] = f"error: {err}"
+    return texts
+
+
+def session_logs(temp_dir: str) -> dict[str, str]:
+    """Every log file of the Ray session: drivers, workers, replicas, engines, Ray's own."""
+    logs = {}
+    for path in Path(temp_dir).glob("session_*/logs/**/*"):
+        if path.is_file() and path.suffix in (".log", ".out", ".err", ".txt", ".json"):
+            logs[str(path)] = path.read_text(errors="replace")
+    return logs
 
 
 def wait_until_done(job: Job, timeout: float = 1500, every: float = 10) -> str:
@@ -213,7 +251,7 @@ def wait_until_done(job: Job, timeout: float = 1500, every: float = 10) -> str:
 
 
 def test_the_loop_runs_as_a_ray_job_survives_its_faults_and_keeps_storage_on_s3(
-        repo, tiny_model, ray_head, s3_server, s3_bucket):
+        repo, tiny_model, ray_head, s3_server, s3_bucket, tmp_path):
     import boto3
 
     s3 = boto3.client("s3", endpoint_url=s3_server["endpoint"], region_name="us-east-1")
@@ -224,10 +262,18 @@ def test_the_loop_runs_as_a_ray_job_survives_its_faults_and_keeps_storage_on_s3(
     s3.upload_file(str(repo / "configs/seeds/tiny_probes.jsonl"), s3_bucket, "inputs/probes.jsonl")
     before = repo_files(repo)
 
-    # the RayJob's exact command (k8s/base/rayjob.yaml) with the tiny config substituted; small
-    # shards, so that some finish while others are still running when the faults come
+    # the RayJob's exact command (k8s/base/rayjob.yaml) with the tiny config substituted, the
+    # S3 keys added to it in a file of its own (outside the working tree: a config holding a
+    # secret is mounted, never committed); small shards, so that some finish while others are
+    # still running when the faults come
+    config = yaml.safe_load((repo / "configs/tiny.yaml").read_text(encoding="utf-8"))
+    config.setdefault("storage", {}).update({"access_key_id": "AKIA" + FAKE_SECRET[-8:].upper(),
+                                             "secret_access_key": FAKE_SECRET})
+    (tmp_path / "tiny-with-keys.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    entrypoint = k8s_entrypoint(repo)
+    entrypoint[entrypoint.index("--config") + 1] = str(tmp_path / "tiny-with-keys.yaml")
     entrypoint = [
-        *k8s_entrypoint(repo),
+        *entrypoint,
         "--set", f"model.base=s3://{s3_bucket}/models/tiny", "--set", "run.rounds=1",
         "--set", f"synthesis.seeds=s3://{s3_bucket}/inputs/seeds.jsonl",
         "--set", f"probe.file=s3://{s3_bucket}/inputs/probes.jsonl",
@@ -239,9 +285,11 @@ def test_the_loop_runs_as_a_ray_job_survives_its_faults_and_keeps_storage_on_s3(
         "--set", "final.generate_count=8", "--set", "final.epochs=4",
         "--storage", f"s3://{s3_bucket}/runs", "--run-name", "job",
     ]
-    address, env, gcs_address = ray_head
-    # moto takes any key: a unique one shows whether a credential leaks into any output
-    runtime_env = json.dumps({"env_vars": {**s3_server["env"], "AWS_SECRET_ACCESS_KEY": FAKE_SECRET}})
+    address, env, gcs_address, temp_dir = ray_head
+    # where S3 is, but no credential: the job has the settings' keys; the engines, like a pod's,
+    # the node's (the head's environment, moto's "testing")
+    where = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION")
+    runtime_env = json.dumps({"env_vars": {k: v for k, v in s3_server["env"].items() if k in where}})
     run, stats_prefix = "runs/job", "runs/job/round-1/stats/"
 
     # 1. the first job: a Generator replica is killed as synthesis starts; as soon as a shard
@@ -258,6 +306,9 @@ def test_the_loop_runs_as_a_ray_job_survives_its_faults_and_keeps_storage_on_s3(
     mark("instruction shards written")
     killed = kill_a_replica(gcs_address, env, "LLMServer:generator")
     mark("replica killed")
+    # what the dashboard shows while the Generator is served (the fast APIs: the fault timing)
+    while_serving = dashboard_texts(address, env, DASHBOARD_APIS[:3])
+    mark("dashboard read")
     done_at_kill = len(s3_objects(s3, s3_bucket, stats_prefix))
     # the round went on: with one shard at a time, the second shard to finish after the kill
     # started after it, so every one of its Generator calls was answered after the kill. The
@@ -393,10 +444,20 @@ def test_the_loop_runs_as_a_ray_job_survives_its_faults_and_keeps_storage_on_s3(
     # progress and the summary reach the terminal of whoever submitted the job
     assert "done (" in out and "tok/s" in out and "ETA" in out and "probe words before" in out
 
-    # no credential in the jobs' output or anything they wrote
+    # no credential in the jobs' output, the session's logs, anything they wrote, or anything
+    # the dashboard returns
     assert FAKE_SECRET not in first_logs + out + submit.stderr
+    logs = session_logs(temp_dir)
+    assert any("probe base: mean words" in text for text in logs.values()), "no log of the jobs found"
+    assert not [path for path, text in logs.items() if FAKE_SECRET in text]
     for key in keys:
         assert FAKE_SECRET.encode() not in s3.get_object(Bucket=s3_bucket, Key=key)["Body"].read(), key
+    assert "LLMServer:generator" in while_serving["/api/serve/applications/"], while_serving
+    assert "runtime_env" in while_serving["/api/serve/applications/"]
+    at_the_end = dashboard_texts(address, env)
+    assert all(not text.startswith("error") for path, text in at_the_end.items() if "/train/" not in path), at_the_end
+    leaks = [path for path, text in [*while_serving.items(), *at_the_end.items()] if FAKE_SECRET in text]
+    assert not leaks, f"the secret key is in the dashboard's answer to {leaks}"
 
     assert repo_files(repo) == before, "the job wrote into the working tree"
     assert not (repo / "runs").exists() or "job" not in os.listdir(repo / "runs")
