@@ -31,6 +31,8 @@ import json
 import logging
 import os
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 
 import ray
@@ -185,6 +187,25 @@ def wait_until_running(app_name: str, start: float, timeout: float) -> None:
         time.sleep(1)
 
 
+def wait_for_route(url: str, start: float, timeout: float) -> None:
+    """Until the HTTP proxy answers `url`. RUNNING is the controller's view; the proxy learns the
+    route a moment later, and on a loaded machine a request sent in between got a 404 (which
+    the client rightly does not retry), failing every call of a job started right then."""
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                if response.status == 200:
+                    return
+        except urllib.error.HTTPError as err:
+            if err.code == 401:  # a keyed app: the route is there
+                return
+        except (urllib.error.URLError, OSError):
+            pass
+        if time.time() - start > timeout:
+            raise DeployError(f"{url} did not answer within {timeout:.0f} s of the deploy")
+        time.sleep(0.5)
+
+
 def llm_config(model_id: str, source: str, role: RoleServing, settings: Settings,
                engine_extra: dict | None = None, lora_path: str | None = None) -> LLMConfig:
     return LLMConfig(
@@ -271,6 +292,7 @@ class Serving:
 
     def wait_running(self, start: float) -> None:
         wait_until_running(APP_NAME, start, self.settings.serving.deploy_timeout_s)
+        wait_for_route(f"{self.base_url}/models", start, self.settings.serving.deploy_timeout_s)
 
     def release(self) -> None:
         """Take the models down (frees their CPUs/GPUs); `deploy` brings them back."""

@@ -17,7 +17,9 @@ faults of a long run to it, in the order a cluster would throw them:
   * after the round, the final stage (more answers, the length-constrained collection, the
     base model fine-tuned on it) is under way when that job's driver is killed too, once the
     final fine-tune has a checkpoint: a third submission skips the final stage's finished
-    parts, resumes the fine-tune, serves the final model and scores it against the base;
+    parts, resumes the fine-tune, serves the final model and scores it against the base, then
+    builds preference pairs from the run's own answers, trains the final model with DPO on
+    them and scores that too (final.preference: dpo);
 and what a user sees: bad seed lines set aside and counted, the Generator writing longer after
 the round, progress on the terminal. The S3 secret key is a unique fake one given through the
 settings (a config file, as a mounted Secret would be; moto takes any key), and the test finds
@@ -283,6 +285,8 @@ def test_the_loop_runs_as_a_ray_job_survives_its_faults_and_keeps_storage_on_s3(
         "--set", "synthesis.workers=1", "--set", "synthesis.shards_per_worker=1",
         # the final stage, small: 8 more answers, the base model fine-tuned on what is collected
         "--set", "final.generate_count=8", "--set", "final.epochs=4",
+        # and the preference stage after it, one epoch of DPO on the pairs the run holds
+        "--set", "final.preference=dpo", "--set", "dpo.epochs=1",
         "--storage", f"s3://{s3_bucket}/runs", "--run-name", "job",
     ]
     address, env, gcs_address, temp_dir = ray_head
@@ -440,6 +444,21 @@ def test_the_loop_runs_as_a_ray_job_survives_its_faults_and_keeps_storage_on_s3(
     for label in ("base", "final"):
         assert final["length_probe"][label]["n"] == 30 and f"{run}/final/length-probe/{label}.jsonl" in keys
     assert "following a requested length" in last and "final model: s3://" in last
+    # the preference stage: pairs from this run's answers, DPO from the final model, scored
+    preference = final["preference"]
+    pairs = preference["pairs"]
+    assert pairs["pairs"] > 0 and pairs["pairs"] + pairs["unpaired"] == pairs["queries"] == final["collect"]["collected"]
+    assert sum(v for k, v in pairs["tally"].items() if k.startswith("rejected.")) == pairs["pairs"]
+    pair = json.loads(s3.get_object(Bucket=s3_bucket, Key=f"{run}/final/preference/pairs.jsonl")["Body"]
+                      .read().decode().splitlines()[0])
+    lo, hi = pair["meta"]["constraint"]["window"]
+    assert lo <= pair["meta"]["chosen"]["words"] <= hi and pair["meta"]["rejected"]["why"] in (
+        "under_window", "over_window", "failed_rule")
+    assert preference["training"]["metrics"]["method"] == "dpo" and preference["training"]["metrics"]["steps"] > 0
+    assert f"{run}/final/dpo-model/model.safetensors" in keys
+    assert preference["model"] == f"s3://{s3_bucket}/{run}/final/dpo-model"
+    assert preference["length_probe"]["n"] == 30 and f"{run}/final/length-probe/dpo.jsonl" in keys
+    assert "preference: " in last and "final + DPO" in last
 
     # progress and the summary reach the terminal of whoever submitted the job
     assert "done (" in out and "tok/s" in out and "ETA" in out and "probe words before" in out

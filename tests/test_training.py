@@ -6,7 +6,6 @@ the last checkpoint, is tested inside the full loop: tests/test_job_submit.py.)"
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -244,26 +243,25 @@ def answer_logps(model, tokenizer, pairs: list[dict], side: str) -> torch.Tensor
     return torch.stack(out)
 
 
-def kill_one_worker_after_checkpoints(layout: RunLayout, folder: str) -> threading.Thread:
+def kill_one_worker_after_checkpoints(layout: RunLayout, folder: str, killed: list) -> threading.Thread:
     """In the background: once Ray Train's controller has registered a checkpoint (its snapshot
     on storage names one: a folder alone may be a report the controller has not collected yet,
-    lost with the worker), SIGKILL one training worker of this cluster."""
+    lost with the worker), SIGKILL one training worker started after this call (not another
+    cluster's on this machine). What it did goes into `killed`."""
     snapshot = f"{folder}/checkpoint_manager_snapshot.json"
+    since = time.time() - 1
 
     def watch():
         deadline = time.time() + 300
         while time.time() < deadline:
             if layout.store.exists(snapshot) and "checkpoint_" in layout.store.read_text(snapshot):
-                import ray
-                from ray.util.state import list_actors
-
-                # this cluster's workers, named by its address: not another cluster's on this machine
-                alive = list_actors(address=ray.get_runtime_context().gcs_address,
-                                    filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
-                if alive:
-                    os.kill(alive[-1].pid, signal.SIGKILL)
+                workers = [p for p in train_workers() if p.create_time() >= since]
+                if workers:
+                    workers[-1].send_signal(signal.SIGKILL)
+                killed.append(workers[-1].pid if workers else "no training worker found")
                 return
             time.sleep(0.2)
+        killed.append("no registered checkpoint within 300 s")
 
     thread = threading.Thread(target=watch, daemon=True)
     thread.start()
@@ -295,9 +293,11 @@ def test_dpo_on_two_zero3_workers_resumes_after_a_killed_worker(method, repo, ti
     pairs = dpo_pairs(repo)
     layout.store.write_jsonl("dpo/pairs.jsonl", pairs)
     target = Target("dpo", "train-dpo", "dpo/model", f"dpo {method}")
-    killer = kill_one_worker_after_checkpoints(layout, "dpo/train-dpo")
+    killed: list = []
+    killer = kill_one_worker_after_checkpoints(layout, "dpo/train-dpo", killed)
     result = train(settings, layout, target, base, [layout.store.uri("dpo/pairs.jsonl")], method="dpo")
     killer.join(timeout=5)
+    assert killed and isinstance(killed[0], int), killed
     assert result.export_uri == f"s3://{bucket}/runs/dpo-{method}/dpo/model"
     assert any(n.startswith("checkpoint_") for n in layout.store.list("dpo/train-dpo")), "no Ray Train checkpoint on S3"
     assert result.metrics["method"] == "dpo" and result.metrics["pairs"] == len(pairs)
