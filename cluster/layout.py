@@ -57,6 +57,13 @@ class RunLayout:
     def shard_file(self, k: int | str, kind: str, shard: str) -> str:
         return f"{self.round_dir(k)}/{kind}/{shard}.jsonl"
 
+    def shard_records(self, k: int | str, kind: str) -> list[dict]:
+        """Every record of round k's `kind` shards (drafts, extensions, ...), in shard order."""
+        folder = f"{self.round_dir(k)}/{kind}"
+        if not self.store.exists(folder):
+            return []
+        return [r for name in sorted(self.store.list(folder)) for r in self.store.read_jsonl(f"{folder}/{name}")]
+
     def stats_file(self, k: int | str, shard: str) -> str:
         return f"{self.round_dir(k)}/stats/{shard}.json"
 

@@ -52,14 +52,8 @@ def log(message: str) -> None:
 
 def gather(layout: RunLayout, rounds: int) -> list[dict]:
     """Every kept extended response of rounds 1..rounds, and the final stage's kept answers."""
-    out = []
-    for k, kind in [*((k, "extensions") for k in range(1, rounds + 1)), (FINAL, "drafts")]:
-        folder = f"{layout.round_dir(k)}/{kind}"
-        if not layout.store.exists(folder):
-            continue
-        for name in sorted(layout.store.list(folder)):
-            out += [r for r in layout.store.read_jsonl(f"{folder}/{name}") if r.get("status") == "kept"]
-    return out
+    sources = [*((k, "extensions") for k in range(1, rounds + 1)), (FINAL, "drafts")]
+    return [r for k, kind in sources for r in layout.shard_records(k, kind) if r.get("status") == "kept"]
 
 
 async def rewrite(model: ChatModel | None, prompts: PromptBook, record: dict, c: Constraint,

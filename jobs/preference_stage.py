@@ -25,14 +25,8 @@ MODEL = f"{FINAL}/dpo-model"
 
 def run_answers(layout, rounds: int) -> list[dict]:
     """Every draft and extension record of rounds 1..rounds and of the final stage."""
-    out = []
-    for k in [*range(1, rounds + 1), FINAL]:
-        for kind in ("drafts", "extensions"):
-            folder = f"{layout.round_dir(k)}/{kind}"
-            if layout.store.exists(folder):
-                for name in sorted(layout.store.list(folder)):
-                    out += layout.store.read_jsonl(f"{folder}/{name}")
-    return out
+    return [r for k in [*range(1, rounds + 1), FINAL] for kind in ("drafts", "extensions")
+            for r in layout.shard_records(k, kind)]
 
 
 class PreferenceStage:

@@ -28,7 +28,7 @@ from cluster.cli import add_settings_args, settings_from_args  # noqa: E402
 from cluster.layout import RunLayout  # noqa: E402
 from cluster.storage import Storage  # noqa: E402
 from jobs import bad_input  # noqa: E402
-from jobs.summary import acceptance  # noqa: E402
+from jobs.summary import acceptance, probe_models  # noqa: E402
 from longform.scores import LBW_BUCKETS, LONGEN_TYPES, score_row  # noqa: E402
 
 
@@ -288,15 +288,6 @@ def final_section(final: dict, images: dict[str, str]) -> list[str]:
     if final.get("preference"):
         out += ["", *preference_section(final["preference"])]
     return out + [""]
-
-
-def probe_models(final: dict) -> list[tuple[str, dict]]:
-    """(label, length-probe summary) of every model the final stage scored."""
-    probe = final["length_probe"]
-    models = [("base", probe["base"]), ("final", probe["final"])]
-    if final.get("preference"):
-        models.append(("final + DPO", final["preference"]["length_probe"]))
-    return models
 
 
 def preference_section(preference: dict) -> list[str]:

@@ -44,6 +44,15 @@ def print_summary(summary: dict, out: TextIO) -> None:
         print_final(summary["final"], out)
 
 
+def probe_models(final: dict) -> list[tuple[str, dict]]:
+    """(label, length-probe summary) of every model the final stage scored."""
+    probe = final["length_probe"]
+    models = [("base", probe["base"]), ("final", probe["final"])]
+    if final.get("preference"):
+        models.append(("final + DPO", final["preference"]["length_probe"]))
+    return models
+
+
 def print_final(final: dict, out: TextIO) -> None:
     c, t = final["collect"], final["training"]
     tally = c["tally"]
@@ -63,11 +72,8 @@ def print_final(final: dict, out: TextIO) -> None:
         out.write(f"preference pairs: {p['pairs']} from {p['queries']} constrained queries (rejected: {rejected}; "
                   f"{p['unpaired']} without a pair); DPO {d['metrics'].get('steps')} steps, loss {loss}\n")
     probe = final["length_probe"]
-    models = [("base", probe["base"]), ("final", probe["final"])]
-    if preference:
-        models.append(("final + DPO", preference["length_probe"]))
     rows = [[label, p.get("length_score"), p.get("in_window"), p.get("mean_words"), p.get("unique_sentence_ratio"),
-             p.get("asked_vs_written")] for label, p in models]
+             p.get("asked_vs_written")] for label, p in probe_models(final)]
     out.write(f"\nfollowing a requested length ({probe['words'][0]}-{probe['words'][1]} words asked):\n")
     table(["model", "length score", "inside window", "mean words", "unique sent.", "asked~written (rank corr.)"],
           rows, out)
