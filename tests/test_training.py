@@ -276,38 +276,55 @@ def test_dpo_on_two_zero3_workers_resumes_after_a_killed_worker(method, repo, ti
     export reproduces the trained model, and the export prefers the chosen answers more than the
     reference does (the implicit DPO reward margin on its pairs is positive). The full run also
     places one worker per node (STRICT_SPREAD) and reads its base model from S3, with nothing of
-    the run on local disk (this was a fine-tune of its own; folded in to keep CI short)."""
+    the run on local disk (this was a fine-tune of its own; folded in to keep CI short). The
+    LoRA run goes through `python -m jobs.train --method dpo` on pairs in LLaMA-Factory's
+    instruction / chosen / rejected form."""
+    from jobs import train as train_job
     from training.trainer import Target, train
 
     bucket = request.getfixturevalue("s3_bucket")
     extra = ["serving.mode=lora"] if method == "lora" else [
         "training.placement_strategy=STRICT_SPREAD", "training.resources_per_worker={CPU: 2}"]
-    settings, layout, _ = setup_run(repo, tiny_model, f"s3://{bucket}/runs", f"dpo-{method}",
-                                    f"training.method={method}", "training.num_workers=2", "training.grad_accum=1",
-                                    "training.epochs=2", "training.checkpoint_every_steps=4",
-                                    "dpo.lr=1e-3" if method == "lora" else "dpo.lr=1e-4", *extra)
+    overrides = [f"training.method={method}", "training.num_workers=2", "training.grad_accum=1", "training.epochs=2",
+                 "training.checkpoint_every_steps=4", "dpo.lr=1e-3" if method == "lora" else "dpo.lr=1e-4", *extra]
+    settings, layout, _ = setup_run(repo, tiny_model, f"s3://{bucket}/runs", f"dpo-{method}", *overrides)
     base = str(tiny_model)
     if method == "full":
         base = f"s3://{bucket}/models/tiny"
         Storage.open(base, settings.storage).put_dir(str(tiny_model), "")
     pairs = dpo_pairs(repo)
-    layout.store.write_jsonl("dpo/pairs.jsonl", pairs)
-    target = Target("dpo", "train-dpo", "dpo/model", f"dpo {method}")
+    checkpoints = "dpo/train-dpo" if method == "full" else "dpo/checkpoints"  # jobs.train's folder
     killed: list = []
-    killer = kill_one_worker_after_checkpoints(layout, "dpo/train-dpo", killed)
-    result = train(settings, layout, target, base, [layout.store.uri("dpo/pairs.jsonl")], method="dpo")
+    killer = kill_one_worker_after_checkpoints(layout, checkpoints, killed)
+    if method == "full":
+        layout.store.write_jsonl("dpo/pairs.jsonl", pairs)
+        target = Target("dpo", "train-dpo", "dpo/model", f"dpo {method}")
+        result = train(settings, layout, target, base, [layout.store.uri("dpo/pairs.jsonl")], method="dpo")
+        export_uri, metrics = result.export_uri, result.metrics
+    else:
+        layout.store.write_jsonl("pairs-alpaca.jsonl", [
+            {"instruction": p["prompt"][0]["content"], "input": "", "chosen": p["chosen"][0]["content"],
+             "rejected": p["rejected"][0]["content"]} for p in pairs])
+        args = ["--config", str(repo / "configs/tiny.yaml"), "--storage", f"s3://{bucket}/runs",
+                "--run-name", "dpo-lora", "--method", "dpo", "--name", "dpo", "--init-model", base,
+                "--data", layout.store.uri("pairs-alpaca.jsonl"),
+                *[a for o in [f"model.base={tiny_model}", "training.cutoff_len=256", *overrides] for a in ("--set", o)]]
+        assert train_job.main(args) == 0
+        summary = layout.store.read_json("dpo/summary.json")
+        assert summary["method"] == "dpo" and summary["records"] == len(pairs) and summary["set_aside"] == 0
+        export_uri, metrics = summary["model"], summary["training"]
     killer.join(timeout=5)
     assert killed and isinstance(killed[0], int), killed
-    assert result.export_uri == f"s3://{bucket}/runs/dpo-{method}/dpo/model"
-    assert any(n.startswith("checkpoint_") for n in layout.store.list("dpo/train-dpo")), "no Ray Train checkpoint on S3"
-    assert result.metrics["method"] == "dpo" and result.metrics["pairs"] == len(pairs)
-    assert result.metrics["resumed_from_step"] >= 4, "the restarted workers did not resume from a checkpoint"
-    assert result.metrics["steps"] == 24
+    assert export_uri == f"s3://{bucket}/runs/dpo-{method}/dpo/model"
+    assert any(n.startswith("checkpoint_") for n in layout.store.list(checkpoints)), "no Ray Train checkpoint on S3"
+    assert metrics["method"] == "dpo" and metrics["pairs"] == len(pairs)
+    assert metrics["resumed_from_step"] >= 4, "the restarted workers did not resume from a checkpoint"
+    assert metrics["steps"] == 24
     marker = layout.store.read_json(f"dpo/model/{EXPORT_MARKER}")
     assert marker["export_check"]["max_abs_logit_diff"] < 1e-3
-    reference_check(result.export_uri, marker, tiny_model, method == "lora", tmp_path)
+    reference_check(export_uri, marker, tiny_model, method == "lora", tmp_path)
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
-    policy = reload(export_folder(result.export_uri, tmp_path), str(tiny_model), method == "lora")
+    policy = reload(export_folder(export_uri, tmp_path), str(tiny_model), method == "lora")
     reference = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
     margin = ((answer_logps(policy, tokenizer, pairs, "chosen") - answer_logps(reference, tokenizer, pairs, "chosen"))
               - (answer_logps(policy, tokenizer, pairs, "rejected")
