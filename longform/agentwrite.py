@@ -38,9 +38,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from longform.model import ChatModel, ModelCallError, user
-from longform.params import Decoding
+from longform.params import Decoding, portable_fields
 from longform.prompts import PromptBook
-from longform.scores import portable_fields
 from longform.sft import generator_example
 from longform.words import Language, count_words
 

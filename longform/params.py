@@ -45,6 +45,19 @@ class Decoding(Strict):
         return fields
 
 
+# Sampling knobs a hosted OpenAI-compatible API may not know, and the value that means "off".
+NEUTRAL_SAMPLING = {"top_p": 1.0, "top_k": -1, "repetition_penalty": 1.0}
+
+
+def portable_fields(decoding: Decoding, key: str = "") -> dict:
+    """`Decoding.request_fields` without the knobs left at their neutral value, so that an
+    endpoint that rejects unknown fields (top_k, repetition_penalty) accepts the request. The
+    server's defaults apply to what is left out (vLLM: the model's generation_config.json,
+    as `generate` did in the references)."""
+    fields = decoding.request_fields(key)
+    return {k: v for k, v in fields.items() if NEUTRAL_SAMPLING.get(k, object()) != v}
+
+
 def stable_seed(*parts: object) -> int:
     digest = hashlib.sha256(":".join(str(p) for p in parts).encode()).digest()
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF

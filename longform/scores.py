@@ -37,24 +37,11 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from longform.model import ChatModel, ModelCallError, user
-from longform.params import Decoding
+from longform.params import Decoding, portable_fields  # noqa: F401 (re-exported for now)
 from longform.prompts import PromptBook
 from longform.words import LANGUAGES, Language, count_words, count_words_lbw, detect_language
 
 BENCHMARKS = ("longbench-write", "longwrite-ruler", "longen")
-
-# Sampling knobs a hosted OpenAI-compatible API may not know, and the value that means "off".
-NEUTRAL_SAMPLING = {"top_p": 1.0, "top_k": -1, "repetition_penalty": 1.0}
-
-
-def portable_fields(decoding: Decoding, key: str = "") -> dict:
-    """`Decoding.request_fields` without the knobs left at their neutral value, so that an
-    endpoint that rejects unknown fields (top_k, repetition_penalty) accepts the request. The
-    server's defaults apply to what is left out (vLLM: the model's generation_config.json,
-    as `generate` did in the references)."""
-    fields = decoding.request_fields(key)
-    return {k: v for k, v in fields.items() if NEUTRAL_SAMPLING.get(k, object()) != v}
-
 
 # -- LongBench-Write and LongWrite-Ruler: S_l ----------------------------------------------
 LBW_BUCKETS = (("[0,500)", 0, 500), ("[500,2k)", 500, 2000), ("[2k,4k)", 2000, 4000), ("[4k,20k]", 4000, math.inf))
