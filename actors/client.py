@@ -1,10 +1,22 @@
 """The async client pipeline stages use to call a served role (or any OpenAI-compatible
 endpoint): chat, chat with a pre-filled assistant turn, and raw completion.
 
-Per request it applies a timeout; transient failures (connection errors, timeouts, a connection
-dropped mid-response, a reply body that is not JSON, HTTP 429 and 5xx) are retried with
-exponential backoff up to `max_retries` times, waiting at least what a `Retry-After` header asks
-(at most RETRY_AFTER_CAP_S); anything else (a reply without the expected fields included), or a
+The HTTP side is the `openai` SDK (`AsyncOpenAI`): it builds and sends each request, applies the
+timeout and the API key, and turns what went wrong into typed errors (`APIStatusError` with
+the status and headers, `APITimeoutError` and `APIConnectionError` for the rest). Requests go
+through the SDK's documented `post(path, body=..., cast_to=object)`, so the body is sent as
+given: vLLM's own fields (`continue_final_message`, `add_generation_prompt`, `top_k`, ...) need
+no `extra_body` plumbing, and `LLMClient.post(path, body) -> dict` stays the one funnel that
+subclasses (bench/clients.py records every body) can wrap.
+
+Retries are ours, not the SDK's (`max_retries=0`), because the SDK's loop cannot keep what the
+pipeline relies on: it cannot count attempts and retries per model in `calls`, it does not
+retry a 200 whose body is not JSON, it has no `backoff_s` knob, and it gives up on a
+`Retry-After` above its own limit where we wait RETRY_AFTER_CAP_S and try again. So transient
+failures (connection errors, timeouts, a connection dropped mid-response, a reply body that is
+not JSON, HTTP 408, 409, 425, 429, 500, 502, 503 and 504) are retried with exponential backoff up
+to `max_retries` times, waiting at least what a `Retry-After` header asks (at most
+RETRY_AFTER_CAP_S). Anything else (a reply without the expected fields included), or a
 transient failure that outlasts the retries, raises `ModelCallError`, which the method records
 on the record. Error text never becomes model output. A semaphore bounds in-flight requests.
 """
@@ -19,12 +31,13 @@ import time
 from collections import Counter
 from typing import Any
 
-import httpx
+import openai
 
 from longform.model import Message, ModelCallError
 
 TRANSIENT_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 RETRY_AFTER_CAP_S = 60.0  # a server asking for a longer pause gets this, then the retry
+NO_KEY = "EMPTY"  # the SDK insists on a key; a server that wants none ignores this one (vLLM's convention)
 
 
 def retry_after_s(value: str | None) -> float:
@@ -58,6 +71,33 @@ def reply_text(data: Any, path: str, model: str, field: str) -> str:
     return text or ""
 
 
+class TransientError(Exception):
+    """One attempt failed in a way worth another try; `wait_s` is what the server asked for."""
+
+    def __init__(self, message: str, wait_s: float = 0.0):
+        super().__init__(message)
+        self.wait_s = wait_s
+
+
+async def send_once(sdk: openai.AsyncOpenAI, path: str, body: dict[str, Any]) -> dict:
+    """One POST through the SDK: the reply's JSON object, or TransientError / ModelCallError."""
+    try:
+        data = await sdk.post(path, body=body, cast_to=object)
+    except openai.APIStatusError as err:
+        message = f"HTTP {err.status_code}: {err.response.text[:300]}"
+        if err.status_code not in TRANSIENT_STATUS:
+            raise ModelCallError(message) from None
+        raise TransientError(message, retry_after_s(err.response.headers.get("Retry-After"))) from None
+    except openai.APIConnectionError as err:  # connect errors, timeouts, dropped connections
+        cause = err.__cause__ or err
+        raise TransientError(f"{type(cause).__name__}: {cause}") from None
+    except ValueError as err:  # said it was JSON, but is not (e.g. a body cut short)
+        raise TransientError(f"HTTP 200 with a body that is not JSON ({err})") from None
+    if not isinstance(data, dict):  # the SDK hands back the text of a reply that is not JSON
+        raise TransientError(f"HTTP 200 with a body that is not JSON: {str(data)[:300]}")
+    return data
+
+
 class LLMClient:
     def __init__(
         self, base_url: str, api_key: str | None = None, timeout_s: float = 600,
@@ -70,22 +110,21 @@ class LLMClient:
         self.max_concurrency = max_concurrency
         self.backoff_s = backoff_s
         self.calls: Counter = Counter()  # per model: requests, retries, failures, completion_tokens
-        self._http: httpx.AsyncClient | None = None
+        self._sdk: openai.AsyncOpenAI | None = None
         self._limit: asyncio.Semaphore | None = None
 
-    def _session(self) -> tuple[httpx.AsyncClient, asyncio.Semaphore]:
+    def _session(self) -> tuple[openai.AsyncOpenAI, asyncio.Semaphore]:
         # Created lazily inside the running event loop (Ray Data runs UDFs in its own loop).
-        if self._http is None:
-            headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
-            self._http = httpx.AsyncClient(
-                base_url=self.base_url, headers=headers, timeout=self.timeout_s,
-                limits=httpx.Limits(max_connections=self.max_concurrency),
-            )
+        # An explicit key, never None, also keeps the SDK from sending OPENAI_API_KEY from the
+        # environment to a server it was not meant for.
+        if self._sdk is None:
+            self._sdk = openai.AsyncOpenAI(base_url=self.base_url, api_key=self._api_key or NO_KEY,
+                                           timeout=self.timeout_s, max_retries=0)
             self._limit = asyncio.Semaphore(self.max_concurrency)
-        return self._http, self._limit
+        return self._sdk, self._limit
 
     async def post(self, path: str, body: dict[str, Any]) -> dict:
-        http, limit = self._session()
+        sdk, limit = self._session()
         model = body.get("model", "?")
         last_error, asked_wait = "", 0.0
         for attempt in range(self.max_retries + 1):
@@ -93,27 +132,19 @@ class LLMClient:
                 self.calls[f"{model}.retries"] += 1
                 backoff = self.backoff_s * 2 ** (attempt - 1) * (1 + random.random())
                 await asyncio.sleep(max(backoff, asked_wait))
-            asked_wait = 0.0
             self.calls[f"{model}.requests"] += 1
             try:
                 async with limit:
-                    response = await http.post(path, json=body)
-            except httpx.TransportError as err:  # connect errors, timeouts, dropped connections
-                last_error = f"{type(err).__name__}: {err}"
+                    data = await send_once(sdk, path, body)
+            except TransientError as err:
+                last_error, asked_wait = str(err), err.wait_s
                 continue
-            if response.status_code == 200:
-                try:
-                    data = response.json()
-                except ValueError as err:  # e.g. a proxy's page, or a body cut short
-                    last_error = f"HTTP 200 with a body that is not JSON ({err}): {response.text[:300]}"
-                    continue
-                usage = (data.get("usage") if isinstance(data, dict) else None) or {}
-                self.calls[f"{model}.completion_tokens"] += usage.get("completion_tokens") or 0
-                return data
-            last_error = f"HTTP {response.status_code}: {response.text[:300]}"
-            if response.status_code not in TRANSIENT_STATUS:
+            except ModelCallError as err:
+                last_error = str(err)
                 break
-            asked_wait = retry_after_s(response.headers.get("Retry-After"))
+            usage = data.get("usage") or {}
+            self.calls[f"{model}.completion_tokens"] += usage.get("completion_tokens") or 0
+            return data
         self.calls[f"{model}.failures"] += 1
         raise ModelCallError(f"{path} on {model!r}: {last_error}")
 
@@ -140,9 +171,9 @@ class LLMClient:
         return reply_text(data, "/completions", model, "text")
 
     async def aclose(self) -> None:
-        if self._http is not None:
-            await self._http.aclose()
-            self._http = None
+        if self._sdk is not None:
+            await self._sdk.close()
+            self._sdk = None
 
     def role(self, model: str) -> "RoleModel":
         return RoleModel(self, model)

@@ -49,6 +49,7 @@ class FlakyServer:
                 data = {"html": b"<html>Bad gateway</html>", "empty": b'{"object": "error"}'}.get(
                     step if isinstance(step, str) else "", json.dumps(reply).encode())
                 self.send_response(status)
+                self.send_header("Content-Type", "text/html" if step == "html" else "application/json")
                 for name, value in headers.items():
                     self.send_header(name, value)
                 self.send_header("Content-Length", str(len(data)))
@@ -206,7 +207,7 @@ def test_a_reply_without_choices_is_an_error_not_text(flaky):
 @pytest.mark.parametrize("flaky", [["cut"] * 3 + ["drop"] * 3], indirect=True)
 def test_a_call_that_still_fails_is_recorded_as_an_error_never_as_text(flaky):
     """Through a stage that records what the client returns (the probe set's answers)."""
-    from jobs.probe import answer
+    from stages.probe import answer
     from longform.params import Decoding
 
     client = LLMClient(flaky.url, max_retries=2, backoff_s=0.01)
