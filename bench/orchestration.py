@@ -3,10 +3,10 @@
     .venv/bin/python bench/orchestration.py [--records 1000 10000 100000] [--num-cpus 4]
         [--config configs/tiny.yaml] [--set synthesis.shard_size=16 ...]
 
-What runs: the real `jobs.synthesize.run_synthesis` (Ray Data, the `ShardWorker` actor pool,
+What runs: the real `actors.synthesis.run_synthesis` (Ray Data, the `ShardWorker` actor pool,
 every shard's drafts, extensions, SFT and alpaca files and stats written to a local temporary
 folder) on an embedded Ray (`ray.init(address="local", num_cpus=N)`), with the model replaced
-by `bench.clients.InstantClientFactory`: every call answers at once, in the worker's own
+by `actors.engines.InstantClientFactory`: every call answers at once, in the worker's own
 process, with synthetic text that passes the quality rules, so drafts, length-biased sampling,
 two-stage extensions and SFT building all really run. What is left is the cost of the pipeline.
 
@@ -132,17 +132,15 @@ def mib(n: int) -> float:
 
 def run_one(args) -> dict:
     import ray
-    import ray.cloudpickle
 
-    import bench.clients
-    from bench.clients import InstantClientFactory, synthetic_instructions
+    from actors.engines import InstantClientFactory
+    from actors.synthesis import RoundPlan, run_synthesis, write_instruction_shards
+    from actors.synthetic_text import synthetic_instructions
     from cluster.layout import RunLayout
     from cluster.settings import load_settings
     from cluster.storage import Storage
-    from jobs.synthesize import RoundPlan, run_synthesis, write_instruction_shards
     from longform.instructions import parse_instructions
 
-    ray.cloudpickle.register_pickle_by_value(bench.clients)  # workers need not import bench/
     root = tempfile.mkdtemp(prefix="bench-orchestration-")
     settings = load_settings(args.config, [f"storage.root={root}", *args.set])
     parsed = parse_instructions(synthetic_instructions(args.one, seed=args.seed), "synthetic.jsonl", "synthetic")

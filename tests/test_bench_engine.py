@@ -4,7 +4,7 @@ benchmark's baseline is not the barrier it claims to be."""
 
 import asyncio
 
-from bench.clients import SimulatedEngine
+from actors.engines import SimulatedEngine
 
 
 def finish_steps(stage_barrier: bool) -> dict[str, int]:

@@ -10,32 +10,10 @@ from longform.params import Decoding, MethodParams
 from longform.prompts import load_prompts
 from longform.round import RoundSpec, run_shard
 from longform.sft import drop_lines, to_alpaca
-from tests.scripted import ScriptedModel, text_of
+from tests.round_data import INSTRUCTIONS, models
+from tests.scripted import ScriptedModel
 
 PROMPTS = load_prompts()
-
-
-def generator_answer(prompt, sampling):
-    rng = random.Random(sampling.get("seed"))
-    return "\n\n".join(f"Fact {rng.randrange(10**6)} about the topic." for _ in range(rng.randint(2, 5)))
-
-
-def enrich(prompt, sampling):
-    rng = random.Random(sampling.get("seed"))
-    return "\n\n".join(f"{u}\n\nDetail {rng.randrange(10**6)} added." for u in split_units(text_of(prompt)))
-
-
-def continuation(prompt, prefix, sampling):
-    rng = random.Random(sampling.get("seed"))
-    return "".join(f"\n\nMore {rng.randrange(10**6)} words on it." for _ in range(rng.randint(1, 6)))
-
-
-def models():
-    return ScriptedModel(chat=generator_answer), ScriptedModel(chat=enrich, cont=continuation)
-
-
-INSTRUCTIONS = [{"id": f"en-{i:03d}", "instruction": f"Write a long essay on topic {i}.", "lang": "en"}
-                for i in range(12)] + [{"id": "zh-001", "instruction": "写一篇关于蜜蜂的长文。", "lang": "zh"}]
 
 
 def spec(**method):

@@ -179,11 +179,11 @@ def outage_settings(repo, endpoint: str, timeout_s: float):
 
 
 class OutageClient:
-    """The engine of a shard, scripted (tests/scripted.py), that takes the S3 server down on its
+    """The engine of a shard, scripted (tests/round_data.py), that takes the S3 server down on its
     first call: every write of the shard then meets the outage."""
 
     def __init__(self, on_first_call):
-        from tests.test_round import models
+        from tests.round_data import models
 
         self.generator, self.extender = models()
         self.on_first_call, self.calls = on_first_call, collections.Counter()
@@ -201,8 +201,8 @@ class OutageClient:
 
 def run_one_shard(repo, outage, run_name, timeout_s, on_first_call):
     from cluster.layout import RunLayout
-    from jobs.synthesize import RoundPlan, ShardWorker, write_instruction_shards
-    from tests.test_round import INSTRUCTIONS
+    from actors.synthesis import RoundPlan, ShardWorker, write_instruction_shards
+    from tests.round_data import INSTRUCTIONS
 
     settings = outage_settings(repo, outage.endpoint, timeout_s)
     layout = RunLayout(Storage.open(f"s3://outage/runs/{run_name}", settings.storage))
@@ -214,7 +214,7 @@ def run_one_shard(repo, outage, run_name, timeout_s, on_first_call):
 
 
 def test_writes_wait_out_an_outage_and_the_shard_completes(repo, outage):
-    from tests.test_round import INSTRUCTIONS
+    from tests.round_data import INSTRUCTIONS
 
     layout, shard, run = run_one_shard(repo, outage, "waits", 60, lambda: outage.stop())
     start = time.monotonic()
@@ -228,7 +228,7 @@ def test_writes_wait_out_an_outage_and_the_shard_completes(repo, outage):
 
 
 def test_an_outage_past_the_limit_stops_with_a_clear_error_and_no_shard_looks_complete(repo, outage):
-    from jobs.synthesize import completed
+    from actors.synthesis import round_markers
 
     layout, shard, run = run_one_shard(repo, outage, "stops", 2, lambda: outage.stop())
     start = time.time()
@@ -238,10 +238,10 @@ def test_an_outage_past_the_limit_stops_with_a_clear_error_and_no_shard_looks_co
     assert "s3://outage/runs/stops/round-1/" in message and "retry_timeout_s=2" in message, message
     assert time.time() - start < 30
     outage.start()  # back: the shard is not taken as complete, and running it again completes it
-    assert completed(layout, 1, [shard]) == {}
+    assert round_markers(layout, 1).completed([shard]) == {}
     layout2, shard2, run2 = run_one_shard(repo, outage, "stops", 60, None)
     run2()
-    assert set(completed(layout2, 1, [shard2])) == {shard}
+    assert set(round_markers(layout2, 1).completed([shard2])) == {shard}
 
 
 def test_ray_train_uploads_wait_out_an_outage(outage, tmp_path, monkeypatch):
