@@ -1,7 +1,7 @@
 """k8s/ checked without Kubernetes: every manifest against the KubeRay CRD schemas (or the
 Kubernetes schemas, for core objects), the kustomizations rendered, the commands inside the
 manifests run far enough to load their configs, the Dockerfile against the project, and the
-shipped configs against the clusters the manifests describe (cluster/capacity.py)."""
+shipped configs against the clusters the manifests describe (cluster/capacity/)."""
 
 from __future__ import annotations
 
@@ -476,7 +476,7 @@ def test_node_groups_of_a_live_cluster():
 def test_live_groups_inside_kuberay_read_the_raycluster(rendered, tmp_path, monkeypatch):
     """In a KubeRay pod the check reads the RayCluster through the Kubernetes API (faked here)."""
     import cluster.capacity as capacity
-    from ray.autoscaler._private.kuberay import node_provider
+    from cluster.capacity import kuberay_api
 
     [manifest] = by_kind(rendered["overlays/gpu-8x"], "RayCluster")
     asked = []
@@ -490,13 +490,38 @@ def test_live_groups_inside_kuberay_read_the_raycluster(rendered, tmp_path, monk
             return manifest
 
     (tmp_path / "namespace").write_text("team-a\n")
-    monkeypatch.setattr(capacity, "NAMESPACE_FILE", str(tmp_path / "namespace"))
-    monkeypatch.setattr(node_provider, "KubernetesHttpApiClient", FakeApi)
+    monkeypatch.setattr(kuberay_api, "NAMESPACE_FILE", str(tmp_path / "namespace"))
+    monkeypatch.setattr(kuberay_api, "KubeRayApi", FakeApi)
     monkeypatch.setenv("RAY_CLUSTER_NAME", "self-lengthen")
     live = capacity.live_groups()
     assert asked == [("team-a", "rayclusters/self-lengthen")]
     assert live.groups == groups_from_raycluster(manifest) and not live.may_grow
     assert live.source == "the largest cluster RayCluster self-lengthen allows"
+
+
+def test_the_raycluster_is_read_with_the_pods_service_account(tmp_path, monkeypatch):
+    """One GET on the API server's in-cluster address, the mounted token as bearer, the
+    mounted CA as the only trusted one: `get rayclusters` is the RBAC this needs."""
+    from cluster.capacity import kuberay_api
+
+    (tmp_path / "token").write_text("t0ken\n")
+    monkeypatch.setattr(kuberay_api, "TOKEN_FILE", str(tmp_path / "token"))
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT_HTTPS", "6443")
+    calls = []
+
+    class Reply:
+        def raise_for_status(self):
+            pass
+
+        def json(self):
+            return {"kind": "RayCluster"}
+
+    monkeypatch.setattr(kuberay_api.requests, "get", lambda url, **kw: calls.append((url, kw)) or Reply())
+    assert kuberay_api.KubeRayApi("team-a").get("rayclusters/x") == {"kind": "RayCluster"}
+    [(url, kw)] = calls
+    assert url == "https://10.0.0.1:6443/apis/ray.io/v1/namespaces/team-a/rayclusters/x"
+    assert kw["headers"] == {"Authorization": "Bearer t0ken"} and kw["verify"] == kuberay_api.CA_FILE
 
 
 @pytest.mark.cluster
@@ -584,7 +609,7 @@ def test_no_registry_host_is_named():
 
 # -- the GPU-hours estimate quoted in the runbook -------------------------------------------
 def test_the_runbook_quotes_the_current_gpu_hours_estimate():
-    from bench.gpu_hours import estimate
+    from cluster.capacity.gpu_hours import estimate
 
     runbook = (REPO / "docs/runbook.md").read_text(encoding="utf-8")
     quoted = re.search(r"<!-- gpu_hours -->\n```json\n(.*?)\n```", runbook, re.S)
