@@ -26,10 +26,10 @@ from ray import serve
 from actors.serving import ADAPTERS_DIR, BASE_ID, DeployError, llm_config, openai_app, publish_adapter, wait_until_running
 from cluster.cli import add_settings_args, settings_from_args
 from cluster.layout import FINAL, RunLayout
-from cluster.capacity import connect_checked
 from cluster.settings import Settings, load_settings
 from cluster.storage import Storage
 from jobs import bad_input
+from runtime.context import RunContext
 from training.export import EXPORT_MARKER
 
 SERVED_NAME = "generator"
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.api_key_env and not os.environ.get(args.api_key_env, "").strip():
         print(f"error: --api-key-env {args.api_key_env}: that environment variable is not set", file=sys.stderr)
         return 2
-    connect_checked(settings, "serve", lambda line: print(line, flush=True))
+    RunContext.open(settings, "serve")
     app, model, k = build_app(settings, args.round, args.api_key_env)
     start = time.time()
     serve.start(http_options={"host": host, "port": port})

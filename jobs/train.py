@@ -27,6 +27,7 @@ import time
 
 from cluster.cli import add_settings_args, settings_from_args
 from cluster.layout import RunLayout
+from runtime.log import logger
 from cluster.storage import Storage, filesystem_for
 from training.export import EXPORT_MARKER
 from training.sources import DataSpec, load_mixture
@@ -34,8 +35,7 @@ from training.sources import DataSpec, load_mixture
 SHARD_RECORDS = 5000
 
 
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] [train] {message}", flush=True)
+log = logger("train")
 
 
 def parse_args(argv: list[str] | None):
@@ -114,10 +114,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def fine_tune(settings, layout: RunLayout, args, init_model: str, files: list[str]) -> dict:
-    from cluster.capacity import connect_checked  # Ray only from here on
+    from runtime.context import RunContext
     from training.trainer import Target, train
 
-    connect_checked(settings, "train", log)
+    RunContext.open(settings, "train", tag="train")  # Ray only from here on
     target = Target(args.name, "checkpoints", f"{args.name}/model", args.name)
     result = train(settings, layout, target, init_model, files, args.init_adapter, args.method)
     return {**result.metrics, "loss_history": result.loss_history}

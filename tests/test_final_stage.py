@@ -10,15 +10,15 @@ from types import SimpleNamespace
 from cluster.layout import FINAL, RunLayout
 from cluster.settings import load_settings
 from cluster.storage import Storage
-from jobs.final_stage import FinalStage
+from runtime.context import RunContext
+from stages.final import FinalStage
 
 
 def stage_for(tmp_path, *overrides: str) -> FinalStage:
     settings = load_settings(None, ["model.base=x", f"storage.root={tmp_path}", *overrides])
     layout = RunLayout.create(Storage.open(str(tmp_path), settings.storage), "run")
     seeds = [{"id": f"s{i}", "instruction": f"Write about {i}.", "lang": "en"} for i in range(5)]
-    loop = SimpleNamespace(settings=settings, layout=layout, serving=SimpleNamespace(sources=None), seeds=seeds,
-                           log=lambda m: None)
+    loop = SimpleNamespace(ctx=RunContext(settings, layout, log=lambda m: None), seeds=seeds)
     return FinalStage(loop)
 
 
@@ -44,7 +44,7 @@ def test_the_general_file_is_mixed_in_at_the_share_asked_for(tmp_path, monkeypat
         seen.update(files=files, init=init_model, target=target, epochs=settings.training.epochs)
         return SimpleNamespace(export_uri="u", metrics={"train_loss": 1.0}, loss_history=[])
 
-    monkeypatch.setattr("jobs.final_stage.train", fake_train)
+    monkeypatch.setattr("stages.final.train", fake_train)
     collected = {"collected": 40, "window": [60, 600], "files": {"data": "d.jsonl", "rejected": "r.jsonl"}}
     result = stage.train(collected)
     mixed = list(stage.layout.store.read_jsonl(f"{FINAL}/mix.jsonl"))

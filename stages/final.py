@@ -8,7 +8,7 @@ it is asked for (Self-Lengthen's final stage), as resumable stages of the loop's
     train          the *base* model fine-tuned on them (+ `final.mix_with`), as `training` says
     score          base and final model on the length-constrained probe set (LonGen's score)
     preference     with `final.preference: dpo`: DPO on pairs built from the run's own answers,
-                   scored the same way (jobs/preference_stage.py)
+                   scored the same way (stages/preference.py)
 
 Each stage is recorded under <run>/final/stages/, so a stopped job resumes after the last one
 that finished (and inside generate, after its last finished shard; inside train, from its
@@ -17,15 +17,13 @@ last checkpoint). The final weights are exported under <run>/final/model/.
 
 from __future__ import annotations
 
-import asyncio
 import math
 
-from actors.client import LLMClient
 from cluster.layout import FINAL
-from jobs import collect, probe, self_instruct, synthesize
-from jobs.preference_stage import PreferenceStage
-from longform.length_probe import constrained_probes, summarize
+from jobs import collect, synthesize
 from longform.sampling import seeded_rng
+from stages import self_instruct
+from stages.preference import PreferenceStage
 from training.sources import DataSpec, load_mixture, weighted
 from training.trainer import Target, train
 
@@ -33,31 +31,30 @@ MODEL = f"{FINAL}/model"
 
 
 class FinalStage:
-    def __init__(self, loop):  # jobs.self_lengthen.LoopRun: settings, layout, serving, stage(), serve(), log
-        self.loop, self.settings, self.layout, self.serving = loop, loop.settings, loop.layout, loop.serving
-        self.log = loop.log
+    def __init__(self, loop):  # jobs.self_lengthen.Loop: its ctx, seeds, length_probe(), evaluate()
+        self.loop, self.ctx = loop, loop.ctx
+        self.settings, self.layout, self.log = loop.ctx.settings, loop.ctx.layout, loop.ctx.log
 
     def run(self, sources: dict[str, str]) -> dict:
         """`sources`: the last round's weights per role."""
-        s, stage = self.settings, self.loop.stage
+        s, ctx, stage = self.settings, self.ctx, self.ctx.stage
         if any(self.layout.stage_done(FINAL, name) is None for name in ("generate", "collect")):
-            if (self.serving.sources or {}).get("generator") != sources["generator"]:
-                self.loop.serve({"generator": sources["generator"]})
+            if ctx.served.get("generator") != sources["generator"]:
+                ctx.serve({"generator": sources["generator"]})
         grown = None
         if s.synthesis.self_instruct.new_per_round:
-            grown = stage(FINAL, "self-instruct", lambda: self_instruct.run_self_instruct(
-                s, self.layout, self.serving, self.pool(), FINAL, log=self.log))
+            grown = stage(FINAL, "self-instruct", lambda: self_instruct.run_self_instruct(ctx, self.pool(), FINAL))
         generated = stage(FINAL, "generate", self.generate)
         collected = stage(FINAL, "collect", self.collect)
         trained = stage(FINAL, "train", lambda: self.train(collected))
         base = self.layout.stage_done(0, "length-probe")
         if base is None:  # a run begun before the final stage existed: measure the base now
-            self.loop.serve({"generator": s.model.base})
+            ctx.serve({"generator": s.model.base})
             base = stage(0, "length-probe", lambda: self.loop.length_probe("base"))
         todo = ["score"] + (["evaluation"] if s.evaluation.benchmarks else [])
         if any(self.layout.stage_done(FINAL, name) is None for name in todo):
-            if (self.serving.sources or {}).get("generator") != trained["export_uri"]:
-                self.loop.serve({"generator": trained["export_uri"]})
+            if ctx.served.get("generator") != trained["export_uri"]:
+                ctx.serve({"generator": trained["export_uri"]})
         final = stage(FINAL, "score", lambda: self.loop.length_probe("final"))
         benchmarks = self.loop.evaluate(FINAL)  # evaluation.benchmarks, on the final model
         self.log(f"final: length score {base['length_score']} -> {final['length_score']}, inside the window "
@@ -92,21 +89,18 @@ class FinalStage:
         drafts_only = s.model_copy(update={"synthesis": s.synthesis.model_copy(update={
             "method": s.synthesis.method.model_copy(update={"control": True})})})
         shards = synthesize.write_instruction_shards(self.layout, FINAL, self.instructions(), s.synthesis.shard_size)
+        serving = self.ctx.serving
         plan = synthesize.RoundPlan(
-            round=FINAL, base_url=self.serving.base_url,
-            model_ids={r: self.serving.model_id(r) for r in ("generator", "extender")},
-            versions={"generator": self.serving.sources["generator"]})
+            round=FINAL, base_url=serving.base_url,
+            model_ids={r: serving.model_id(r) for r in ("generator", "extender")},
+            versions={"generator": self.ctx.served["generator"]})
         self.log(f"final: the last Generator answers {s.final.generate_count} instructions in {len(shards)} shards")
         return synthesize.run_synthesis(drafts_only, self.layout, plan, shards, log=self.log)
 
     # -- collect ---------------------------------------------------------------------------
     def collect(self) -> dict:
         s = self.settings
-        model = None
-        if s.collect.rewrite:
-            client = LLMClient(self.serving.base_url, timeout_s=s.serving.request_timeout_s,
-                               max_retries=s.serving.max_retries)
-            model = client.role(self.serving.model_id("generator"))
+        model = self.ctx.model("generator", self.ctx.client(concurrency=False)) if s.collect.rewrite else None
         summary = collect.collect(s, self.layout, model)
         t = summary["tally"]
         self.log(f"final: collected {summary['collected']} of {summary['responses']} answers in "
@@ -131,8 +125,7 @@ class FinalStage:
             files.append(store.uri(f"{FINAL}/mix.jsonl"))
             mixed = len(rows)
             self.log(f"final: mixing {mixed} records of {s.final.mix_with} ({len(rejected)} set aside)")
-        if s.serving.release_during_training and self.serving.sources is not None:
-            self.serving.release()
+        self.ctx.release()
         self.log(f"final: training the base model on {collected['collected']} collected + {mixed} mixed examples")
         if s.final.epochs:
             s = s.model_copy(update={"training": s.training.model_copy(update={"epochs": s.final.epochs})})
@@ -141,14 +134,3 @@ class FinalStage:
         return {"export_uri": result.export_uri, "metrics": result.metrics, "loss_history": result.loss_history,
                 "examples": collected["collected"], "mixed": mixed}
 
-
-def answer_length_probe(settings, serving, probes: list[dict], store, label: str) -> dict:
-    """The served Generator on the constrained probe set; answers under final/length-probe/."""
-    rows = constrained_probes(probes, settings.final.probe_words, settings.run.seed)
-    client = LLMClient(serving.base_url, timeout_s=settings.serving.request_timeout_s,
-                       max_retries=settings.serving.max_retries)
-    asked = [{"id": r["id"], "instruction": r["query"], "lang": r["language"]} for r in rows]
-    answers = asyncio.run(probe.answer(client, serving.model_id("generator"), asked, settings.probe.decoding))
-    store.write_jsonl(f"{FINAL}/length-probe/{label}.jsonl",
-                      [{**row, "response": a["answer"], "error": a["error"]} for row, a in zip(rows, answers)])
-    return summarize(rows, {a["id"]: a["answer"] for a in answers})
