@@ -19,6 +19,13 @@ side was chosen; a query with no rejectable answer is counted, with the reason.
 
     answers = index_answers(records)                  # drafts, extensions, final answers
     pairs, unpaired, tally = build_pairs(queries, answers, per_query=1)
+    pairs, dropped = balanced(pairs, seed)            # optional: as many too-short as too-long
+
+A run's answers grow round by round, so most rejected answers are shorter than the window: DPO
+on such pairs can lower the loss by preferring the longer answer, whatever was asked.
+`balanced` keeps as many pairs rejecting a too-short answer as pairs rejecting a too-long one (a
+seeded draw of the larger side; rule failures inside the window are all kept), so that length
+alone no longer tells chosen from rejected.
 """
 
 from __future__ import annotations
@@ -113,6 +120,24 @@ def build_pairs(queries: list[dict], answers: dict[tuple[str, str], list[Answer]
         tally["chosen." + ("judge" if chosen_why != "collected" else "collected")] += 1
     tally["pairs"] = len(pairs)
     return pairs, unpaired, tally
+
+
+DIRECTIONS = ("under_window", "over_window")
+
+
+def balanced(pairs: list[dict], seed: int) -> tuple[list[dict], list[dict]]:
+    """(kept, dropped): the larger of the too-short / too-long sides cut to the size of the
+    smaller by a seeded draw; pairs rejecting a rule failure are kept. Order is preserved."""
+    sides = {d: [i for i, p in enumerate(pairs) if p["meta"]["rejected"]["why"] == d] for d in DIRECTIONS}
+    size = min(len(ids) for ids in sides.values())
+    rng = random.Random(f"balanced:{seed}")
+    drop: set[int] = set()
+    for ids in sides.values():
+        drop |= set(ids) - set(rng.sample(ids, size))
+    kept = [p for i, p in enumerate(pairs) if i not in drop]
+    dropped = [{**p, "reason": "balance: more pairs in this length direction than in the other"}
+               for i, p in enumerate(pairs) if i in drop]
+    return kept, dropped
 
 
 def shuffled_labels(pairs: list[dict], seed: int) -> list[dict]:

@@ -3,7 +3,7 @@ which answer is chosen, which is rejected, and why."""
 
 from __future__ import annotations
 
-from longform.preference import build_pairs, index_answers, shuffled_labels
+from longform.preference import balanced, build_pairs, index_answers, shuffled_labels
 from training.sources import BadRecord, to_pair
 
 import pytest
@@ -122,3 +122,25 @@ def test_preference_records_in_the_shapes_trl_and_llama_factory_write():
 def test_a_bad_preference_record_says_why(record, reason):
     with pytest.raises(BadRecord, match=reason):
         to_pair(record)
+
+
+def pair_rejecting(i: int, why: str) -> dict:
+    return {"id": f"q{i}/pair-0", "meta": {"rejected": {"why": why}}}
+
+
+def test_balanced_pairs_reject_as_many_too_short_as_too_long_answers_and_keep_rule_failures():
+    pairs = ([pair_rejecting(i, "under_window") for i in range(9)] + [pair_rejecting(i, "over_window") for i in range(9, 12)]
+             + [pair_rejecting(i, "failed_rule") for i in range(12, 14)])
+    kept, dropped = balanced(pairs, seed=0)
+    whys = [p["meta"]["rejected"]["why"] for p in kept]
+    assert whys.count("under_window") == whys.count("over_window") == 3 and whys.count("failed_rule") == 2
+    assert len(dropped) == 6 and all(p["reason"].startswith("balance") for p in dropped)
+    assert [p["id"] for p in kept] == [p["id"] for p in pairs if p["id"] in {k["id"] for k in kept}]  # order kept
+    assert [p["id"] for p in balanced(pairs, seed=0)[0]] == [p["id"] for p in kept]  # seeded
+    assert [p["id"] for p in balanced(pairs, seed=1)[0]] != [p["id"] for p in kept]
+
+
+def test_balancing_with_one_direction_missing_keeps_only_the_rule_failures():
+    pairs = [pair_rejecting(i, "under_window") for i in range(4)] + [pair_rejecting(9, "failed_rule")]
+    kept, dropped = balanced(pairs, seed=0)
+    assert [p["id"] for p in kept] == ["q9/pair-0"] and len(dropped) == 4
