@@ -8,9 +8,9 @@
            the format of longform/sft.py (`generator_example`), so training/ takes it unchanged
 
 How a plan is read (`parse_plan`):
-* a line that holds a main-point marker and a word-count marker (English or Chinese, whatever
-  the language of the prompt; markdown emphasis ignored) is a step; every other line (a title,
-  chatter, a blank line) is ignored;
+* a line that holds a main-point marker and a word-count marker (of any supported language,
+  whatever the language of the prompt; markdown emphasis ignored) is a step; every other line
+  (a title, chatter, a blank line) is ignored;
 * a step whose main point is empty or whose word count holds no number is dropped and the
   line is recorded; the first number after the marker is the word count ("about 1,200 words"
   -> 1200), clamped into [200, 1000] words, the bounds the plan prompt asks for;
@@ -21,6 +21,10 @@ How a plan is read (`parse_plan`):
 How a written section is cleaned (`strip_plan_markers`): a line that is an echoed plan step,
 or a bare "Main Point:" / "Word Count:" line, is removed; a leading "Paragraph 3 -" / "第3段："
 label is cut off the line it starts.
+
+The step line, the markers, the paragraph labels and the openings of a refusal are each
+language's entry in longform/languages.py (`plan_step`, `plan_point_marker`, `plan_count_marker`,
+`section_label`, `refusal`).
 
 Failures never become text: a model call that fails (`ModelCallError`), a section that is
 empty after cleaning, or one that opens with a refusal fails the whole sample with its reason.
@@ -33,41 +37,54 @@ interrupted resumes at its first unfinished step with the same plan and the same
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from longform import languages
+from longform.languages import LangCode
 from longform.model import ChatModel, ModelCallError, user
 from longform.params import Decoding, portable_fields
 from longform.prompts import PromptBook
 from longform.sft import generator_example
-from longform.words import Language, count_words
+from longform.words import count_words
 
 MIN_STEP_WORDS = 200
 MAX_STEP_WORDS = 1000
 MAX_STEPS = 50
 
-STEP_FORMAT = {
-    "en": "Paragraph {number} - Main Point: {point} - Word Count: {words} words",
-    "zh": "第{number}段 - 主要内容：{point} - 字数要求：{words}字",
-}
-
-_POINT = r"(?:main\s*points?|主要内容|要点)"
-_COUNT = r"(?:word\s*count|字数要求|字数)"
-_STEP_LINE = re.compile(
-    rf"{_POINT}\s*[:：]\s*(?P<point>.*?)\s*[-–—|,，;；]*\s*{_COUNT}\s*[:：]\s*(?P<count>.*)$", re.IGNORECASE
-)
 _NUMBER = re.compile(r"\d[\d,，]*")
 _EMPHASIS = re.compile(r"[*`#]+")
-_LABEL = re.compile(
-    r"^[\s*#]*(?:paragraph\s*\d+|第\s*[\d一二三四五六七八九十百]+\s*段)[\s*]*[-–—:：.、)]*[\s*]*", re.IGNORECASE
-)
-_BARE_MARKER = re.compile(rf"^\s*(?:{_POINT}|{_COUNT})\s*[:：]", re.IGNORECASE)
-_REFUSAL = re.compile(
-    r"^\s*(?:i'?m sorry|i am sorry|i can(?:no|')t|i won'?t|i'm unable|i am unable|as an ai"
-    r"|抱歉|对不起|很抱歉|我无法|我不能)",
-    re.IGNORECASE,
-)
+
+
+@dataclass(frozen=True)
+class PlanPatterns:
+    """The regexes plans and sections are read with, from every supported language's markers."""
+
+    step_line: re.Pattern  # a main-point marker, the point, a word-count marker, the count
+    label: re.Pattern  # a "Paragraph 3 -" / "第3段：" label at the start of a line
+    bare_marker: re.Pattern  # a line that starts with a marker alone
+    refusal: re.Pattern
+
+
+@functools.lru_cache(maxsize=4)
+def _patterns(table: tuple[languages.Language, ...]) -> PlanPatterns:
+    point = "|".join(lang.plan_point_marker for lang in table)
+    count = "|".join(lang.plan_count_marker for lang in table)
+    label = "|".join(lang.section_label for lang in table)
+    refusal = "|".join(lang.refusal for lang in table)
+    return PlanPatterns(
+        step_line=re.compile(rf"(?:{point})\s*[:：]\s*(?P<point>.*?)\s*[-–—|,，;；]*\s*(?:{count})\s*[:：]\s*"
+                             r"(?P<count>.*)$", re.IGNORECASE),
+        label=re.compile(rf"^[\s*#]*(?:{label})[\s*]*[-–—:：.、)]*[\s*]*", re.IGNORECASE),
+        bare_marker=re.compile(rf"^\s*(?:(?:{point})|(?:{count}))\s*[:：]", re.IGNORECASE),
+        refusal=re.compile(rf"^\s*(?:{refusal})", re.IGNORECASE),
+    )
+
+
+def patterns() -> PlanPatterns:
+    return _patterns(languages.supported())
 
 
 class PlanError(ValueError):
@@ -80,8 +97,8 @@ class PlanStep:
     point: str
     words: int  # after clamping into [MIN_STEP_WORDS, MAX_STEP_WORDS]
 
-    def line(self, lang: Language) -> str:
-        return STEP_FORMAT[lang].format(number=self.number, point=self.point, words=self.words)
+    def line(self, lang: LangCode) -> str:
+        return languages.get(lang).plan_step.format(number=self.number, point=self.point, words=self.words)
 
     def as_dict(self) -> dict:
         return {"number": self.number, "point": self.point, "words": self.words}
@@ -93,7 +110,7 @@ class Plan:
     dropped: list[str] = field(default_factory=list)  # step-like lines that were unusable, with why
     clamped: int = 0  # steps whose word count was moved into the bounds
 
-    def text(self, lang: Language) -> str:
+    def text(self, lang: LangCode) -> str:
         return "\n".join(step.line(lang) for step in self.steps)
 
     @property
@@ -104,7 +121,7 @@ class Plan:
 def parse_step(line: str) -> tuple[str, int] | None:
     """(main point, word count as written) for a step line, None for any other line; raises
     PlanError for a step line that cannot be used."""
-    match = _STEP_LINE.search(_EMPHASIS.sub("", line))
+    match = patterns().step_line.search(_EMPHASIS.sub("", line))
     if match is None:
         return None
     point = match.group("point").strip(" -–—:：")
@@ -151,17 +168,18 @@ def is_step_line(line: str) -> bool:
 
 
 def strip_plan_markers(text: str) -> str:
+    p = patterns()
     lines = []
     for line in text.strip().splitlines():
-        if is_step_line(line) or _BARE_MARKER.match(_EMPHASIS.sub("", line)):
+        if is_step_line(line) or p.bare_marker.match(_EMPHASIS.sub("", line)):
             continue
-        lines.append(_LABEL.sub("", line, count=1))
+        lines.append(p.label.sub("", line, count=1))
     cleaned = "\n".join(lines)
     return re.sub(r"\n{3,}", "\n\n", cleaned).strip()
 
 
 def is_refusal(text: str) -> bool:
-    return bool(_REFUSAL.match(text))
+    return bool(patterns().refusal.match(text))
 
 
 # -- the step cache ----------------------------------------------------------------------
@@ -225,7 +243,7 @@ async def run_step(sample: Sample, cache: StepCache, step: str, model: ChatModel
     return reply
 
 
-async def make_plan(sample: Sample, instruction: str, lang: Language, model: ChatModel,
+async def make_plan(sample: Sample, instruction: str, lang: LangCode, model: ChatModel,
                     cache: StepCache, spec: AgentWriteSpec) -> Plan:
     prompt = spec.prompts.render("agentwrite_plan", lang, instruction=instruction)
     errors = []
@@ -239,7 +257,7 @@ async def make_plan(sample: Sample, instruction: str, lang: Language, model: Cha
     raise PlanError(f"{spec.plan_attempts} attempts, last: {errors[-1]}")
 
 
-async def write_sample(instruction: str, lang: Language, model: ChatModel, cache: StepCache,
+async def write_sample(instruction: str, lang: LangCode, model: ChatModel, cache: StepCache,
                        spec: AgentWriteSpec, key: str) -> Sample:
     """Plan, then write every section in order. Never raises for a model's failure: the
     sample comes back with `reason` set and `text` None."""

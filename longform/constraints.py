@@ -9,8 +9,10 @@ Types, their share, and the window a response of L words must fall in:
 
 Numbers are round: steps of 100 words under 1,000, of 500 under 2,000, of 1,000 from 2,000 on;
 where the round number would put L outside its window, the next finer step is used (down to
-10). Chinese labels say what the window says: above is 大于 (more than N), below is 小于 (fewer
-than N); the reference had these two swapped.
+10). How a constraint is worded, and the sentence that appends it to a query, are the
+language's `constraint_labels` and `appended_constraint` (longform/languages.py); Chinese labels
+say what the window says: above is 大于 (more than N), below is 小于 (fewer than N); the
+reference had these two swapped.
 """
 
 from __future__ import annotations
@@ -20,14 +22,11 @@ import random
 import re
 from dataclasses import dataclass
 
+from longform import languages
+from longform.languages import LangCode
+
 TYPES = {"about": 0.40, "range": 0.25, "above": 0.10, "below": 0.25}
 STEPS = (1000, 500, 100, 10)
-
-LABELS = {
-    "en": {"about": "about {n} words", "range": "between {lo} and {hi} words",
-           "above": "more than {n} words", "below": "fewer than {n} words"},
-    "zh": {"about": "约{n}字", "range": "{lo}到{hi}字之间", "above": "大于{n}字", "below": "小于{n}字"},
-}
 
 
 @dataclass(frozen=True)
@@ -37,8 +36,8 @@ class Constraint:
     hi: int
     numbers: tuple[int, ...]  # what the query states
 
-    def label(self, lang: str) -> str:
-        template = LABELS[lang][self.kind]
+    def label(self, lang: LangCode) -> str:
+        template = languages.get(lang).constraint_labels[self.kind]
         if self.kind == "range":
             return template.format(lo=self.numbers[0], hi=self.numbers[1])
         return template.format(n=self.numbers[0])
@@ -88,12 +87,10 @@ def constraint_for(kind: str, words: int) -> Constraint:
     raise ValueError(f"no {kind} constraint fits {words} words")
 
 
-# The constraint as a sentence after the query, when no rewrite states it.
-APPENDED = {"en": "{instruction} The answer should be {requirement}.", "zh": "{instruction}字数要求：{requirement}。"}
-
-
-def appended_query(instruction: str, constraint: Constraint, lang: str) -> str:
-    return APPENDED[lang].format(instruction=instruction.rstrip(), requirement=constraint.label(lang))
+def appended_query(instruction: str, constraint: Constraint, lang: LangCode) -> str:
+    """The constraint as a sentence after the query, when no rewrite states it."""
+    return languages.get(lang).appended_constraint.format(instruction=instruction.rstrip(),
+                                                          requirement=constraint.label(lang))
 
 
 def pick_kind(rng: random.Random) -> str:

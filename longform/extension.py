@@ -11,26 +11,35 @@ One micro-step lengthens a text T written for instruction I:
   5. the candidate is P + continuation.
 A candidate is accepted only if it passes the quality rules and is longer than the best text
 so far; up to `extension_steps` micro-steps run, each starting from the best text. The result
-is kept only if it is more than `min_growth` (1.2) times the draft's words.
+is kept only if it is more than `min_growth` (1.2) times the draft's words. Where a sentence
+ends is each language's `sentence_break` (longform/languages.py).
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 
+from longform import languages
+from longform.languages import LangCode
 from longform.model import ChatModel, ModelCallError, user
 from longform.params import Decoding, MethodParams
 from longform.prompts import PromptBook
 from longform.quality import check_quality
-from longform.words import Language, count_words
+from longform.words import count_words
 
-# English sentences end at . ! ? followed by whitespace; Chinese ones at 。！？ with or without it.
-_SENTENCE_END = re.compile(r"(?<=[.!?…])\s+|(?<=[。！？])\s*")
+
+@functools.lru_cache(maxsize=4)
+def _sentence_break(table: tuple[languages.Language, ...]) -> re.Pattern:
+    """English sentences end at . ! ? followed by whitespace; Chinese ones at 。！？ with or
+    without it: a text of either language (or both) is split by every language's rule."""
+    return re.compile("|".join(lang.sentence_break for lang in table))
 
 
 def split_sentences(text: str) -> list[str]:
-    return [s.strip() for s in _SENTENCE_END.split(text.strip()) if s.strip()]
+    pattern = _sentence_break(languages.supported())
+    return [s.strip() for s in pattern.split(text.strip()) if s.strip()]
 
 
 def split_units(text: str) -> list[str]:
@@ -81,7 +90,7 @@ class Extension:
 
 
 async def extension_step(
-    instruction: str, text: str, lang: Language, model: ChatModel,
+    instruction: str, text: str, lang: LangCode, model: ChatModel,
     prompts: PromptBook, params: MethodParams, decoding: Decoding, key: str,
 ) -> str:
     """One micro-step: returns the candidate P + continuation (not yet judged)."""
@@ -100,7 +109,7 @@ async def extension_step(
 
 
 async def extend_once(
-    instruction: str, draft: str, lang: Language, model: ChatModel,
+    instruction: str, draft: str, lang: LangCode, model: ChatModel,
     prompts: PromptBook, params: MethodParams, decoding: Decoding, key: str,
 ) -> Extension:
     """Up to `extension_steps` micro-steps from the draft, keeping the best accepted text."""
@@ -126,7 +135,7 @@ async def extend_once(
 
 
 async def extend(
-    instruction: str, draft: str, lang: Language, model: ChatModel,
+    instruction: str, draft: str, lang: LangCode, model: ChatModel,
     prompts: PromptBook, params: MethodParams, decoding: Decoding, key: str,
 ) -> Extension:
     """Extend a draft, retrying whole extensions until one grows past `min_growth`."""

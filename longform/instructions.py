@@ -10,9 +10,9 @@ are read on. Nothing is dropped without a trace. Set aside:
   UTF-8 byte-order mark at the start of the file is allowed);
 * instructions longer than MAX_INSTRUCTION_CHARS, or, given a `TokenLimit`, than the tokens the
   model's context leaves for them once the prompt templates and the answer are counted;
-* instructions in a language the method does not support (Japanese, Cyrillic, ...; see
-  longform/words.py), and a `lang` label that the text contradicts. Labels are normalised
-  ("ZH", "zh-CN", "zh-Hans" -> zh; "en-US" -> en);
+* instructions in a language the method does not support (Japanese, Cyrillic, ...; the
+  supported ones are the table in longform/languages.py), and a `lang` label that the text
+  contradicts. Labels are normalised ("ZH", "zh-CN", "zh-Hans", "Chinese" -> zh; "en-US" -> en);
 * a second line with an id already used, and a second line with the same instruction text
   (whitespace normalised) under another id: the reason names the first id.
 
@@ -26,7 +26,8 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from longform.words import LANGUAGES, SCRIPT_NAMES, guess_script, label_contradiction, normalize_language_label
+from longform import languages
+from longform.words import guess_script, label_contradiction, language_of_script, normalize_language_label, script_name
 
 MAX_INSTRUCTION_CHARS = 20_000
 
@@ -64,15 +65,17 @@ def language_of(obj: dict, instruction: str) -> str:
     if label is None:
         guess = guess_script(instruction)
         if guess is None:
-            raise ValueError("cannot tell the language of the instruction (no letters; English or Chinese expected)")
-        if guess not in LANGUAGES:
-            raise ValueError(f"the instruction is written in {SCRIPT_NAMES[guess]}; supported: English and Chinese")
-        return guess
+            raise ValueError(f"cannot tell the language of the instruction (no letters; {languages.names('or')} "
+                             "expected)")
+        lang = language_of_script(guess)
+        if lang is None:
+            raise ValueError(f"the instruction is written in {script_name(guess)}; supported: {languages.names('and')}")
+        return lang
     if not isinstance(label, str):
         raise ValueError(f'field "lang" must be a string, got {type(label).__name__}')
     lang = normalize_language_label(label)
     if lang is None:
-        raise ValueError(f'unknown language {label!r} (supported: {", ".join(LANGUAGES)})')
+        raise ValueError(f'unknown language {label!r} (supported: {", ".join(languages.codes())})')
     contradiction = label_contradiction(instruction, lang)
     if contradiction is not None:
         raise ValueError(contradiction)

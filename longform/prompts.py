@@ -2,8 +2,8 @@
 
 The files live in `longform/prompts/<lang>/<name>.txt` and use `{field}` placeholders (write
 `{{` and `}}` for literal braces). A run may point `method.prompt_dir` at a copy of that folder
-to change the wording; the loader checks that every template exists for every language and
-names the file that is missing or has a wrong placeholder.
+to change the wording; the loader checks that every template exists for every language of
+longform/languages.py's table and names the file that is missing or has a wrong placeholder.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ import string
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from longform.words import LANGUAGES, Language
+from longform import languages
+from longform.languages import LangCode
 
 DEFAULT_DIR = Path(__file__).parent / "prompts"
 
@@ -29,8 +30,9 @@ TEMPLATES: dict[str, frozenset[str]] = {
     "judge_longen": frozenset({"instruction", "response"}),
 }
 
-# how the judge says yes in each language (compared after stripping punctuation and case)
-YES = {"en": "yes", "zh": "是"}
+# how the judge says yes in each language (compared after stripping punctuation and case); kept
+# for the tiny model's corpus, which imports it: the table's `yes` is where it is defined
+YES = {lang.code: lang.yes for lang in languages.supported()}
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,7 @@ class PromptBook:
 
     texts: dict[str, dict[str, str]] = field(default_factory=dict)
 
-    def render(self, name: str, lang: Language, **fields: str) -> str:
+    def render(self, name: str, lang: LangCode, **fields: str) -> str:
         return self.texts[lang][name].format(**fields)
 
 
@@ -50,7 +52,7 @@ def placeholders(text: str) -> set[str]:
 def load_prompts(directory: str | Path | None = None) -> PromptBook:
     root = Path(directory) if directory else DEFAULT_DIR
     texts: dict[str, dict[str, str]] = {}
-    for lang in LANGUAGES:
+    for lang in languages.codes():
         texts[lang] = {}
         for name, expected in TEMPLATES.items():
             path = root / lang / f"{name}.txt"

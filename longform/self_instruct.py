@@ -12,21 +12,25 @@ and it writes the third. A candidate joins the pool if
   - the judge answers yes to "would a good answer need more than 2,000 words?".
 
 Candidates are made in batches and every accepted one is in the pool the next batch samples
-from, so the pool grows across batches. Every rejection keeps its reason.
+from, so the pool grows across batches. Every rejection keeps its reason. The judge's yes and
+the "Instruction 3:" label a model may repeat are each language's `yes` and
+`instruction_label` (longform/languages.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import re
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 
+from longform import languages
 from longform.model import ChatModel, ModelCallError, user
 from longform.params import Decoding
-from longform.prompts import YES, PromptBook
+from longform.prompts import PromptBook
 from longform.words import count_words, detect_language
 
 MIN_WORDS, MAX_WORDS = 3, 500  # exclusive bounds
@@ -59,10 +63,17 @@ class DuplicateIndex:
         return any(len(candidate & s) / len(candidate | s) >= DUPLICATE_JACCARD for s in self.sets)
 
 
+@functools.lru_cache(maxsize=4)
+def _instruction_label(table: tuple[languages.Language, ...]) -> re.Pattern:
+    labels = "|".join(lang.instruction_label for lang in table)
+    return re.compile(rf"^\s*({labels})\s*", flags=re.I)
+
+
 def clean_candidate(reply: str) -> str:
     """The first non-empty line, without a leading "Instruction 3:" the model may repeat."""
+    label = _instruction_label(languages.supported())
     for line in reply.strip().splitlines():
-        line = re.sub(r"^\s*(instruction\s*\d+\s*[:：]|指令\s*\d+\s*[:：])\s*", "", line.strip(), flags=re.I)
+        line = label.sub("", line.strip())
         if line:
             return line
     return ""
@@ -70,7 +81,7 @@ def clean_candidate(reply: str) -> str:
 
 def says_yes(reply: str, lang: str) -> bool:
     words = re.findall(r"\w+", reply.strip().casefold())
-    return bool(words) and words[0] == YES[lang]
+    return bool(words) and words[0] == languages.get(lang).yes
 
 
 def check_candidate(text: str, lang: str, index: DuplicateIndex) -> str | None:

@@ -14,8 +14,8 @@ import random
 from typing import Any
 
 from longform.extension import join_units, split_units
+from longform.languages import LangCode
 from longform.prompts import PromptBook
-from longform.words import Language
 
 
 def drop_lines(text: str, keep: float, rng: random.Random) -> str:
@@ -44,7 +44,7 @@ def generator_example(example_id: str, instruction: str, target: str, meta: dict
 
 
 def extender_example(
-    example_id: str, instruction: str, draft: str, target: str, lang: Language,
+    example_id: str, instruction: str, draft: str, target: str, lang: LangCode,
     prompts: PromptBook, keep: float, rng: random.Random, meta: dict,
 ) -> dict:
     prompt = prompts.render("extend", lang, instruction=instruction, text=drop_lines(draft, keep, rng))

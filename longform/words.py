@@ -1,57 +1,89 @@
-"""Counting words in English, Chinese and mixed text, and telling the two languages apart.
+"""Counting words in English, Chinese and mixed text, and telling the languages apart.
 
 Two rules exist in the literature and they differ, so both are here:
 
-* `count_words` is Self-Lengthen's rule. Every character in the CJK ideograph block, the CJK
-  punctuation block (U+3000-303F) and the full-width forms (U+FF00-FFEF) counts as one word;
-  what remains is split on whitespace and every piece counts as one word. So "state-of-the-art"
-  is 1 word, "3.5" is 1 word and "，" is 1 word.
+* `count_words` is Self-Lengthen's rule. Every character that a supported language counts one
+  word each (Chinese: the CJK ideograph block, the CJK punctuation block U+3000-303F and the
+  full-width forms U+FF00-FFEF; see longform/languages.py) is one word; what remains is split
+  on whitespace and every piece counts as one word. So "state-of-the-art" is 1 word, "3.5" is
+  1 word and "，" is 1 word.
 * `count_words_lbw` is LongBench-Write's rule: CJK ideographs (U+4E00-9FFF) plus runs of ASCII
   letters between word boundaries. So "state-of-the-art" is 4 words, "3.5" is 0 words and
-  Chinese punctuation is not counted.
+  Chinese punctuation is not counted. It is that benchmark's fixed rule, not the table's.
+
+A text's language is the language of its dominant script (`guess_script`): the scripts are
+those of the supported languages plus a few more that are recognised only so that a message can
+name them (longform/languages.py, KNOWN_SCRIPTS), and "other" for letters of any other script.
 """
 
 from __future__ import annotations
 
+import functools
 import re
-from typing import Literal
+from dataclasses import dataclass
 
-Language = Literal["en", "zh"]
-LANGUAGES: tuple[str, ...] = ("en", "zh")
+from longform import languages
+from longform.languages import HAN, KANA, KNOWN_SCRIPTS, LangCode, Script
 
-_SL_CJK_CLASS = "\u4e00-\u9fff\u3000-\u303f\uff00-\uffef"
-_SL_CJK = re.compile(f"[{_SL_CJK_CLASS}]")
-_SL_WORD = re.compile(f"[{_SL_CJK_CLASS}]|[^\\s{_SL_CJK_CLASS}]+")  # a CJK character, or a run of neither CJK nor space
+# kept for modules that import these names from here (the evaluation package); new code reads
+# longform.languages (`LangCode`, `codes()`), which also sees entries added later
+Language = LangCode
+LANGUAGES: tuple[str, ...] = languages.codes()
+
 _LBW_CJK = re.compile(r"[\u4e00-\u9fff]")
 _LBW_WORD = re.compile(r"\b[a-zA-Z]+\b")
-_IDEOGRAPH = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
-_KANA = re.compile(r"[\u3040-\u309f\u30a0-\u30ff\u31f0-\u31ff\uff66-\uff9f]")
-_HANGUL = re.compile(r"[\u1100-\u11ff\u3130-\u318f\uac00-\ud7af]+")
-_LATIN_WORD = re.compile(r"[A-Za-z\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u024f]+")
-_CYRILLIC_WORD = re.compile(r"[\u0400-\u052f]+")
-_KNOWN = ("A-Za-z\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u024f\u0400-\u052f\u1100-\u11ff\u3040-\u30ff\u3130-\u318f"
-          "\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff66-\uff9f")
-_OTHER_WORD = re.compile(f"(?:(?![{_KNOWN}])[^\\W\\d_])+")  # runs of letters of any other script
 
-# A Chinese (or Japanese) word is about two characters, so ideographs and kana weigh half a word
-# each when scripts are compared: "Write an essay on 北京烤鸭的历史" is 4 English words against
-# 3.5 Chinese ones (English), "请用 Python 写一个程序" 1 against 3 (Chinese).
-CJK_CHARS_PER_WORD = 2
 # Japanese writes kana among its kanji (usually a third or more of the characters); Chinese never
 # does, so kana above this share of the CJK characters makes the text Japanese.
 JAPANESE_KANA_SHARE = 0.1
 # a `lang` label is accepted if its script makes at least this share of the text's words
 LABEL_MIN_SHARE = 0.25
+OTHER = "other"  # the script code of letters no known script claims
+OTHER_NAME = "a script other than Latin or Chinese"
 
-SCRIPT_NAMES = {"en": "English (Latin script)", "zh": "Chinese", "ja": "Japanese", "ko": "Korean",
-                "ru": "Cyrillic script", "other": "a script other than Latin or Chinese"}
-_LABEL_ALIASES = {"en": "en", "english": "en", "zh": "zh", "chinese": "zh"}
+
+@dataclass(frozen=True)
+class Recogniser:
+    """What the table in longform/languages.py makes of words and scripts, compiled once."""
+
+    self_lengthen_word: re.Pattern
+    scripts: tuple[Script, ...]  # in the order that breaks ties
+    patterns: tuple[re.Pattern, ...]  # one per script: a letter (counted by characters) or a run
+    other_word: re.Pattern  # a run of letters of no known script
+    script_of: dict[str, LangCode]  # script code -> the supported language written in it
+    labels: dict[str, LangCode]  # a lower-case `lang` label or alias -> its language
+    script_names: dict[str, str]
+
+
+@functools.lru_cache(maxsize=4)
+def _build(table: tuple[languages.Language, ...]) -> Recogniser:
+    chars = "".join(lang.one_word_chars for lang in table)
+    word = re.compile(f"[{chars}]|[^\\s{chars}]+" if chars else r"\S+")  # a counted character, or a run
+    script_of: dict[str, LangCode] = {}
+    for lang in table:
+        if lang.script.code in script_of:
+            raise ValueError(f"languages {script_of[lang.script.code]!r} and {lang.code!r} share the script "
+                             f"{lang.script.name}: a text's language is told by its script alone")
+        script_of[lang.script.code] = lang.code
+    known = {s.code: s for s in (*(lang.script for lang in table), *KNOWN_SCRIPTS)}
+    # a tie goes to a supported language before any other script, then to a script counted by
+    # characters (between Latin and Chinese: Chinese), then by the order above
+    scripts = tuple(sorted(known.values(), key=lambda s: (s.code not in script_of, -s.chars_per_word)))
+    patterns = tuple(re.compile(f"[{s.letters}]" if s.chars_per_word else f"[{s.letters}]+") for s in scripts)
+    other = re.compile(f"(?:(?![{''.join(s.letters for s in scripts)}])[^\\W\\d_])+")
+    labels = {alias: lang.code for lang in table for alias in (lang.code, *lang.aliases)}
+    names = {**{s.code: s.name for s in scripts}, OTHER: OTHER_NAME}
+    return Recogniser(word, scripts, patterns, other, script_of, labels, names)
+
+
+def recogniser() -> Recogniser:
+    return _build(languages.supported())
 
 
 def count_words(text: str) -> int:
     """Self-Lengthen's word count (used for every length decision of the method): one per
-    CJK character, plus one per whitespace-separated run of anything else (one regex pass)."""
-    return len(_SL_WORD.findall(text))
+    counted character, plus one per whitespace-separated run of anything else (one regex pass)."""
+    return len(recogniser().self_lengthen_word.findall(text))
 
 
 def count_words_lbw(text: str) -> int:
@@ -59,60 +91,71 @@ def count_words_lbw(text: str) -> int:
     return len(_LBW_CJK.findall(text)) + len(_LBW_WORD.findall(text))
 
 
+def script_name(code: str) -> str:
+    """How messages name a script code of `guess_script`: "Chinese", "Cyrillic script", ..."""
+    return recogniser().script_names[code]
+
+
 def script_words(text: str) -> dict[str, float]:
-    """How many words of each script the text holds (see CJK_CHARS_PER_WORD): en (Latin letters),
-    zh (ideographs), ja (kana), ko (Hangul), ru (Cyrillic), other (any other letters)."""
-    han = len(_IDEOGRAPH.findall(text))
-    kana = len(_KANA.findall(text))
-    latin = len(_LATIN_WORD.findall(text))
-    hangul = len(_HANGUL.findall(text))
-    cyrillic = len(_CYRILLIC_WORD.findall(text))
-    other = len(_OTHER_WORD.findall(text))
-    return {"en": float(latin), "zh": han / CJK_CHARS_PER_WORD, "ja": kana / CJK_CHARS_PER_WORD,
-            "ko": float(hangul), "ru": float(cyrillic), "other": float(other)}
+    """How many words of each script the text holds, by script code (see CJK_CHARS_PER_WORD in
+    longform/languages.py): en (Latin letters), zh (ideographs), ja (kana), ko (Hangul), ru
+    (Cyrillic), the scripts of any added language, other (any other letters)."""
+    r = recogniser()
+    words = {s.code: (len(p.findall(text)) / s.chars_per_word if s.chars_per_word else float(len(p.findall(text))))
+             for s, p in zip(r.scripts, r.patterns)}
+    words[OTHER] = float(len(r.other_word.findall(text)))
+    return words
 
 
 def guess_script(text: str) -> str | None:
-    """The dominant script's language ('en', 'zh', 'ja', 'ko', 'ru' or 'other'), None when the
-    text has no letters. Kana make Chinese characters Japanese (JAPANESE_KANA_SHARE); ties
-    between Latin and Chinese go to Chinese."""
+    """The dominant script's code ('en', 'zh', 'ja', 'ko', 'ru', an added language's, or
+    'other'), None when the text has no letters. Kana make Chinese characters Japanese
+    (JAPANESE_KANA_SHARE); ties go as `Recogniser.scripts` orders them."""
     words = script_words(text)
-    cjk = words["zh"] + words["ja"]
-    if cjk and words["ja"] / cjk >= JAPANESE_KANA_SHARE:
-        words["ja"], words["zh"] = cjk, 0.0
+    cjk = words[HAN.code] + words[KANA.code]
+    if cjk and words[KANA.code] / cjk >= JAPANESE_KANA_SHARE:
+        words[KANA.code], words[HAN.code] = cjk, 0.0
     else:
-        words["zh"], words["ja"] = cjk, 0.0
+        words[HAN.code], words[KANA.code] = cjk, 0.0
     best = max(words.values())
     if best == 0:
         return None
-    for name in ("zh", "en", "ja", "ko", "ru", "other"):  # the order breaks ties
-        if words[name] == best:
+    for name, count in words.items():  # in tie-breaking order
+        if count == best:
             return name
     return None
 
 
-def detect_language(text: str) -> Language | None:
-    """'en' or 'zh' by the dominant script (`guess_script`), None when the text has no letters
-    or its dominant script is one the method does not support (Japanese, Cyrillic, ...)."""
-    guess = guess_script(text)
-    return guess if guess in LANGUAGES else None  # type: ignore[return-value]
+def language_of_script(script: str | None) -> LangCode | None:
+    """The supported language written in a script of `guess_script`, None if there is none."""
+    return recogniser().script_of.get(script or "")
 
 
-def normalize_language_label(label: str) -> Language | None:
-    """A `lang` label as written by people ("ZH", "zh-CN", "zh_Hans", "en-US") -> 'zh' / 'en';
-    None for a language the method does not support."""
+def detect_language(text: str) -> LangCode | None:
+    """A supported language's code ('en', 'zh', ...) by the dominant script (`guess_script`),
+    None when the text has no letters or its dominant script is one the method does not
+    support (Japanese, Cyrillic, ...)."""
+    return language_of_script(guess_script(text))
+
+
+def normalize_language_label(label: str) -> LangCode | None:
+    """A `lang` label as written by people ("ZH", "zh-CN", "zh_Hans", "en-US", "Chinese") -> 'zh'
+    / 'en'; None for a language the method does not support."""
+    labels = recogniser().labels
     key = label.strip().lower().replace("_", "-")  # region and script subtags: zh-CN, zh-Hans, en-US
-    return _LABEL_ALIASES.get(key) or _LABEL_ALIASES.get(key.split("-", 1)[0])  # type: ignore[return-value]
+    return labels.get(key) or labels.get(key.split("-", 1)[0])
 
 
-def label_contradiction(text: str, label: Language) -> str | None:
+def label_contradiction(text: str, label: LangCode) -> str | None:
     """Why the text cannot be in `label`'s language, or None: the label's script must make at
-    least LABEL_MIN_SHARE of the text's words (so a mixed instruction keeps the label it was given)."""
+    least LABEL_MIN_SHARE of the text's words (so a mixed instruction keeps the label it was
+    given). Kana count for Chinese here: kanji with kana are Chinese characters too."""
     words = script_words(text)
-    words["zh"] += words.pop("ja")
     total = sum(words.values())
-    if total == 0 or words[label] / total >= LABEL_MIN_SHARE:
+    script = languages.get(label).script.code
+    share = words[script] + (words[KANA.code] if script == HAN.code else 0.0)
+    if total == 0 or share / total >= LABEL_MIN_SHARE:
         return None
     guess = guess_script(text)
-    return (f"lang {label!r} contradicts the text: {words[label] / total:.0%} of its words are "
-            f"{SCRIPT_NAMES[label]}, it reads as {SCRIPT_NAMES.get(guess or '', guess)}")
+    return (f"lang {label!r} contradicts the text: {share / total:.0%} of its words are "
+            f"{script_name(script)}, it reads as {script_name(guess) if guess else guess}")

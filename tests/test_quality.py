@@ -1,9 +1,10 @@
 import asyncio
 
 from longform.extension import extend_once
+from longform.languages import zh_tokens
 from longform.params import Decoding, MethodParams
 from longform.prompts import load_prompts
-from longform.quality import check_quality, meta_talk, missing_final_punctuation, repeated_ngram, zh_tokens
+from longform.quality import check_quality, meta_talk, missing_final_punctuation, repeated_ngram
 from tests.scripted import ScriptedModel
 
 TEN = "one two three four five six seven eight nine ten"
