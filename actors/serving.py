@@ -40,6 +40,7 @@ from ray import serve
 from ray.serve.llm import LLMConfig, build_openai_app
 from ray.serve.llm.ingress import OpenAiIngress
 
+from cluster import logs
 from cluster.settings import RoleServing, Settings
 from cluster.storage import Storage
 
@@ -137,6 +138,7 @@ class KeyedIngress(OpenAiIngress):
 def openai_app(configs: list[LLMConfig], settings: Settings, api_key_env: str | None = None):
     """The OpenAI-compatible app of `configs`; with `api_key_env`, every request needs that key."""
     quiet_ray_llm()
+    logs.quiet_driver_loggers()
     args = {"llm_configs": configs,
             # the router does no compute: let it share a node with anything
             "ingress_deployment_config": {"ray_actor_options": {"num_cpus": 0},
@@ -148,7 +150,9 @@ def openai_app(configs: list[LLMConfig], settings: Settings, api_key_env: str | 
 
 
 def serve_logging(settings: Settings) -> dict:
-    """A line per request is Serve's default: thousands of lines a round that bury progress."""
+    """A line per request is Serve's default: thousands of lines a round that bury progress.
+    Called before every serve.start: the driver's own Serve logger is quieted here too."""
+    logs.quiet_driver_loggers()
     level = settings.serving.log_level
     return {"log_level": level, "enable_access_log": level in ("DEBUG", "INFO")}
 

@@ -1,10 +1,11 @@
-"""Command-line arguments shared by every job: a config file and overrides."""
+"""Command-line arguments shared by every job: a config file, overrides, and --verbose."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
+from cluster.logs import set_verbosity
 from cluster.settings import Settings, SettingsError, is_secret_name, load_settings
 
 
@@ -15,10 +16,13 @@ def add_settings_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else embedded Ray)")
     parser.add_argument("--run-name", help="same as --set run.name=...")
     parser.add_argument("--storage", help="storage root, a folder or s3:// URI (same as --set storage.root=...)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="print the engines' and Ray workers' logs too (by default they only go to files)")
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
     """Validated settings, or exit 2 with a message that names the file and the key."""
+    set_verbosity(getattr(args, "verbose", False))
     overrides = list(args.overrides)
     if args.address:
         overrides.append(f"ray.address={args.address}")

@@ -1,13 +1,13 @@
 """Connecting to Ray: an address (settings, --address, or RAY_ADDRESS, which `ray job submit`
-sets) means a real cluster; otherwise an embedded local Ray is started."""
+sets) means a real cluster; otherwise an embedded local Ray is started. Either way the terminal
+stays quiet unless --verbose: the workers' logs stay in files (cluster/logs.py)."""
 
 from __future__ import annotations
 
 import logging
 import os
 
-import ray
-
+from cluster import logs
 from cluster.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -44,15 +44,32 @@ def embedded(settings: Settings) -> bool:
 
 
 def connect(settings: Settings) -> str:
-    """Start or join Ray; returns a line saying which."""
+    """Start or join Ray; returns a line saying which, and where the workers' logs are."""
+    import ray  # here, so that a job's --help does not load it
+
     if ray.is_initialized():
         return "Ray: already connected"
     address = settings.ray.address or os.environ.get("RAY_ADDRESS")
     runtime_env = {"env_vars": worker_env(settings)}
     if address:
-        ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
-        return f"Ray: joined the cluster at {address}"
-    # address="local": always a new instance, never a cluster some other process started
-    export_credentials(settings)
-    ray.init(address="local", num_cpus=settings.ray.num_cpus, runtime_env=runtime_env)
-    return f"Ray: embedded local cluster with {settings.ray.num_cpus} logical CPUs"
+        context = ray.init(address=address, runtime_env=runtime_env, log_to_driver=True,
+                           logging_level=logs.ray_log_level())
+        line, run_dir = f"Ray: joined the cluster at {address}", None
+    else:
+        # address="local": always a new instance, never a cluster some other process started
+        export_credentials(settings)
+        context = ray.init(address="local", num_cpus=settings.ray.num_cpus, runtime_env=runtime_env,
+                           logging_level=logs.ray_log_level())
+        line, run_dir = f"Ray: embedded local cluster with {settings.ray.num_cpus} logical CPUs", local_run_dir(settings)
+    where = logs.where_the_logs_are(context.address_info["session_dir"], run_dir)
+    if logs.verbose():
+        return f"{line}; {where}"
+    logs.print_only_progress()
+    return f"{line}; {where} (--verbose prints them here)"
+
+
+def local_run_dir(settings: Settings) -> str | None:
+    """The run folder when it is on this machine's disk, else None."""
+    if settings.storage.is_s3:
+        return None
+    return os.path.join(os.path.abspath(settings.storage.root), settings.run.name)

@@ -1,0 +1,104 @@
+"""A quiet terminal: the job's progress and summary on stdout, the libraries' logs in files.
+
+A run's processes write a great deal that is not for its user: vLLM's engines (Triton,
+NUMA, "enforce eager" warnings), Serve's controller and replicas, Ray Train's workers
+(DeepSpeed, torch), Ray's own start-up lines. Ray keeps every worker's stdout and stderr in
+the session's log folder (<session>/logs/worker-*.out|err, serve/, ...) whatever happens; by
+default the driver also prints all of it. Here:
+
+* Ray still forwards the workers' output to the driver, but the driver prints only the
+  lines that are the job's own progress (WORKER_PROGRESS, e.g. the trainer's
+  "[train generator] step 4/40 loss ..."); everything else stays in the files only.
+* The driver's own libraries log at WARNING (Ray's start-up INFO lines, Ray Data's execution
+  plans, no progress bars) and vLLM, imported by Serve LLM in the driver, at ERROR.
+* On an embedded Ray with a local run folder, <run>/logs/<session> points at the session's
+  log folder; the line that says Ray is up says where the logs are (with --verbose too).
+
+`--verbose` (cluster/cli.py, every job has it) prints everything, as before. The choice is kept
+in the driver's environment (VERBOSE_ENV): connect() and the serving code read it there
+without it being handed down, and a user may set it instead of the flag.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+
+VERBOSE_ENV = "SELF_LENGTHEN_VERBOSE"
+# How the job's own lines printed by Ray workers begin: the trainer's progress
+# (training/worker.py) and anything printed through runtime/log.py ("[HH:MM:SS] ...")
+WORKER_PROGRESS = re.compile(r"\[train |\[\d\d:\d\d:\d\d\] ")
+# The driver's environment, set before vLLM or Ray Data is imported unless the user set them:
+# vLLM (imported by Serve LLM) at ERROR; Ray Data without progress bars, and at ERROR, or it
+# prints its execution plans and says that the bars are off
+QUIET_DRIVER_ENV = {"VLLM_LOGGING_LEVEL": "ERROR", "RAY_DATA_DISABLE_PROGRESS_BARS": "1",
+                    "RAY_DATA_LOG_LEVEL": "ERROR"}
+
+
+def verbose() -> bool:
+    return os.environ.get(VERBOSE_ENV) == "1"
+
+
+def set_verbosity(on: bool) -> None:
+    """Called once the arguments are parsed, before Ray or vLLM is imported."""
+    if on:
+        os.environ[VERBOSE_ENV] = "1"
+        return
+    os.environ.pop(VERBOSE_ENV, None)
+    for name, value in QUIET_DRIVER_ENV.items():
+        os.environ.setdefault(name, value)
+
+
+# Driver loggers that their library sets to INFO when it is imported, after ray.init has set
+# the level of `ray`: Serve's client ("Started Serve in namespace ...", "Deleting app ...")
+DRIVER_LOGGERS = ("ray.serve",)
+
+
+def quiet_driver_loggers() -> None:
+    """Once those libraries are imported: their driver loggers at WARNING (not with --verbose)."""
+    if not verbose():
+        for name in DRIVER_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def ray_log_level() -> int:
+    """The level of the driver's `ray` loggers, for ray.init(logging_level=...)."""
+    return logging.INFO if verbose() else logging.WARNING
+
+
+def print_only_progress() -> None:
+    """Once Ray is connected: the workers' lines the driver prints are only the job's progress.
+
+    Ray hands each batch of forwarded lines to the handlers of a dispatcher; the one that prints
+    them is named "ray_print_logs" (ray/_private/worker.py, Ray 2.60). It is wrapped here so that
+    it sees only the progress lines. Should a Ray upgrade rename it, nothing is filtered."""
+    from ray._private.ray_logging import global_worker_stdstream_dispatcher as dispatcher
+
+    printers = [handler for name, handler in dispatcher.handlers if name == "ray_print_logs"]
+    if not printers:
+        return
+    printer = printers[0]
+
+    def print_progress(data: dict) -> None:
+        lines = [line for line in data.get("lines", []) if WORKER_PROGRESS.match(line)]
+        if lines:
+            printer({**data, "lines": lines})
+
+    dispatcher.remove_handler("ray_print_logs")
+    dispatcher.add_handler("ray_print_logs", print_progress)
+
+
+def where_the_logs_are(session_dir: str, run_dir: str | None) -> str:
+    """Where the engine and worker logs are, said in a few words. With a local run folder, a
+    link <run>/logs/<session> to the session's log folder is made first (a resumed run gets
+    one per Ray session); otherwise they are in the session's folder on each node."""
+    logs = os.path.join(session_dir, "logs")
+    if run_dir is None:
+        return f"engine and worker logs in {logs} on each node"
+    link = os.path.join(run_dir, "logs", os.path.basename(session_dir.rstrip("/")))
+    os.makedirs(os.path.dirname(link), exist_ok=True)
+    if not os.path.islink(link):
+        os.symlink(logs, link)
+    shown = os.path.relpath(link)
+    return f"engine and worker logs in {link if shown.startswith('..') else shown}"
