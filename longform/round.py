@@ -11,7 +11,7 @@
 
 All records of a shard are requested concurrently, but a shard's extensions start only when
 all its drafts are in: length-biased sampling ranks the whole shard's drafts first (and its
-extensions after). Streaming happens across shards: `jobs.synthesize` runs several shards at
+extensions after). Streaming happens across shards: `actors.synthesis` (on actors/shards.py) runs several shards at
 once through Ray Data, so one shard's extensions run while another's drafts are written
 (bench/streaming.py measures what that gains over a per-stage barrier).
 

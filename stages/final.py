@@ -20,7 +20,8 @@ from __future__ import annotations
 import math
 
 from cluster.layout import FINAL
-from jobs import collect, synthesize
+from actors import synthesis
+from jobs import collect
 from longform.sampling import seeded_rng
 from stages import self_instruct
 from stages.preference import PreferenceStage
@@ -88,14 +89,14 @@ class FinalStage:
         s = self.settings
         drafts_only = s.model_copy(update={"synthesis": s.synthesis.model_copy(update={
             "method": s.synthesis.method.model_copy(update={"control": True})})})
-        shards = synthesize.write_instruction_shards(self.layout, FINAL, self.instructions(), s.synthesis.shard_size)
+        shards = synthesis.write_instruction_shards(self.layout, FINAL, self.instructions(), s.synthesis.shard_size)
         serving = self.ctx.serving
-        plan = synthesize.RoundPlan(
+        plan = synthesis.RoundPlan(
             round=FINAL, base_url=serving.base_url,
             model_ids={r: serving.model_id(r) for r in ("generator", "extender")},
             versions={"generator": self.ctx.served["generator"]})
         self.log(f"final: the last Generator answers {s.final.generate_count} instructions in {len(shards)} shards")
-        return synthesize.run_synthesis(drafts_only, self.layout, plan, shards, log=self.log)
+        return synthesis.run_synthesis(drafts_only, self.layout, plan, shards, log=self.log)
 
     # -- collect ---------------------------------------------------------------------------
     def collect(self) -> dict:

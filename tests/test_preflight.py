@@ -110,8 +110,18 @@ def test_the_context_window_falls_back_to_the_model_config(tmp_path):
     assert preflight.context_window(s, local) == (2048, "max_position_embeddings in the model's config.json")
 
 
+def called_name(call: ast.Call) -> str | None:
+    """`f(...)` -> "f"; `RunContext.open(...)` -> "RunContext.open"."""
+    f = call.func
+    if isinstance(f, ast.Name):
+        return f.id
+    if isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name):
+        return f"{f.value.id}.{f.attr}"
+    return None
+
+
 @pytest.mark.parametrize("job, check, connect", [
-    ("jobs/self_lengthen.py", "check_loop_inputs", "connect_checked"),
+    ("jobs/self_lengthen.py", "check_loop_inputs", "RunContext.open"),
     ("jobs/agentwrite.py", "check_agentwrite_inputs", "connect"),
 ])
 def test_every_job_checks_its_inputs_before_it_connects(job, check, connect):
@@ -119,10 +129,10 @@ def test_every_job_checks_its_inputs_before_it_connects(job, check, connect):
     is called before the call that connects to Ray."""
     tree = ast.parse((REPO / job).read_text())
     main = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "main")
-    calls = [n.func.id for n in ast.walk(main) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)]
+    calls = [called_name(n) for n in ast.walk(main) if isinstance(n, ast.Call)]
     assert check in calls and connect in calls
-    lines = {name: min(n.lineno for n in ast.walk(main) if isinstance(n, ast.Call)
-                       and isinstance(n.func, ast.Name) and n.func.id == name) for name in (check, connect)}
+    lines = {name: min(n.lineno for n in ast.walk(main) if isinstance(n, ast.Call) and called_name(n) == name)
+             for name in (check, connect)}
     assert lines[check] < lines[connect]
 
 

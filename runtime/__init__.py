@@ -1,0 +1,13 @@
+"""What every job needs around the method, built once per run (`runtime.context.RunContext`):
+settings checked before the cluster, Ray joined and sized, the run folder, the served models,
+clients for them and the judge, resumable stages, and the job's own log lines.
+
+Layers, each importing only those below it:
+
+    jobs/       entry points (`python -m jobs.<name>`, what `ray job submit` runs)
+    runtime/    the run context and the job's log lines
+    stages/     one file per stage of the loop (self-instruct, probes, final, preference)
+    actors/     Ray actors and the serving / client glue; training/  Ray Train + DeepSpeed
+    cluster/    settings, storage, layout, Ray connection, capacity
+    longform/   the method, pure Python
+"""
