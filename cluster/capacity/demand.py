@@ -21,7 +21,7 @@ from cluster.settings import RoleServing, Settings
 
 # Ray Serve LLM adds the replica actor (num_cpus 1 by default) to the first bundle of a replica.
 REPLICA_ACTOR_CPU = 1.0
-# jobs/synthesize.py: each Ray Data shard worker asks for this much CPU.
+# actors/shards.py: every Ray Data shard worker (synthesis, AgentWrite) asks for this much CPU.
 SHARD_WORKER_CPU = 0.25
 
 
