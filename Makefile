@@ -25,10 +25,10 @@ $(STAMP): pyproject.toml scripts/install.sh
 tiny-model: $(TINY)/config.json
 
 # Rebuilt when the toy world, its builder or the prompt templates (which it learns) change;
-# not for the experiments that use it (training/tiny/ablation.py).
-TINY_SOURCES := $(filter-out training/tiny/ablation.py,$(wildcard training/tiny/*.py))
+# not for the experiment that uses it (toyworld/method_vs_control.py).
+TINY_SOURCES := $(filter-out toyworld/method_vs_control.py,$(wildcard toyworld/*.py))
 $(TINY)/config.json: $(STAMP) $(TINY_SOURCES) $(wildcard longform/prompts/*/*.txt)
-	$(PYTHON) -m training build-tiny-model $(TINY)
+	$(PYTHON) -m toyworld build $(TINY)
 
 clean:
 	rm -rf runs models

@@ -1,4 +1,4 @@
-"""Method against control on the tiny model over several seeds (training/tiny/ablation.py).
+"""Method against control on the tiny model over several seeds (toyworld/method_vs_control.py).
 
     .venv/bin/python bench/method_vs_control.py [--seeds 0 1 2] [--config configs/tiny.yaml]
 
@@ -14,7 +14,7 @@ import json
 import time
 
 from cluster.settings import load_settings
-from training.tiny.ablation import compare, read_instructions
+from toyworld.method_vs_control import compare, read_instructions
 
 
 def main() -> None:

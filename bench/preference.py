@@ -31,8 +31,8 @@ from jobs import train as train_job
 from jobs.preference_stage import run_answers
 from longform.length_probe import constrained_probes, summarize
 from longform.preference import build_pairs, index_answers, shuffled_labels
-from training.tiny.ablation import read_instructions
-from training.tiny.build import greedy_replies
+from toyworld.build import greedy_replies
+from toyworld.method_vs_control import read_instructions
 
 KEYS = ("length_score", "in_window", "mean_words", "unique_sentence_ratio", "asked_vs_written")
 

@@ -43,11 +43,11 @@ sys.path.insert(0, str(ROOT))
 from longform.params import Decoding, MethodParams, stable_seed  # noqa: E402
 from longform.prompts import load_prompts  # noqa: E402
 from longform.round import RoundSpec, run_shard  # noqa: E402
-from training.tiny.build import (  # noqa: E402
+from toyworld.build import (  # noqa: E402
     BuildSpec, build, pad_batch, probe_report, read_jsonl, token_mean_loss,
     tokenize_chat,
 )
-from training.tiny.corpus import sample_example  # noqa: E402
+from toyworld.corpus import sample_example  # noqa: E402
 
 SEEDS = ROOT / "configs" / "seeds" / "tiny_seeds.jsonl"
 PROBES = ROOT / "configs" / "seeds" / "tiny_probes.jsonl"

@@ -25,7 +25,7 @@ import statistics
 import pytest
 
 from cluster.settings import load_settings
-from training.tiny.ablation import compare, read_instructions
+from toyworld.method_vs_control import compare, read_instructions
 
 pytestmark = pytest.mark.cluster
 

@@ -18,12 +18,12 @@ from longform.extension import split_units
 from longform.prompts import load_prompts
 from longform.quality import check_quality
 from longform.words import detect_language
-from training.__main__ import main as training_main
-from training.tiny.build import BuildSpec, build, tokenize_chat
-from training.tiny.corpus import (
+from toyworld.__main__ import main as toyworld_main
+from toyworld.build import BuildSpec, build, tokenize_chat
+from toyworld.corpus import (
     answer_example, extend_example, judge_example, sample_examples, self_instruct_example,
 )
-from training.tiny.world import TEMPLATES, aspects, sentences
+from toyworld.world import TEMPLATES, aspects, sentences
 
 VLLM_CPU_HEAD_DIMS = {32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512}
 TEXTS = [
@@ -39,7 +39,7 @@ FAST = BuildSpec(steps=4, tokenizer_examples=600, batch_tokens=2048)
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     out = tmp_path_factory.mktemp("tiny")
-    training_main(["build-tiny-model", str(out), "--steps", "6", "--no-probes"])
+    toyworld_main(["build", str(out), "--steps", "6", "--no-probes"])
     return out
 
 

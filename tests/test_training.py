@@ -20,8 +20,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from cluster.layout import RunLayout
 from cluster.settings import load_settings
 from cluster.storage import Storage
+from toyworld.build import pad_batch, token_mean_loss, tokenize_chat
 from training.export import EXPORT_MARKER, last_logits, reload, verify_ids
-from training.tiny.build import pad_batch, token_mean_loss, tokenize_chat
 from training.trainer import train_role
 
 pytestmark = pytest.mark.cluster
@@ -152,7 +152,7 @@ import ray
 from cluster.layout import RunLayout
 from cluster.settings import load_settings
 from cluster.storage import Storage
-from training.tiny.build import pad_batch, token_mean_loss, tokenize_chat
+from toyworld.build import pad_batch, token_mean_loss, tokenize_chat
 from training.trainer import train_role
 ray.init(address={ray.get_runtime_context().gcs_address!r})
 settings = load_settings({str(repo / 'configs/tiny.yaml')!r}, {settings_overrides(settings, tiny_model)!r})

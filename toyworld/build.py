@@ -20,10 +20,10 @@ from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen2Config,
 
 from longform.metrics import probe_summary
 from longform.prompts import PromptBook, load_prompts
-from training.tiny import tokenizer as tok_lib
-from training.tiny.corpus import sample_examples
+from toyworld import tokenizer as tok_lib
+from toyworld.corpus import sample_examples
 
-PROBES = Path(__file__).resolve().parents[2] / "configs" / "seeds" / "tiny_probes.jsonl"
+PROBES = Path(__file__).resolve().parents[1] / "configs" / "seeds" / "tiny_probes.jsonl"
 IGNORE = -100
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 
 from longform.prompts import YES, PromptBook
-from training.tiny.world import TOPICS, aspects, instruction, sentences
+from toyworld.world import TOPICS, aspects, instruction, sentences
 
 LANGS = ("en", "zh")
 NO = {"en": "no", "zh": "否"}

@@ -32,7 +32,7 @@ from longform.metrics import probe_summary
 from longform.prompts import load_prompts
 from longform.round import RoundSpec, run_shard
 from longform.instructions import parse_instructions
-from training.tiny.build import greedy_replies, pad_batch, tokenize_chat, train
+from toyworld.build import greedy_replies, pad_batch, tokenize_chat, train
 
 
 class EngineChat:

@@ -1,4 +1,5 @@
-"""Command line of the training package: `python -m training <command> ...`."""
+"""Command line of the toy world: `python -m toyworld build models/tiny` builds the tiny model
+(the one `make tiny-model` and the tests' `tiny_model` fixture build)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ import argparse
 import json
 import sys
 
-def build_tiny_model(args: argparse.Namespace) -> None:
-    from training.tiny.build import BuildSpec, build
+
+def build_model(args: argparse.Namespace) -> None:
+    from toyworld.build import BuildSpec, build
 
     def log(progress: dict) -> None:
         print(f"step {progress['step']}/{progress['steps']}  loss {progress['loss']:.4f}  "
@@ -23,14 +25,14 @@ def build_tiny_model(args: argparse.Namespace) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="python -m training")
+    root = argparse.ArgumentParser(prog="python -m toyworld")
     commands = root.add_subparsers(dest="command", required=True)
-    tiny = commands.add_parser("build-tiny-model", help="build the tiny test model on CPU")
-    tiny.add_argument("out", help="folder to write the model and tokenizer to")
-    tiny.add_argument("--seed", type=int, default=0)
-    tiny.add_argument("--steps", type=int, help="optimizer steps (default: BuildSpec.steps)")
-    tiny.add_argument("--no-probes", action="store_true", help="skip the probe answers at the end")
-    tiny.set_defaults(run=build_tiny_model)
+    build = commands.add_parser("build", help="build the tiny model on CPU")
+    build.add_argument("out", help="folder to write the model and tokenizer to")
+    build.add_argument("--seed", type=int, default=0)
+    build.add_argument("--steps", type=int, help="optimizer steps (default: BuildSpec.steps)")
+    build.add_argument("--no-probes", action="store_true", help="skip the probe answers at the end")
+    build.set_defaults(run=build_model)
     return root
 
 
