@@ -24,6 +24,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
+from evaluation.registry import NAMES as BENCHMARK_NAMES
 from longform.params import Decoding, MethodParams
 
 # -- secrets in messages -----------------------------------------------------------------------
@@ -441,7 +442,7 @@ class AgentWriteSection(Section):
 
 
 class BenchmarkSpec(Section):
-    name: Literal["longbench-write", "longwrite-ruler", "longen"]
+    name: Literal[BENCHMARK_NAMES]  # evaluation/registry.py: one entry per benchmark
     data: Location = Field(..., description="the benchmark's JSONL (path or s3:// URI); the project ships none")
     limit: int | None = Field(None, ge=1, description="an evenly spaced subset of this many prompts")
 

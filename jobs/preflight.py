@@ -252,7 +252,7 @@ def check_agentwrite_inputs(settings: Settings, prompts_uri: str) -> Instruction
 
 def check_benchmark_file(settings: Settings, benchmark: str, uri: str, with_response: bool, what: str):
     """A benchmark or responses file: there, and at least one usable row."""
-    from longform.scores import parse_benchmark
+    from evaluation.rows import parse_benchmark
 
     parsed = parse_benchmark(read_input(uri, settings, what), benchmark, uri, stem_of(uri), with_response)
     if not parsed.rows:

@@ -20,7 +20,7 @@ import statistics
 from longform.constraints import appended_query, constraint_for, pick_kind
 from longform.metrics import unique_sentence_ratio
 from longform.sampling import seeded_rng
-from longform.scores import length_summary, score_row
+from longform.scores import longen_row_score, longen_summary
 
 
 def constrained_probes(probes: list[dict], words: tuple[int, int], seed: int) -> list[dict]:
@@ -57,9 +57,9 @@ def rank_correlation(xs: list[float], ys: list[float]) -> float | None:
 
 def summarize(rows: list[dict], answers: dict[str, str | None]) -> dict:
     """`answers`: row id -> the model's text (None: the call failed, counted, left out)."""
-    scored = [score_row("longen", {**row, "response": answers[row["id"]]})
+    scored = [longen_row_score({**row, "response": answers[row["id"]]})
               for row in rows if answers.get(row["id"]) is not None]
-    summary = length_summary("longen", scored)
+    summary = longen_summary(scored)
     summary.update(
         n=len(scored), failed=len(rows) - len(scored),
         in_window=round(sum(s["length_score"] == 1.0 for s in scored) / len(scored), 4) if scored else None,

@@ -14,6 +14,8 @@ import pytest
 from cluster.layout import RunLayout
 from cluster.settings import load_settings
 from cluster.storage import Storage
+from evaluation import generation, outputs
+from evaluation.scoring import compact
 from jobs import evaluate
 from jobs.report import write_report
 from tests.scripted import ScriptedModel
@@ -95,16 +97,16 @@ def test_score_writes_the_table_and_plot_of_every_benchmark(repo, tmp_path, benc
 def test_generation_reuses_checkpointed_responses_and_records_failed_calls(tmp_path):
     rows = [{"id": f"r{i}", "prompt": f"Write {i}.", "length": 100} for i in range(4)]
     out = Storage.open(str(tmp_path / "out"), load_settings(None, ["model.base=x"]).storage)
-    out.write_jsonl(evaluate.PARTIAL, [{**rows[0], "response": "old answer", "error": None},
+    out.write_jsonl(generation.PARTIAL, [{**rows[0], "response": "old answer", "error": None},
                                        {**rows[1], "prompt": "A prompt since edited.", "response": "stale"}])
     model = ScriptedModel(chat=lambda prompt, sampling: f"answer to {prompt}", fail_on="Write 3.")
     settings = load_settings(None, ["model.base=x", "evaluation.decoding.max_tokens=8"])
-    target = evaluate.Target("m", model, None, [])
-    got = asyncio.run(evaluate.respond(settings, "longbench-write", rows, target, out))
+    target = outputs.Target("m", model, None)
+    got = asyncio.run(outputs.respond("longbench-write", rows, target, out, evaluate.options(settings)))
     assert [r["response"] for r in got] == ["old answer", "answer to Write 1.", "answer to Write 2.", None]
     assert got[3]["error"].startswith("HTTP 400") and len(model.calls) == 3
     assert model.calls[0]["sampling"] == {"temperature": 0.5, "max_tokens": 8}  # neutral knobs left out
-    assert not out.exists(evaluate.PARTIAL) and len(list(out.read_jsonl("responses.jsonl"))) == 4
+    assert not out.exists(generation.PARTIAL) and len(list(out.read_jsonl("responses.jsonl"))) == 4
 
 
 def round_summary(k: int, evaluation: dict | None) -> dict:
@@ -133,7 +135,7 @@ def test_the_run_report_shows_benchmark_scores_per_round(repo, tmp_path):
                                 ("longen", [{**r, "response": "word " * longen_words} for r in LONGEN_ROWS])):
             folder = f"round-{k}/evaluation/{benchmark}"
             scores = score(repo, benchmark, write_jsonl(tmp_path / f"{benchmark}-{k}.jsonl", rows), run / folder)
-            evaluation[k][benchmark] = {"scores": evaluate.compact(scores), "out": folder}
+            evaluation[k][benchmark] = {"scores": compact(scores), "out": folder}
     layout.store.write_jsonl("round-1/drafts/shard-00000.jsonl",
                              [{"words": 120, "text": "t"}, {"words": 0, "text": ""}])
     layout.store.write_jsonl("round-1/extensions/shard-00000.jsonl", [{"words": 300, "status": "kept"},

@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from longform.params import Decoding
+from evaluation.judging import VerdictError, judge_response, parse_verdict
+from evaluation.registry import RUBRICS
+from evaluation.rows import evenly_spaced, parse_benchmark, unusable
+from evaluation.scoring import score_benchmark
+from longform.params import Decoding, portable_fields
 from longform.prompts import load_prompts
-from longform.scores import (
-    RUBRICS, VerdictError, evenly_spaced, judge_response, lbw_bucket, lbw_length_score, longen_length_score,
-    longen_window, parse_benchmark, parse_verdict, portable_fields, score_benchmark, unusable,
-)
+from longform.scores import lbw_bucket, lbw_length_score, longen_length_score, longen_window
 from tests.scripted import ScriptedModel
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "shared" / "benchmarks"
@@ -321,7 +322,7 @@ OFFICIAL_REPLY = ('Analysis: a short answer.\n{"Analysis": "Brief but on topic."
 
 @pytest.mark.skipif(not (BENCHMARKS / "longwriter_judge.txt").is_file(), reason="../shared/benchmarks not present")
 def test_longwriters_official_judge_prompt_renders_and_its_replies_parse():
-    from longform.scores import JudgeWording, judge_provenance
+    from evaluation.judging import JudgeWording, judge_provenance
 
     text = (BENCHMARKS / "longwriter_judge.txt").read_text(encoding="utf-8")
     wording = JudgeWording.parse(text, "longwriter_judge.txt")
@@ -343,7 +344,7 @@ def test_longwriters_official_judge_prompt_renders_and_its_replies_parse():
 
 
 def test_a_judge_prompt_without_a_response_slot_is_refused():
-    from longform.scores import JudgeWording
+    from evaluation.judging import JudgeWording
 
     with pytest.raises(ValueError, match=r"judge.txt: .*\$RESPONSE\$"):
         JudgeWording.parse("Rate this: $INST$", "judge.txt")

@@ -1,0 +1,65 @@
+"""The models an evaluation talks to (jobs/evaluate.py): clients for the model under
+evaluation and for the judge, and a Generator served for it on this cluster.
+
+The judge is serving.judge: with source "endpoint" that endpoint (the settings make sure it has
+a base_url and a model); with source "generator" the loop's served judge role, or, from the
+command line, the model under evaluation itself.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from actors.client import LLMClient
+from cluster.settings import Settings
+from longform.model import ChatModel
+
+
+def client_for(settings: Settings, base_url: str, api_key: str | None = None) -> LLMClient:
+    s = settings.serving
+    return LLMClient(base_url, api_key=api_key, timeout_s=s.request_timeout_s, max_retries=s.max_retries,
+                     max_concurrency=settings.evaluation.concurrency)
+
+
+def judge_for(settings: Settings, evaluated: ChatModel | None, clients: list[LLMClient],
+              serving=None) -> ChatModel | None:
+    """None without `evaluation.judge`; else the judge (see above). A client it opens is added
+    to `clients` for the caller to close. With source "generator", no `serving` and nothing
+    evaluated it is None too: the caller says why that cannot work."""
+    if not settings.evaluation.judge:
+        return None
+    judge = settings.serving.judge
+    if judge.source == "endpoint":
+        client = client_for(settings, judge.base_url, os.environ.get(judge.api_key_env))
+        clients.append(client)
+        return client.role(judge.model)
+    if serving is not None:
+        client = client_for(settings, serving.base_url)
+        clients.append(client)
+        return client.role(serving.model_id("judge"))
+    return evaluated
+
+
+def serve_app(settings: Settings, app, name: str) -> str:
+    """Deploy `app` (jobs.serve.build_app) as the Serve application `name` and wait until it
+    runs; its base URL. A failed deployment stops the job (exit 1, the reason on stderr)."""
+    from ray import serve
+
+    from actors.serving import DeployError, Serving, serve_logging, wait_until_running
+
+    start = time.time()
+    serve.start(http_options={"host": settings.serving.host, "port": settings.serving.port},
+                logging_config=serve_logging(settings))
+    serve.run(app, name=name, route_prefix="/", blocking=False)
+    try:
+        wait_until_running(name, start, settings.serving.deploy_timeout_s)
+    except DeployError as err:
+        raise SystemExit(f"error: {err}") from None
+    return Serving(settings).base_url
+
+
+def stop_app(name: str) -> None:
+    from ray import serve
+
+    serve.delete(name)
