@@ -9,8 +9,9 @@ default the driver also prints all of it. Here:
 * Ray still forwards the workers' output to the driver, but the driver prints only the
   lines that are the job's own progress (WORKER_PROGRESS, e.g. the trainer's
   "[train generator] step 4/40 loss ..."); everything else stays in the files only.
-* The driver's own libraries log at WARNING (Ray's start-up INFO lines, Ray Data's execution
-  plans, no progress bars) and vLLM, imported by Serve LLM in the driver, at ERROR.
+* The driver's own libraries log at WARNING (Ray's start-up INFO lines, Serve's client, the
+  root logger that Serve LLM sets to INFO, Ray Data's execution plans and no progress bars)
+  and vLLM, imported by Serve LLM in the driver, at ERROR.
 * On an embedded Ray with a local run folder, <run>/logs/<session> points at the session's
   log folder; the line that says Ray is up says where the logs are (with --verbose too).
 
@@ -50,9 +51,11 @@ def set_verbosity(on: bool) -> None:
         os.environ.setdefault(name, value)
 
 
-# Driver loggers that their library sets to INFO when it is imported, after ray.init has set
-# the level of `ray`: Serve's client ("Started Serve in namespace ...", "Deleting app ...")
-DRIVER_LOGGERS = ("ray.serve",)
+# Driver loggers that a library sets to INFO when it is imported, after ray.init has set the
+# level of `ray`: Serve's client ("Started Serve in namespace ...", "Deleting app ...") and the
+# root logger, which Serve LLM gives a handler at INFO, so that every library's INFO line
+# propagates to the terminal (httpx: one "HTTP Request: POST ..." per request)
+DRIVER_LOGGERS = ("ray.serve", "")
 
 
 def quiet_driver_loggers() -> None:

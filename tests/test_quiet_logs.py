@@ -4,6 +4,7 @@ a link to the session's logs in a local run folder, and --verbose turning it all
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 
 import pytest
@@ -56,3 +57,17 @@ def test_verbose_is_a_flag_of_every_job(monkeypatch):
     assert logs.verbose()
     logs.set_verbosity(False)
     assert not logs.verbose()
+
+
+def test_loggers_that_libraries_set_to_info_in_the_driver_go_back_to_warning(monkeypatch):
+    monkeypatch.delenv(logs.VERBOSE_ENV, raising=False)
+    saved = {name: logging.getLogger(name).level for name in logs.DRIVER_LOGGERS}
+    try:
+        for name in logs.DRIVER_LOGGERS:  # as Serve and Serve LLM leave them on import
+            logging.getLogger(name).setLevel(logging.INFO)
+        logs.quiet_driver_loggers()
+        assert not logging.getLogger("httpx").isEnabledFor(logging.INFO)
+        assert not logging.getLogger("ray.serve").isEnabledFor(logging.INFO)
+    finally:
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)
