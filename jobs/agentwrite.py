@@ -38,7 +38,7 @@ from cluster.settings import Settings
 from cluster.storage import Storage
 from jobs import bad_input
 from jobs.preflight import check_agentwrite_inputs
-from jobs.report import write_agentwrite_report
+from reports.agentwrite import write_agentwrite_report
 
 ROOT = "agentwrite"  # the job's folder inside the run folder
 

@@ -27,7 +27,7 @@ from cluster.layout import FINAL
 from jobs import bad_input
 from jobs.preflight import check_loop_inputs
 from runtime.context import RunContext
-from runtime.summary import print_summary
+from reports.summary import print_summary
 from stages import probe, self_instruct
 from stages.round import resume_point, round_summary, synthesize, train_role
 
@@ -135,10 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     ctx = RunContext.open(settings, "loop")
     summary = Loop(ctx, inputs).run()
     print_summary(summary, out=sys.stdout)
-    from jobs.report import write_report
+    from reports.run import write_report
 
     ctx.log(f"summary: {ctx.store.uri('summary.json')}")
-    ctx.log(f"report:  {write_report(ctx.layout, summary)}")
+    ctx.log(f"report:  {write_report(ctx.layout.store, summary)}")
     return 0
 
 

@@ -19,21 +19,7 @@ from evaluation.registry import get
 from evaluation.tables import benchmark_note, benchmark_table, fmt, md_table
 from longform.scores import longen_row_score
 from reports.figures import lengths_figure, loss_figure, probe_figure
-
-
-# The same two views jobs/summary.py prints (it may import them from here).
-def acceptance(tally: dict) -> float:
-    requested = tally.get("extensions.requested", 0)
-    return round(tally.get("extensions.passed", 0) / requested, 3) if requested else 0.0
-
-
-def probe_models(final: dict) -> list[tuple[str, dict]]:
-    """(label, length-probe summary) of every model the final stage scored."""
-    probe = final["length_probe"]
-    models = [("base", probe["base"]), ("final", probe["final"])]
-    if final.get("preference"):
-        models.append(("final + DPO", final["preference"]["length_probe"]))
-    return models
+from reports.summary import acceptance, probe_models
 
 
 # -- what the report reads besides the summary ------------------------------------------------

@@ -9,5 +9,7 @@ Layers, each importing only those below it:
     stages/     one file per stage of the loop (self-instruct, probes, final, preference)
     actors/     Ray actors and the serving / client glue; training/  Ray Train + DeepSpeed
     cluster/    settings, storage, layout, Ray connection, capacity
+    reports/    the run's summary table and report (Markdown, figures)
+    evaluation/ the long-output benchmarks, pure Python, one file each
     longform/   the method, pure Python
 """

@@ -589,7 +589,7 @@ def test_the_modules_the_dockerfile_names_import():
     runs = " ".join(a for kind, a in dockerfile_instructions() if kind == "RUN")
     modules = {m for group in re.findall(r'python -c "import ([\w., ]+)"', runs) for m in group.split(", ")}
     modules |= set(re.findall(r"python -m ([\w.]+)", runs))
-    assert {"jobs.self_lengthen", "jobs.serve", "training"} <= modules
+    assert {"jobs.self_lengthen", "jobs.serve", "toyworld"} <= modules
     for module in sorted(modules):
         importlib.import_module(module)
 

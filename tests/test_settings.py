@@ -198,7 +198,7 @@ def test_every_settings_key_is_read_somewhere_in_the_product(repo):
     from cluster.settings import Settings
     from longform.params import Decoding
 
-    product = "\n".join(path.read_text() for folder in ("jobs", "actors", "cluster", "training", "longform")
+    product = "\n".join(path.read_text() for folder in ("jobs", "runtime", "stages", "actors", "training", "cluster", "evaluation", "reports", "longform")
                         for path in (repo / folder).rglob("*.py")
                         if path.relative_to(repo).as_posix() not in ("cluster/settings.py", "longform/params.py"))
 

@@ -1,4 +1,5 @@
-"""The end-of-run summary, as a table a person can read in a terminal."""
+"""The end-of-run summary, as a table a person can read in a terminal (the run report,
+reports/run.py, shows the same views)."""
 
 from __future__ import annotations
 
