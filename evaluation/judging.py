@@ -22,7 +22,7 @@ from evaluation.registry import get
 from longform.model import ChatModel, ModelCallError, user
 from longform.params import Decoding, portable_fields
 from longform.prompts import PromptBook
-from longform.words import LANGUAGES
+from longform import languages
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ def judge_provenance(judge: ChatModel, prompts: PromptBook, benchmark: str | Ben
     else:
         template = get(benchmark).rubric.template
         prompt = f"built-in {template} (en, zh)"
-        digest = hashlib.sha256("\n".join(prompts.texts[lang][template] for lang in LANGUAGES).encode()).hexdigest()
+        digest = hashlib.sha256("\n".join(prompts.texts[lang][template] for lang in languages.codes()).encode()).hexdigest()
     return {"model": getattr(judge, "model", None), "decoding": decoding.model_dump(), "prompt": prompt,
             "prompt_sha256": digest}
 

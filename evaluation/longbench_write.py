@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from evaluation.benchmark import Rubric, answered, need, verdicts_note
 from longform.scores import LBW_BUCKETS, grouped, lbw_bucket, lbw_length_score, mean_of
+from longform.languages import ENGLISH
 from longform.words import Language, count_words_lbw, detect_language
 
 
@@ -35,7 +36,7 @@ class LongBenchWrite:
         return row["prompt"]
 
     def language(self, row: dict) -> Language:
-        return detect_language(row["prompt"]) or "en"
+        return detect_language(row["prompt"]) or ENGLISH.code
 
     def score_row(self, row: dict) -> dict:
         words = count_words_lbw(row["response"])

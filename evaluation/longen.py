@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from evaluation.benchmark import Rubric, answered, need, verdicts_note
 from longform.scores import LONGEN_TYPES, longen_language, longen_row_score, longen_summary, longen_window, mean_of
-from longform.words import LANGUAGES, Language
+from longform import languages
+from longform.languages import LangCode as Language
 
 
 class LonGen:
@@ -29,7 +30,7 @@ class LonGen:
         need(row, "type", str)
         need(row, "constraint", str)
         longen_window(row["type"], row["constraint"])  # a window ending at 0 words is set aside here
-        if row.get("language") not in (None, *LANGUAGES):
+        if row.get("language") not in (None, *languages.codes()):
             raise ValueError(f"unknown language {row['language']!r}")
         return row
 

@@ -36,7 +36,7 @@ from jobs import bad_input
 from longform.instructions import InstructionFile, TokenLimit, parse_instructions
 from longform.params import Decoding
 from longform.prompts import TEMPLATES, PromptBook, load_prompts
-from longform.words import LANGUAGES
+from longform import languages
 
 # a model folder's files that are not needed to count tokens (never downloaded here)
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".msgpack", ".h5", ".ckpt")
@@ -178,7 +178,7 @@ def token_limit(settings: Settings, model_uri: str, model_key: str, prompts: Pro
     tokenizer = tokenizer_of(local, model_uri, model_key)
     limits: dict[str, int] = {}
     why: dict[str, str] = {}
-    for lang in LANGUAGES:
+    for lang in languages.codes():
         for use in uses:
             answer = use.decoding.max_tokens if use.decoding.max_tokens is not None else context // 2
             answer_why = f"{use.key}={answer}" if use.decoding.max_tokens is not None else \

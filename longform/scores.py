@@ -24,6 +24,7 @@ import re
 import statistics
 from collections import defaultdict
 
+from longform.languages import ENGLISH
 from longform.words import Language, count_words, detect_language
 
 # -- LongBench-Write and LongWrite-Ruler: S_l ----------------------------------------------
@@ -79,7 +80,7 @@ def longen_length_score(words: int, window: tuple[float, float]) -> float:
 
 def longen_language(row: dict) -> Language:
     """The row's `language`, or the one its query is written in."""
-    return row.get("language") or detect_language(row["query"]) or "en"
+    return row.get("language") or detect_language(row["query"]) or ENGLISH.code
 
 
 def longen_row_score(row: dict) -> dict:
