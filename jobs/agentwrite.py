@@ -37,7 +37,7 @@ from cluster.ray_cluster import connect, embedded
 from cluster.settings import Settings
 from cluster.storage import Storage
 from jobs import bad_input
-from jobs.preflight import check_agentwrite_inputs
+from runtime.preflight import check_agentwrite_inputs
 from reports.agentwrite import write_agentwrite_report
 
 ROOT = "agentwrite"  # the job's folder inside the run folder

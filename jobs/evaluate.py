@@ -41,7 +41,7 @@ from evaluation.registry import NAMES
 from evaluation.rows import BenchmarkFile, evenly_spaced, parse_benchmark, unusable
 from evaluation.scoring import compact, headline
 from jobs import bad_input
-from jobs.preflight import read_input, stem_of
+from runtime.preflight import read_input, stem_of
 from longform.prompts import load_prompts
 
 EVAL_APP = "evaluate"  # the Serve application `generate --round` deploys

@@ -2,9 +2,8 @@
 
     python -m jobs.report --config configs/tiny.yaml [--run-name demo]
 
-`write_report` and `write_agentwrite_report` are what the loop and jobs.agentwrite call; the
-rendering lives in reports/ (the run and AgentWrite reports) and evaluation/ (benchmark tables
-and plots).
+The rendering lives in reports/ (the run and AgentWrite reports) and evaluation/ (benchmark
+tables and plots).
 """
 
 from __future__ import annotations
@@ -17,7 +16,6 @@ from cluster.layout import RunLayout
 from cluster.storage import Storage
 from jobs import bad_input
 from reports import run
-from reports.agentwrite import write_agentwrite_report  # noqa: F401 (jobs/agentwrite.py imports it from here)
 
 
 def write_report(layout: RunLayout, summary: dict) -> str:

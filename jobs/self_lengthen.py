@@ -25,7 +25,7 @@ import time
 from cluster.cli import add_settings_args, settings_from_args
 from cluster.layout import FINAL
 from jobs import bad_input
-from jobs.preflight import check_loop_inputs
+from runtime.preflight import check_loop_inputs
 from runtime.context import RunContext
 from reports.summary import print_summary
 from stages import probe, self_instruct

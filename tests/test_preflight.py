@@ -1,4 +1,4 @@
-"""Inputs are checked before a job connects to Ray (jobs/preflight.py): a missing or empty
+"""Inputs are checked before a job connects to Ray (runtime/preflight.py): a missing or empty
 file stops it with exit 2 naming the file; S3 reads go through the storage retries; an
 instruction is limited by the model's tokenizer against its context window."""
 
@@ -12,7 +12,7 @@ import pytest
 
 from cluster.settings import load_settings
 from cluster.storage import StorageUnavailable
-from jobs import preflight
+from runtime import preflight
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "tiny.yaml"
