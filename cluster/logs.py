@@ -6,9 +6,10 @@ NUMA, "enforce eager" warnings), Serve's controller and replicas, Ray Train's wo
 the session's log folder (<session>/logs/worker-*.out|err, serve/, ...) whatever happens; by
 default the driver also prints all of it. Here:
 
-* Ray still forwards the workers' output to the driver, but the driver prints only the
-  lines that are the job's own progress (WORKER_PROGRESS, e.g. the trainer's
-  "[train generator] step 4/40 loss ..."); everything else stays in the files only.
+* The driver does not print the workers' output (ray.init(log_to_driver=False)); the job's
+  own progress from workers (the trainer's "[train generator] step 4/40 loss ...") reaches it
+  through a small named actor (`progress` in the worker, `relay_progress` in the driver), and
+  everything else stays in the files only.
 * The driver's own libraries log at WARNING (Ray's start-up INFO lines, Serve's client, the
   root logger that Serve LLM sets to INFO, Ray Data's execution plans and no progress bars)
   and vLLM, imported by Serve LLM in the driver, at ERROR.
@@ -24,12 +25,8 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 
 VERBOSE_ENV = "SELF_LENGTHEN_VERBOSE"
-# How the job's own lines printed by Ray workers begin: the trainer's progress
-# (training/worker.py) and anything printed through runtime/log.py ("[HH:MM:SS] ...")
-WORKER_PROGRESS = re.compile(r"\[train |\[\d\d:\d\d:\d\d\] ")
 # The driver's environment, set before vLLM or Ray Data is imported unless the user set them:
 # vLLM (imported by Serve LLM) at ERROR; Ray Data without progress bars, and at ERROR, or it
 # prints its execution plans and says that the bars are off
@@ -70,26 +67,64 @@ def ray_log_level() -> int:
     return logging.INFO if verbose() else logging.WARNING
 
 
-def print_only_progress() -> None:
-    """Once Ray is connected: the workers' lines the driver prints are only the job's progress.
+RELAY = "self-lengthen-progress"  # the named actor that carries workers' progress lines to the driver
 
-    Ray hands each batch of forwarded lines to the handlers of a dispatcher; the one that prints
-    them is named "ray_print_logs" (ray/_private/worker.py, Ray 2.60). It is wrapped here so that
-    it sees only the progress lines. Should a Ray upgrade rename it, nothing is filtered."""
-    from ray._private.ray_logging import global_worker_stdstream_dispatcher as dispatcher
 
-    printers = [handler for name, handler in dispatcher.handlers if name == "ray_print_logs"]
-    if not printers:
-        return
-    printer = printers[0]
+class ProgressRelay:
+    """Holds the progress lines workers send until the driver takes them (a Ray actor, no CPU)."""
 
-    def print_progress(data: dict) -> None:
-        lines = [line for line in data.get("lines", []) if WORKER_PROGRESS.match(line)]
-        if lines:
-            printer({**data, "lines": lines})
+    def __init__(self):
+        self.lines: list[str] = []
 
-    dispatcher.remove_handler("ray_print_logs")
-    dispatcher.add_handler("ray_print_logs", print_progress)
+    def put(self, line: str) -> None:
+        self.lines.append(line)
+
+    def take(self) -> list[str]:
+        lines, self.lines = self.lines, []
+        return lines
+
+
+def relay_progress(every_s: float = 1.0) -> None:
+    """Driver, once Ray is connected with log_to_driver off: start the relay actor and a thread
+    that prints what workers send it. Only the job's own progress reaches the terminal this
+    way; everything else a worker writes stays in the session's log files."""
+    import threading
+    import time
+
+    import ray
+
+    relay = ray.remote(num_cpus=0)(ProgressRelay).options(name=RELAY).remote()
+
+    def pump() -> None:
+        while ray.is_initialized():
+            try:
+                lines = ray.get(relay.take.remote(), timeout=60)
+            except Exception:  # noqa: BLE001 - the job is ending (Ray shut down, the actor gone)
+                return
+            for line in lines:
+                print(line, flush=True)
+            time.sleep(every_s)
+
+    threading.Thread(target=pump, name="progress-relay", daemon=True).start()
+
+
+_relay_handle: list = []  # the relay actor as found by this worker process (looked up once)
+
+
+def progress(line: str) -> None:
+    """In a Ray worker (the trainer): one of the job's progress lines, printed by the driver.
+    Printed here instead when there is no relay (--verbose: the driver prints workers' output)."""
+    if not _relay_handle:
+        import ray
+
+        try:
+            _relay_handle.append(ray.get_actor(RELAY) if ray.is_initialized() else None)
+        except ValueError:
+            _relay_handle.append(None)
+    if _relay_handle[0] is None:
+        print(line, flush=True)
+    else:
+        _relay_handle[0].put.remote(line)
 
 
 def where_the_logs_are(session_dir: str, run_dir: str | None) -> str:

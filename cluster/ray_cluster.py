@@ -52,19 +52,19 @@ def connect(settings: Settings) -> str:
     address = settings.ray.address or os.environ.get("RAY_ADDRESS")
     runtime_env = {"env_vars": worker_env(settings)}
     if address:
-        context = ray.init(address=address, runtime_env=runtime_env, log_to_driver=True,
+        context = ray.init(address=address, runtime_env=runtime_env, log_to_driver=logs.verbose(),
                            logging_level=logs.ray_log_level())
         line, run_dir = f"Ray: joined the cluster at {address}", None
     else:
         # address="local": always a new instance, never a cluster some other process started
         export_credentials(settings)
         context = ray.init(address="local", num_cpus=settings.ray.num_cpus, runtime_env=runtime_env,
-                           logging_level=logs.ray_log_level())
+                           log_to_driver=logs.verbose(), logging_level=logs.ray_log_level())
         line, run_dir = f"Ray: embedded local cluster with {settings.ray.num_cpus} logical CPUs", local_run_dir(settings)
     where = logs.where_the_logs_are(context.address_info["session_dir"], run_dir)
     if logs.verbose():
         return f"{line}; {where}"
-    logs.print_only_progress()
+    logs.relay_progress()
     return f"{line}; {where} (--verbose prints them here)"
 
 

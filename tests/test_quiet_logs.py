@@ -1,4 +1,4 @@
-"""The quiet terminal (cluster/logs.py): only the job's progress among the workers' lines,
+"""The quiet terminal (cluster/logs.py): of the workers' output only the job's progress,
 a link to the session's logs in a local run folder, and --verbose turning it all off."""
 
 from __future__ import annotations
@@ -6,32 +6,39 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import time
 
 import pytest
-from ray._private.ray_logging import global_worker_stdstream_dispatcher as dispatcher
 
 from cluster import logs
 from cluster.cli import add_settings_args
 
 
-@pytest.fixture()
-def printed():
-    """A stand-in for the handler Ray installs to print forwarded worker lines."""
-    seen: list[str] = []
-    saved = list(dispatcher.handlers)
-    dispatcher.handlers = [("ray_print_logs", lambda data: seen.extend(data["lines"]))]
-    yield seen
-    dispatcher.handlers = saved
+@pytest.mark.cluster
+def test_workers_progress_reaches_the_driver_and_nothing_else_they_print(capfd):
+    """A real Ray with log_to_driver off, as connect() starts it: a task's progress line comes
+    through the relay, the same task's other output stays in its log file."""
+    import ray
 
+    ray.init(address="local", num_cpus=1, log_to_driver=False, logging_level=logging.WARNING)
+    try:
+        logs.relay_progress(every_s=0.2)
 
-def test_only_progress_lines_of_workers_are_printed(printed):
-    logs.print_only_progress()
-    dispatcher.emit({"lines": ["WARNING 12-05 00:14:41 [cpu.py:95] Triton is not installed",
-                               "[train generator] step 4/40 loss 1.2 lr 1e-4 ETA 30s",
-                               "INFO: 127.0.0.1 - GET /v1/models 200",
-                               "[00:14:41] [collect] 12 records"], "pid": 1, "is_err": True})
-    dispatcher.emit({"lines": ["Enforce eager set, disabling CUDA graphs"], "pid": 2, "is_err": True})
-    assert printed == ["[train generator] step 4/40 loss 1.2 lr 1e-4 ETA 30s", "[00:14:41] [collect] 12 records"]
+        @ray.remote(num_cpus=0)
+        def work() -> None:
+            print("WARNING Triton is not installed", flush=True)
+            logs.progress("[train generator] step 4/40 loss 1.2 lr 1e-4 ETA 30s")
+
+        ray.get(work.remote())
+        deadline = time.time() + 30
+        out = ""
+        while "[train generator]" not in out and time.time() < deadline:
+            time.sleep(0.2)
+            out += capfd.readouterr().out
+        assert "[train generator] step 4/40 loss 1.2 lr 1e-4 ETA 30s" in out
+        assert "Triton" not in out
+    finally:
+        ray.shutdown()
 
 
 def test_the_session_logs_are_linked_from_a_local_run_folder(tmp_path):

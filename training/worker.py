@@ -23,6 +23,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import PrinterCallback
 
+from cluster.logs import progress
 from cluster.settings import Settings
 from cluster.storage import Storage
 from training import sft_data
@@ -93,17 +94,22 @@ def build_dataset(examples: list[dict], tokenizer, settings: Settings):
 class ReportToRay(TrainerCallback):
     """Prints progress on rank 0 and reports every saved checkpoint to Ray Train."""
 
+    PRINT_EVERY_S = 10  # a step line at most this often, and the last step's always
+
     def __init__(self, label: str, rank: int):
-        self.label, self.rank, self.start = label, rank, time.time()
+        self.label, self.rank, self.start, self.printed = label, rank, time.time(), 0.0
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if self.rank != 0 or not logs or "loss" not in logs:
             return
-        elapsed = time.time() - self.start
+        now = time.time()
+        if state.global_step < state.max_steps and now - self.printed < self.PRINT_EVERY_S:
+            return
+        self.printed = now
         done = max(state.global_step, 1)
-        eta = elapsed / done * (state.max_steps - state.global_step)
-        print(f"[train {self.label}] step {state.global_step}/{state.max_steps} "
-              f"loss {logs['loss']:.4f} lr {logs.get('learning_rate', 0):.2e} ETA {eta:.0f}s", flush=True)
+        eta = (now - self.start) / done * (state.max_steps - state.global_step)
+        progress(f"[train {self.label}] step {state.global_step}/{state.max_steps} "
+                 f"loss {logs['loss']:.4f} lr {logs.get('learning_rate', 0):.2e} ETA {eta:.0f}s")
 
     def on_save(self, args, state, control, **kwargs):
         source = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
@@ -205,12 +211,12 @@ def train_func(cfg: dict) -> None:
     else:
         trainer, data_metrics = sft_trainer(cfg, settings, model, tokenizer, examples, f"{local}/rank-{rank}")
     trainer.add_callback(ReportToRay(cfg["label"], rank))
-    trainer.remove_callback(PrinterCallback)  # ReportToRay prints one line per step instead
+    trainer.remove_callback(PrinterCallback)  # ReportToRay prints a step line every few seconds instead
     start = time.time()
-    warn = print if rank == 0 else (lambda message: None)
+    warn = progress if rank == 0 else (lambda message: None)
     resume, resumed_from, skipped = pick_resume(ray.train.get_checkpoint(), local, warn)
     if resume and rank == 0:
-        print(f"[train {cfg['label']}] resuming from the checkpoint of step {resumed_from}", flush=True)
+        progress(f"[train {cfg['label']}] resuming from the checkpoint of step {resumed_from}")
     output = trainer.train(resume_from_checkpoint=resume)
     seconds = time.time() - start
     history = [{"step": log["step"], "loss": log["loss"]} for log in trainer.state.log_history if "loss" in log]
