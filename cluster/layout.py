@@ -31,6 +31,8 @@ from cluster.storage import Storage
 SHARD_KINDS = ("drafts", "extensions", "sft-generator", "sft-extender")
 ROLES = ("generator", "extender")
 FINAL = "final"  # the final stage's key where a round number goes: its folder is <run>/final/
+# written last into an exported model folder (training/export.py): the export is complete
+EXPORT_MARKER = "_EXPORT_COMPLETE.json"
 
 
 def shard_name(index: int) -> str:

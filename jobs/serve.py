@@ -21,16 +21,12 @@ import os
 import sys
 import time
 
-from ray import serve
-
-from actors.serving import ADAPTERS_DIR, BASE_ID, DeployError, llm_config, openai_app, publish_adapter, wait_until_running
 from cluster.cli import add_settings_args, settings_from_args
-from cluster.layout import FINAL, RunLayout
+from cluster.layout import EXPORT_MARKER, FINAL, RunLayout
 from cluster.settings import Settings, load_settings
 from cluster.storage import Storage
 from jobs import bad_input
 from runtime.context import RunContext
-from training.export import EXPORT_MARKER
 
 SERVED_NAME = "generator"
 APP = "generator"
@@ -68,6 +64,8 @@ def generator_weights(settings: Settings, layout: RunLayout, round: int | str | 
 def build_app(settings: Settings, round: int | str | None = None, api_key_env: str | None = None):
     """The Serve application and the model name clients must ask for; with `api_key_env`,
     requests need the key held by that environment variable of the replicas."""
+    from actors.serving import ADAPTERS_DIR, BASE_ID, llm_config, openai_app, publish_adapter  # vLLM loads here
+
     layout = RunLayout.create(Storage.open(settings.storage.root, settings.storage), settings.run.name)
     k, weights = generator_weights(settings, layout, round)
     role = settings.serving.generator
@@ -112,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --api-key-env {args.api_key_env}: that environment variable is not set", file=sys.stderr)
         return 2
     RunContext.open(settings, "serve")
+    from ray import serve
+
+    from actors.serving import DeployError, wait_until_running
     app, model, k = build_app(settings, args.round, args.api_key_env)
     start = time.time()
     serve.start(http_options={"host": host, "port": port})

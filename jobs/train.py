@@ -26,10 +26,9 @@ import sys
 import time
 
 from cluster.cli import add_settings_args, settings_from_args
-from cluster.layout import RunLayout
-from runtime.log import logger
+from cluster.layout import EXPORT_MARKER, RunLayout
 from cluster.storage import Storage, filesystem_for
-from training.export import EXPORT_MARKER
+from runtime.log import logger
 from training.sources import DataSpec, load_mixture
 
 SHARD_RECORDS = 5000

@@ -21,10 +21,10 @@ import torch
 from transformers import AutoModelForCausalLM
 from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
+from cluster.layout import EXPORT_MARKER  # noqa: F401 - where a complete export is marked (importers read it here too)
 from cluster.settings import Settings
 from cluster.storage import Storage
 
-EXPORT_MARKER = "_EXPORT_COMPLETE.json"
 VERIFY_CHAT = [{"role": "user", "content": "Write a detailed essay about rain."}]
 TOP_K = 32  # logits kept in the marker, so anyone can check the export later
 
