@@ -4,7 +4,7 @@ whose chosen/rejected labels are shuffled, over several training seeds.
     .venv/bin/python bench/preference.py --run runs/demo [--seeds 0 1 2] [--set dpo.lr=5e-5]
 
 `--run` is a finished loop run with its final stage (`make demo`). The pairs are built from its
-files as the loop builds them (jobs/preference_stage.py); each DPO run is `jobs.train --method dpo`
+files as the loop builds them (stages/preference.py); each DPO run is `jobs.train --method dpo`
 (Ray Train, DeepSpeed ZeRO-3, 2 workers) from the run's final SFT weights, under
 <run>/bench-preference/. Every model answers the run's length-constrained probe set greedily
 (transformers, 1,536 new tokens at most; the loop's probe decoding is greedy too), scored as
@@ -28,7 +28,7 @@ from cluster.settings import load_settings
 from cluster.storage import Storage
 from jobs import collect
 from jobs import train as train_job
-from jobs.preference_stage import run_answers
+from stages.preference import run_answers
 from longform.length_probe import constrained_probes, summarize
 from longform.preference import build_pairs, index_answers, shuffled_labels
 from toyworld.build import greedy_replies
