@@ -420,6 +420,9 @@ class DPOSection(Section):
     lr: float | None = Field(None, gt=0, description="None: training.lr")
     epochs: float | None = Field(None, gt=0, description="None: training.epochs")
     pairs_per_query: int = Field(1, ge=1, description="pairs built per constrained query at most")
+    balance: bool = Field(False, description="as many pairs rejecting a too-short answer as a too-long one "
+                          "(a seeded draw of the larger side), so that length alone does not tell chosen from "
+                          "rejected (longform.preference.balanced)")
 
 
 class AgentWriteSection(Section):

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from cluster.layout import FINAL
 from jobs import collect
-from longform.preference import build_pairs, index_answers
+from longform.preference import balanced, build_pairs, index_answers
 from training.trainer import Target, train
 
 FOLDER = f"{FINAL}/preference"
@@ -52,6 +52,10 @@ class PreferenceStage:
         queries = list(store.read_jsonl(f"{collect.ROOT}/data.jsonl"))
         answers = index_answers(run_answers(self.layout, s.run.rounds))
         pairs, unpaired, tally = build_pairs(queries, answers, s.dpo.pairs_per_query)
+        if s.dpo.balance:
+            pairs, dropped = balanced(pairs, s.run.seed)
+            unpaired += dropped
+            tally["balance.dropped"] = len(dropped)
         store.write_jsonl(f"{FOLDER}/pairs.jsonl", pairs)
         store.write_jsonl(f"{FOLDER}/unpaired.jsonl", unpaired)
         summary = {"queries": len(queries), "pairs": len(pairs), "unpaired": len(unpaired), "tally": dict(tally),

@@ -144,3 +144,33 @@ def test_balancing_with_one_direction_missing_keeps_only_the_rule_failures():
     pairs = [pair_rejecting(i, "under_window") for i in range(4)] + [pair_rejecting(9, "failed_rule")]
     kept, dropped = balanced(pairs, seed=0)
     assert [p["id"] for p in kept] == ["q9/pair-0"] and len(dropped) == 4
+
+
+def test_the_preference_stage_balances_its_pairs_when_asked(tmp_path):
+    """stages/preference.py on a run folder: 6 queries whose rejected answer is shorter, 2 whose
+    is longer; with dpo.balance 2 + 2 pairs are trained on and the 4 left out are listed."""
+    from types import SimpleNamespace
+
+    from cluster.layout import RunLayout
+    from cluster.settings import load_settings
+    from cluster.storage import Storage
+    from runtime.context import RunContext
+    from stages.preference import FOLDER, PreferenceStage
+
+    settings = load_settings(None, ["model.base=x", f"storage.root={tmp_path}", "run.rounds=1", "dpo.balance=true"])
+    layout = RunLayout.create(Storage.open(str(tmp_path), settings.storage), "run")
+    queries, drafts = [], []
+    for i in range(8):
+        topic = f"Topic {i}."
+        queries.append(query(f"q{i}", 200, (160, 240), f"c{i}", instruction=topic))
+        drafts.append(answer(f"r1/q{i}", 100 if i < 6 else 400, tag=f"s{i}", instruction=topic))
+    layout.store.write_jsonl("collect/data.jsonl", queries)
+    layout.store.write_jsonl("round-1/drafts/shard-00000.jsonl", drafts)
+    stage = PreferenceStage(SimpleNamespace(ctx=RunContext(settings, layout, log=lambda m: None)))
+    summary = stage.pairs({})
+    pairs = list(layout.store.read_jsonl(f"{FOLDER}/pairs.jsonl"))
+    whys = sorted(p["meta"]["rejected"]["why"] for p in pairs)
+    assert whys == ["over_window", "over_window", "under_window", "under_window"] and summary["pairs"] == 4
+    assert summary["tally"]["balance.dropped"] == 4
+    left_out = [u for u in layout.store.read_jsonl(f"{FOLDER}/unpaired.jsonl") if u["reason"].startswith("balance")]
+    assert len(left_out) == 4
