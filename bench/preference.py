@@ -26,7 +26,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from cluster.layout import RunLayout
 from cluster.settings import load_settings
 from cluster.storage import Storage
-from jobs import collect
+from stages import collect
 from jobs import train as train_job
 from stages.preference import run_answers
 from longform.length_probe import constrained_probes, summarize

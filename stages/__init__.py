@@ -2,6 +2,8 @@
 
     self_instruct   the Generator grows the instruction pool; the judge keeps what needs a long answer
     probe           the fixed probe set and the length-constrained probe set
+    round           a round's synthesis (through actors/synthesis.py) and the training of each role
+    collect         the final data: long answers given length constraints they satisfy
     final           after the last round: collect, give length constraints, train the final model, score
     preference      after the final SFT: DPO on pairs the run already holds
 

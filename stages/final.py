@@ -21,7 +21,7 @@ import math
 
 from cluster.layout import FINAL
 from actors import synthesis
-from jobs import collect
+from stages import collect
 from longform.sampling import seeded_rng
 from stages import self_instruct
 from stages.preference import PreferenceStage

@@ -15,7 +15,7 @@ side came from and why), unpaired.jsonl (queries without a pair, and why), summa
 from __future__ import annotations
 
 from cluster.layout import FINAL
-from jobs import collect
+from stages import collect
 from longform.preference import balanced, build_pairs, index_answers
 from training.trainer import Target, train
 

@@ -16,7 +16,7 @@ import pytest
 
 from cluster.settings import load_settings
 from jobs import collect
-from jobs.collect import build
+from stages.collect import build
 from longform.constraints import TYPES, Constraint, appended_query, constraint_for, numbers_stated, pick_kind, window
 from longform.sampling import seeded_rng
 from tests.scripted import ScriptedModel

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from cluster.settings import load_settings
-from jobs.collect import build
+from stages.collect import build
 from longform import languages
 from longform.agentwrite import PlanStep, is_refusal, parse_plan, strip_plan_markers
 from longform.constraints import appended_query, constraint_for
@@ -152,7 +152,7 @@ def test_two_languages_may_not_share_a_script(monkeypatch):
 
 LANGUAGE_MODULES = ["longform/words.py", "longform/quality.py", "longform/constraints.py", "longform/instructions.py",
                     "longform/prompts.py", "longform/self_instruct.py", "longform/drafts.py", "longform/extension.py",
-                    "longform/sft.py", "longform/agentwrite.py", "jobs/collect.py"]
+                    "longform/sft.py", "longform/agentwrite.py", "stages/collect.py", "jobs/collect.py"]
 
 
 @pytest.mark.parametrize("path", LANGUAGE_MODULES)
