@@ -42,7 +42,7 @@ def judge_for(settings: Settings, evaluated: ChatModel | None, clients: list[LLM
 
 
 def serve_app(settings: Settings, app, name: str) -> str:
-    """Deploy `app` (jobs.serve.build_app) as the Serve application `name` and wait until it
+    """Deploy `app` (actors.generator_app.build_app) as the Serve application `name` and wait until it
     runs; its base URL. A failed deployment stops the job (exit 1, the reason on stderr)."""
     from ray import serve
 

@@ -17,7 +17,8 @@ evaluation/outputs.py lists (responses.jsonl, scores.json, scores.md, lengths.pn
 
 A data or responses file whose lines are mostly unusable (more than half set aside) stops the
 job before any model is called (exit 2, with the first reasons); see jobs/__init__.py for the
-exit codes. The loop calls `after_round` when `evaluation.after_each_round` is set.
+exit codes. The inputs, the judge's wording and the loop's per-round evaluation are
+stages/benchmarks.py's.
 """
 
 from __future__ import annotations
@@ -29,94 +30,26 @@ import re
 import sys
 import time
 
-from actors.evaluators import client_for, judge_for
 from cluster.cli import add_settings_args, settings_from_args
-from cluster.layout import RunLayout
 from cluster.settings import Settings
 from cluster.storage import Storage
 from evaluation.generation import log
-from evaluation.judging import JudgeWording
-from evaluation.outputs import Options, Target, respond, score
+from evaluation.outputs import Target, respond, score
 from evaluation.registry import NAMES
-from evaluation.rows import BenchmarkFile, evenly_spaced, parse_benchmark, unusable
-from evaluation.scoring import compact, headline
+from evaluation.scoring import headline
 from jobs import bad_input
-from runtime.preflight import read_input, stem_of
-from longform.prompts import load_prompts
+from stages.benchmarks import judge_wording, load_rows, options
 
 EVAL_APP = "evaluate"  # the Serve application `generate --round` deploys
-
-
-# -- inputs: read and checked before any model is served or called ---------------------------
-def judge_wording(settings: Settings) -> JudgeWording | None:
-    """`evaluation.judge_prompt` read and checked, or None for the built-in wording."""
-    uri = settings.evaluation.judge_prompt
-    if not uri:
-        return None
-    try:
-        return JudgeWording.parse(read_input(uri, settings, "evaluation.judge_prompt").decode("utf-8-sig"), uri)
-    except (UnicodeDecodeError, ValueError) as err:
-        bad_input(f"evaluation.judge_prompt: {err}")
-
-
-def options(settings: Settings) -> Options:
-    ev = settings.evaluation
-    return Options(ev.decoding, ev.concurrency, ev.judge_decoding, ev.judge_attempts,
-                   load_prompts(settings.synthesis.prompt_dir), judge_wording(settings) if ev.judge else None)
-
-
-def load_rows(settings: Settings, benchmark: str, uri: str, with_response: bool, limit: int | None) -> BenchmarkFile:
-    """The usable rows (an evenly spaced `limit` of them) and the lines set aside. A file with
-    no usable row, or with more than half its lines set aside, stops the job (exit 2)."""
-    data = read_input(uri, settings, f"{benchmark} file")
-    parsed = parse_benchmark(data, benchmark, uri, stem_of(uri), with_response)
-    for r in parsed.rejected:
-        log(f"set aside {r['file']} line {r['line']}: {r['reason']}")
-    problem = unusable(parsed, uri, f"{benchmark} {'responses' if with_response else 'rows'}")
-    if problem:
-        bad_input(problem)
-    return BenchmarkFile(evenly_spaced(parsed.rows, limit), parsed.rejected)
-
-
-# -- the loop's hook ---------------------------------------------------------------------------
-def after_round(settings: Settings, run_store: Storage, serving, k: int, log=log) -> dict:
-    """Evaluate the served Generator on `evaluation.benchmarks`; outputs go to
-    <run>/round-<k>/evaluation/<benchmark>/ (round 0: the base model). Returns per benchmark
-    the scores without per-prompt lists and where the outputs are."""
-    client = client_for(settings, serving.base_url)
-    clients = [client]
-    model = client.role(serving.model_id("generator"))
-    target = Target("base" if k == 0 else RunLayout.label(k), model, judge_for(settings, model, clients, serving))
-    how, results = options(settings), {}
-
-    async def run_all() -> None:
-        try:
-            for spec in settings.evaluation.benchmarks:
-                rel = f"{RunLayout.round_dir(k)}/evaluation/{spec.name}"
-                out = run_store.child(rel)
-                data = load_rows(settings, spec.name, spec.data, with_response=False, limit=spec.limit)
-                rows = await respond(spec.name, data.rows, target, out, how, log)
-                scores = await score(spec.name, rows, data.rejected, target, out, how, spec.data, True, log)
-                log(headline(scores))
-                results[spec.name] = {"scores": compact(scores), "out": rel}
-        finally:
-            for c in clients:
-                await c.aclose()
-
-    asyncio.run(run_all())
-    return results
-
-
-# -- the command line ----------------------------------------------------------------------------
 
 
 def serve_round(settings: Settings, round: int | None) -> tuple[str, str, int]:
     """Serve the Generator of `round` as jobs/serve.py does; (base_url, model name, round)."""
     from actors.evaluators import serve_app
-    from cluster.capacity import connect_checked
-    from jobs.serve import build_app
+    from actors.generator_app import build_app
+    from runtime.context import RunContext
 
-    connect_checked(settings, "serve", log)
+    RunContext.open(settings, "serve", tag="evaluate")
     app, model, k = build_app(settings, round)
     start = time.time()
     base_url = serve_app(settings, app, EVAL_APP)
@@ -147,6 +80,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 async def run_command(args, settings: Settings) -> dict | None:
+    from actors.evaluators import client_for, judge_for  # the openai SDK loads here, not at --help
+
     generating = args.command in ("generate", "run")
     endpoint = settings.evaluation.endpoint
     clients = []

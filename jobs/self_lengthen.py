@@ -88,10 +88,10 @@ class Loop:
         ev, final = self.settings.evaluation, self.settings.final.enabled
         if not ev.benchmarks or not (ev.after_each_round or (final and k in (0, FINAL))):
             return None
-        from jobs import evaluate
+        from stages.benchmarks import after_round
 
         done = self.ctx.stage(k, "evaluation", lambda: {
-            "benchmarks": evaluate.after_round(self.settings, self.ctx.store, self.ctx.serving, k, log=self.ctx.log)})
+            "benchmarks": after_round(self.settings, self.ctx.store, self.ctx.serving, k, log=self.ctx.log)})
         return done["benchmarks"]
 
     def run(self) -> dict:

@@ -22,13 +22,10 @@ import sys
 import time
 
 from cluster.cli import add_settings_args, settings_from_args
-from cluster.layout import EXPORT_MARKER, FINAL, RunLayout
-from cluster.settings import Settings, load_settings
-from cluster.storage import Storage
-from jobs import bad_input
+from cluster.layout import FINAL
+from cluster.settings import load_settings
 from runtime.context import RunContext
 
-SERVED_NAME = "generator"
 APP = "generator"
 
 
@@ -42,48 +39,10 @@ def round_arg(text: str) -> int | str | None:
         raise argparse.ArgumentTypeError(f"a round number, 'latest' or 'final', not {text!r}") from None
 
 
-def generator_weights(settings: Settings, layout: RunLayout, round: int | str | None) -> tuple[int | str, str]:
-    """(round, weights) of the Generator to serve: an exported folder, or the base model."""
-    if round == 0:
-        return 0, settings.model.base
-    if round == FINAL:
-        rel = f"{FINAL}/model"
-        if not layout.store.exists(f"{rel}/{EXPORT_MARKER}"):
-            bad_input(f"no final model under {layout.store.uri(FINAL)} (the loop's final stage writes it)")
-        return FINAL, layout.store.uri(rel)
-    rounds = [round] if round is not None else range(settings.run.rounds, 0, -1)
-    for k in rounds:
-        rel = layout.model_dir(k, "generator")
-        if layout.store.exists(f"{rel}/{EXPORT_MARKER}"):
-            return k, layout.store.uri(rel)
-    if round is not None:
-        bad_input(f"no exported Generator for round {round} under {layout.store.uri()}")
-    return 0, settings.model.base
-
-
-def build_app(settings: Settings, round: int | str | None = None, api_key_env: str | None = None):
-    """The Serve application and the model name clients must ask for; with `api_key_env`,
-    requests need the key held by that environment variable of the replicas."""
-    from actors.serving import ADAPTERS_DIR, BASE_ID, llm_config, openai_app, publish_adapter  # vLLM loads here
-
-    layout = RunLayout.create(Storage.open(settings.storage.root, settings.storage), settings.run.name)
-    k, weights = generator_weights(settings, layout, round)
-    role = settings.serving.generator
-    if settings.serving.mode == "lora" and k != 0:
-        # the round's adapter, published under its own name next to the run's other adapters
-        name = publish_adapter(layout.store, weights, f"generator-round-{k}", settings)
-        config = llm_config(BASE_ID, settings.model.base, role, settings,
-                            {"enable_lora": True, "max_lora_rank": settings.training.lora.r},
-                            layout.store.uri(ADAPTERS_DIR))
-        model = f"{BASE_ID}:{name}"
-    else:
-        config = llm_config(SERVED_NAME, weights, role, settings)
-        model = SERVED_NAME
-    return openai_app([config], settings, api_key_env), model, k
-
-
 def app_builder(args: dict):
     """Entry point for a RayService's serveConfigV2 (`import_path: jobs.serve:app_builder`)."""
+    from actors.generator_app import build_app  # vLLM loads here
+
     settings = load_settings(args["config"], list(args.get("set", [])))
     round = args.get("round")
     app, _, _ = build_app(settings, None if round is None else round_arg(str(round)), args.get("api_key_env"))
@@ -112,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     RunContext.open(settings, "serve")
     from ray import serve
 
+    from actors.generator_app import build_app
     from actors.serving import DeployError, wait_until_running
     app, model, k = build_app(settings, args.round, args.api_key_env)
     start = time.time()

@@ -5,8 +5,8 @@ clients for them and the judge, resumable stages, and the job's own log lines.
 Layers, each importing only those below it:
 
     jobs/       entry points (`python -m jobs.<name>`, what `ray job submit` runs)
-    runtime/    the run context and the job's log lines
-    stages/     one file per stage of the loop (self-instruct, probes, final, preference)
+    stages/     one file per stage of the loop (self-instruct, probes, collect, final, preference, ...)
+    runtime/    the run context, the pre-connect checks and the job's log lines
     actors/     Ray actors and the serving / client glue; training/  Ray Train + DeepSpeed
     cluster/    settings, storage, layout, Ray connection, capacity
     reports/    the run's summary table and report (Markdown, figures)

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 from cluster.settings import Settings
 from cluster.storage import Storage, filesystem_for, with_retries
-from runtime.errors import bad_input
+from cluster.errors import bad_input
 from longform.instructions import InstructionFile, TokenLimit, parse_instructions
 from longform.params import Decoding
 from longform.prompts import TEMPLATES, PromptBook, load_prompts

@@ -4,6 +4,8 @@
     probe           the fixed probe set and the length-constrained probe set
     round           a round's synthesis (through actors/synthesis.py) and the training of each role
     collect         the final data: long answers given length constraints they satisfy
+    benchmarks      evaluation/'s benchmarks on the served Generator after a round (and the inputs
+                    jobs.evaluate checks)
     final           after the last round: collect, give length constraints, train the final model, score
     preference      after the final SFT: DPO on pairs the run already holds
 
