@@ -35,6 +35,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from tests.weights import new_adapter, perturbed_copy  # noqa: E402 - after the path insert
+
 PROMPT = [{"role": "user", "content": "Write a detailed essay about rain."}]
 
 
@@ -48,39 +50,6 @@ def ask(serving, role: str) -> str:
         finally:
             await client.aclose()
     return asyncio.run(go())
-
-
-def perturbed_copy(src, dst, seed: int):
-    """New full weights at `dst`: a copy of the model with its output layer perturbed, so greedy
-    answers differ (tests/test_serving.py uses it too)."""
-    import torch
-    from safetensors.torch import load_file, save_file
-
-    shutil.copytree(src, dst)
-    weights = load_file(f"{dst}/model.safetensors")
-    head = weights["lm_head.weight"]
-    g = torch.Generator().manual_seed(seed)
-    weights["lm_head.weight"] = head + 0.5 * torch.randn(head.shape, generator=g) * head.std()
-    save_file(weights, f"{dst}/model.safetensors", metadata={"format": "pt"})
-    return dst
-
-
-def new_adapter(base: str, out: str, seed: int):
-    """New LoRA weights saved to `out` (peft starts B at zero, which would change nothing);
-    returns the peft model."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(seed)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32),
-                           LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", task_type="CAUSAL_LM"))
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.05)
-    model.save_pretrained(out)
-    return model
 
 
 def full_handoffs(args, root: str) -> list[dict]:

@@ -1,6 +1,8 @@
 """`python -m jobs.serve` serves the trained Generator as an OpenAI-compatible API on loopback,
 behind an API key, and the `openai` client talks to it. Every wait is bounded: the server's
-output is read with a deadline and `jobs.serve` itself gives up after serving.deploy_timeout_s."""
+output is read with a deadline and `jobs.serve` itself gives up after serving.deploy_timeout_s.
+The served test joins the shared Ray of tests/tiny_served.py (with --address) rather than
+starting one; it runs after every other test on that Ray, as it shuts the shared Serve down."""
 
 from __future__ import annotations
 
@@ -16,10 +18,10 @@ import time
 import pytest
 
 from tests.conftest import free_port
+from tests.tiny_served import KEY_VAR
 
 pytestmark = pytest.mark.cluster
 DEPLOY_TIMEOUT_S = 480  # jobs.serve gives up after this; the test waits a little longer
-KEY_VAR = "SELF_LENGTHEN_TEST_API_KEY"
 
 
 def lines_of(stream) -> queue.Queue:
@@ -49,14 +51,20 @@ def wait_for_line(lines: queue.Queue, text: str, timeout: float) -> tuple[str, l
     raise AssertionError(f"no {text!r} from jobs.serve within {timeout:.0f} s:\n" + "".join(seen[-40:]))
 
 
-def test_the_openai_client_talks_to_the_served_generator_with_its_key(repo, tiny_model, tmp_path):
+@pytest.mark.replaces_served(4)
+def test_the_openai_client_talks_to_the_served_generator_with_its_key(repo, tiny_model, tmp_path, shared_ray):
     import openai
     from openai import OpenAI
+    from ray import serve
 
-    port, key = free_port(), "sk-test-" + secrets.token_hex(16)
+    # the shared Ray's Serve goes: jobs.serve starts Serve on a port of its own. The key is the
+    # one in the environment of the shared Ray's processes, where the ingress replica reads it.
+    serve.shutdown()
+    port, key = free_port(), shared_ray.api_key
     server = subprocess.Popen(
-        # the README's command: --round latest (no round exported yet: the base model)
+        # the README's command: --round latest (no round exported yet: the base model), joining a Ray
         [sys.executable, "-m", "jobs.serve", "--config", "configs/tiny.yaml", "--round", "latest",
+         "--address", shared_ray.gcs_address,
          "--set", f"model.base={tiny_model}", "--set", "serving.engine_kwargs.max_model_len=1024",
          "--set", f"serving.deploy_timeout_s={DEPLOY_TIMEOUT_S}", "--storage", str(tmp_path), "--port", str(port),
          "--api-key-env", KEY_VAR],

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
 import time
 
 import pytest
@@ -16,14 +15,13 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from actors.client import LLMClient
 from actors.serving import APP_NAME, Serving
-from bench.handoff import perturbed_copy
 from cluster.settings import load_settings
 from longform.model import user
+from tests.tiny_served import FAKE_KEY_ID, FAKE_SECRET, pair_overrides
 
 pytestmark = pytest.mark.cluster
 PROMPT = "Write a detailed essay about rain."
 GREEDY = {"temperature": 0.0, "max_tokens": 24}
-FAKE_KEY_ID, FAKE_SECRET = "AKIA" + secrets.token_hex(8).upper(), "fake-secret-" + secrets.token_hex(12)
 
 
 def hf_greedy(model_dir, prompt: str, tokens: int) -> str:
@@ -45,25 +43,25 @@ def ask(serving: Serving, role: str, prompt: str = PROMPT, **sampling) -> str:
     return asyncio.run(go())
 
 
-@pytest.fixture(scope="module")
-def served(repo, tiny_model, tmp_path_factory):
-    import ray
+@pytest.fixture
+def served(served_pair, shared_ray, tmp_path_factory):
+    """The shared pair of tests/tiny_served.py: Generator from the tiny model, Extender from a
+    perturbed copy, S3 credentials in the settings."""
+    return {"serving": served_pair.serving, "base": served_pair.base, "other": served_pair.other,
+            "dashboard": shared_ray.dashboard, "node": shared_ray.node, "tmp": tmp_path_factory}
 
-    other = perturbed_copy(tiny_model, tmp_path_factory.mktemp("w") / "other", seed=1)
+
+@pytest.fixture
+def autoscaling_generator(served, repo, tiny_model):
+    """The Generator deployed again, alone, with autoscaling settings a burst can reach (the
+    shared pair keeps the defaults, so that the jobs run on it never scale it)."""
     settings = load_settings(repo / "configs/tiny.yaml", [
-        f"model.base={tiny_model}", "serving.generator.max_replicas=2",
+        *pair_overrides(tiny_model), "serving.generator.max_replicas=2",
         "serving.generator.target_ongoing_requests=2", "serving.generator.upscale_delay_s=2",
-        "serving.engine_kwargs.max_model_len=1024",
-        # credentials in the settings (the model is local: nothing reads S3 here)
-        f"storage.access_key_id={FAKE_KEY_ID}", f"storage.secret_access_key={FAKE_SECRET}"])
-    context = ray.init(address="local", num_cpus=8)
+        "serving.engine_kwargs.max_model_len=1024"])
     serving = Serving(settings)
-    serving.deploy({"generator": str(tiny_model), "extender": str(other)})
-    yield {"serving": serving, "base": tiny_model, "other": other, "dashboard": context.dashboard_url,
-           "node": ray.get_runtime_context().get_node_id(), "tmp": tmp_path_factory}
-    from ray import serve
-    serve.shutdown()
-    ray.shutdown()
+    serving.deploy({"generator": str(tiny_model)})
+    return serving
 
 
 def test_each_role_answers_from_its_own_weights(served):
@@ -96,7 +94,8 @@ def test_no_credential_in_what_the_serve_api_returns(served):
     assert "AWS_SECRET_ACCESS_KEY" not in details and "AWS_ACCESS_KEY_ID" not in details
 
 
-def test_autoscaling_settings_reach_serve_and_a_burst_adds_a_replica(served):
+@pytest.mark.replaces_served(1)
+def test_autoscaling_settings_reach_serve_and_a_burst_adds_a_replica(served, autoscaling_generator):
     deployments = deployment_details(served["dashboard"])
     generator = deployments["LLMServer:generator"]["deployment_config"]
     assert generator["autoscaling_config"]["min_replicas"] == 1
@@ -104,7 +103,7 @@ def test_autoscaling_settings_reach_serve_and_a_burst_adds_a_replica(served):
     assert generator["autoscaling_config"]["target_ongoing_requests"] == 2
     assert generator["max_ongoing_requests"] == 64
 
-    serving = served["serving"]
+    serving = autoscaling_generator
     assert generator["autoscaling_config"]["upscale_delay_s"] == 2
 
     def replicas() -> int:
@@ -139,6 +138,7 @@ def test_autoscaling_settings_reach_serve_and_a_burst_adds_a_replica(served):
         "32 requests in flight with target_ongoing_requests=2 did not bring up a second replica"
 
 
+@pytest.mark.replaces_served(2)
 def test_new_weights_answer_without_restarting_ray(served):
     """The loop's hand-off in full mode: the app is released while training runs, then
     deployed from the new weights."""

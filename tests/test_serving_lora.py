@@ -1,5 +1,6 @@
 """LoRA mode: one engine holds the base model; each role is an adapter that Serve LLM loads
-from S3 on first request. A new round's adapter answers within seconds, without a redeploy."""
+from S3 on first request. A new round's adapter answers within seconds, without a redeploy.
+Runs on the shared Ray of tests/tiny_served.py, after the tests that use its served pair."""
 
 from __future__ import annotations
 
@@ -12,11 +13,11 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from actors.client import LLMClient
 from actors.serving import Serving
-from bench.handoff import new_adapter
 from cluster.layout import RunLayout
 from cluster.settings import load_settings
 from cluster.storage import Storage
 from longform.model import user
+from tests.weights import new_adapter
 
 pytestmark = pytest.mark.cluster
 PROMPT = "Write a detailed essay about rain."
@@ -40,8 +41,8 @@ def ask(serving: Serving, model_id: str) -> str:
     return asyncio.run(go())
 
 
-def test_adapters_per_role_and_a_new_adapter_in_seconds(repo, tiny_model, tmp_path, s3_server, s3_bucket):
-    import ray
+@pytest.mark.replaces_served(3)
+def test_adapters_per_role_and_a_new_adapter_in_seconds(repo, tiny_model, tmp_path, s3_server, s3_bucket, shared_ray):
     from ray import serve
 
     root = f"s3://{s3_bucket}/runs"
@@ -58,9 +59,9 @@ def test_adapters_per_role_and_a_new_adapter_in_seconds(repo, tiny_model, tmp_pa
     base_answer = greedy(AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32), tokenizer)
     assert len({base_answer, expected["generator"], expected["extender"]}) == 3
 
-    ray.init(address="local", num_cpus=8)
     try:
         serving = Serving(settings, run_store=layout.store)
+        serving.release()  # the shared Ray's full-mode app, if one is up: lora mode deploys its own
         serving.deploy({"generator": settings.model.base, "extender": settings.model.base})
         assert ask(serving, serving.model_id("generator")) == base_answer  # no adapter yet: the base
 
@@ -74,4 +75,3 @@ def test_adapters_per_role_and_a_new_adapter_in_seconds(repo, tiny_model, tmp_pa
         assert handoff < 30
     finally:
         serve.shutdown()
-        ray.shutdown()
