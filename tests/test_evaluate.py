@@ -17,7 +17,7 @@ from cluster.storage import Storage
 from evaluation import generation, outputs
 from evaluation.scoring import compact
 from jobs import evaluate
-from stages import benchmarks
+from stages import benchmarks as benchmark_stage
 from jobs.report import write_report
 from tests.scripted import ScriptedModel
 
@@ -103,7 +103,7 @@ def test_generation_reuses_checkpointed_responses_and_records_failed_calls(tmp_p
     model = ScriptedModel(chat=lambda prompt, sampling: f"answer to {prompt}", fail_on="Write 3.")
     settings = load_settings(None, ["model.base=x", "evaluation.decoding.max_tokens=8"])
     target = outputs.Target("m", model, None)
-    got = asyncio.run(outputs.respond("longbench-write", rows, target, out, benchmarks.options(settings)))
+    got = asyncio.run(outputs.respond("longbench-write", rows, target, out, benchmark_stage.options(settings)))
     assert [r["response"] for r in got] == ["old answer", "answer to Write 1.", "answer to Write 2.", None]
     assert got[3]["error"].startswith("HTTP 400") and len(model.calls) == 3
     assert model.calls[0]["sampling"] == {"temperature": 0.5, "max_tokens": 8}  # neutral knobs left out
@@ -308,7 +308,7 @@ def test_the_loop_hook_evaluates_the_served_generator(repo, served_tiny, tmp_pat
         *served_tiny.set_args[1::2], "evaluation.after_each_round=true", f"evaluation.benchmarks={benchmarks}",
         "evaluation.decoding.max_tokens=24", f"storage.root={tmp_path}"])
     store = Storage.open(str(tmp_path / "run"), settings.storage)
-    results = benchmarks.after_round(settings, store, served_tiny.serving, 1)
+    results = benchmark_stage.after_round(settings, store, served_tiny.serving, 1)
     assert set(results) == {"longbench-write", "longen"}
     lbw, longen = results["longbench-write"], results["longen"]
     assert lbw["out"] == "round-1/evaluation/longbench-write" and lbw["scores"]["answered"] == 2
