@@ -1,7 +1,7 @@
 """The preference stage on the tiny model: final SFT model against SFT + DPO, and against a control
 whose chosen/rejected labels are shuffled, over several training seeds.
 
-    .venv/bin/python bench/preference.py --run runs/demo [--seeds 0 1 2] [--set dpo.lr=5e-5]
+    .venv/bin/python bench/preference.py --run runs/demo [--seeds 0 1 2] [--set dpo.lr=5e-5] [--balance]
 
 `--run` is a finished loop run with its final stage (`make demo`). The pairs are built from its
 files as the loop builds them (stages/preference.py); each DPO run is `jobs.train --method dpo`
@@ -9,7 +9,8 @@ files as the loop builds them (stages/preference.py); each DPO run is `jobs.trai
 <run>/bench-preference/. Every model answers the run's length-constrained probe set greedily
 (transformers, 1,536 new tokens at most; the loop's probe decoding is greedy too), scored as
 the final stage scores it. Prints one JSON line per model, then the means and the smallest
-margin over the seeds.
+margin over the seeds. `--balance` trains on pairs balanced by length direction (dpo.balance:
+as many rejecting a too-short answer as a too-long one), and its control on the same pairs.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from stages import collect
 from jobs import train as train_job
 from stages.preference import run_answers
 from longform.length_probe import constrained_probes, summarize
-from longform.preference import build_pairs, index_answers, shuffled_labels
+from longform.preference import balanced, build_pairs, index_answers, shuffled_labels
 from toyworld.build import greedy_replies
 from toyworld.method_vs_control import read_instructions
 
@@ -51,6 +52,7 @@ def main() -> None:
     parser.add_argument("--config", default="configs/tiny.yaml")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--set", action="append", default=[], help="settings overrides for the DPO runs")
+    parser.add_argument("--balance", action="store_true", help="pairs balanced by length direction")
     args = parser.parse_args()
     started = time.time()
     root, name = os.path.split(os.path.abspath(args.run))
@@ -59,7 +61,11 @@ def main() -> None:
     answers = index_answers(run_answers(layout, settings.run.rounds))
     pairs, unpaired, tally = build_pairs(list(layout.store.read_jsonl(f"{collect.ROOT}/data.jsonl")), answers,
                                          settings.dpo.pairs_per_query)
-    bench = layout.store.child("bench-preference")
+    if args.balance:
+        pairs, dropped = balanced(pairs, settings.run.seed)
+        tally["balance.dropped"] = len(dropped)
+    folder = "bench-preference" + ("-balanced" if args.balance else "")
+    bench = layout.store.child(folder)
     print(json.dumps({"pairs": len(pairs), "unpaired": len(unpaired), "tally": dict(tally)}), flush=True)
     rows = constrained_probes(read_instructions(settings.probe.file), settings.final.probe_words, settings.run.seed)
     sft_model = layout.store.uri("final/model")
@@ -71,7 +77,7 @@ def main() -> None:
             name_ = f"{label}-s{seed}"
             code = train_job.main([
                 "--config", args.config, "--storage", root, "--run-name", name, "--method", "dpo",
-                "--name", f"bench-preference/{name_}", "--data", bench.uri(f"pairs-{label}-s{seed}.jsonl"),
+                "--name", f"{folder}/{name_}", "--data", bench.uri(f"pairs-{label}-s{seed}.jsonl"),
                 "--init-model", sft_model, "--set", f"run.seed={seed}", *sum((["--set", s] for s in args.set), [])])
             if code != 0:
                 raise SystemExit(f"DPO run {name_} failed (exit {code})")
