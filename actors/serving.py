@@ -214,7 +214,9 @@ def llm_config(model_id: str, source: str, role: RoleServing, settings: Settings
                engine_extra: dict | None = None, lora_path: str | None = None) -> LLMConfig:
     return LLMConfig(
         model_loading_config={"model_id": model_id, "model_source": model_source(source)},
-        engine_kwargs={**settings.serving.engine_kwargs, **role.engine_kwargs, **(engine_extra or {})},
+        # safetensors only: a pickled checkpoint in the bucket would run code in the engine
+        engine_kwargs={**settings.serving.engine_kwargs, **role.engine_kwargs, **(engine_extra or {}),
+                       "load_format": "safetensors"},
         lora_config={"dynamic_lora_loading_path": lora_path} if lora_path else None,
         placement_group_config={"bundles": [dict(role.resources)]},
         deployment_config={

@@ -119,10 +119,18 @@ def no_inf_nan(tree: dict[str, Any]) -> dict[str, Any]:
     return tree
 
 
+def safetensors_only(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Engines load weights from safetensors only (actors/serving.py forces it): a pickled
+    checkpoint in a bucket must not run code in the engine."""
+    if kwargs.get("load_format", "safetensors") != "safetensors":
+        raise ValueError(f"load_format: the engines load safetensors only, not {kwargs['load_format']!r}")
+    return kwargs
+
+
 # a local path or s3:// URI (what Storage and filesystem_for read); a local folder only
 Location = Annotated[str, AfterValidator(location)]
 LocalPath = Annotated[str, AfterValidator(local_location)]
-FreeDict = Annotated[dict[str, Any], AfterValidator(no_inf_nan)]
+EngineKwargs = Annotated[dict[str, Any], AfterValidator(no_inf_nan), AfterValidator(safetensors_only)]
 
 
 class Section(BaseModel):
@@ -183,7 +191,7 @@ class RoleServing(Section):
     upscale_delay_s: float = Field(30.0, ge=0, description="load must last this long before scaling up")
     downscale_delay_s: float = Field(600.0, ge=0)
     resources: dict[str, float] = Field(default_factory=lambda: {"CPU": 1})
-    engine_kwargs: FreeDict = Field(default_factory=dict)
+    engine_kwargs: EngineKwargs = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def replicas_in_order(self):
@@ -212,7 +220,7 @@ class ServingSection(Section):
     mode: Literal["full", "lora"] = "full"
     host: str = Field("127.0.0.1", description="HTTP bind address; 0.0.0.0 only inside a cluster")
     port: int = Field(8000, ge=1, le=65535)
-    engine_kwargs: FreeDict = Field(default_factory=dict, description="shared by all roles")
+    engine_kwargs: EngineKwargs = Field(default_factory=dict, description="shared by all roles")
     engine_env: dict[str, str] = Field(
         default_factory=dict, description="environment of the engine processes, e.g. VLLM_CPU_*"
     )

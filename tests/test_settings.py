@@ -238,3 +238,16 @@ def test_cross_field_errors_name_their_keys(repo, overrides, message):
     with pytest.raises(SettingsError) as err:
         load_settings(repo / "configs/tiny.yaml", overrides)
     assert f"\n  {message}" in str(err.value)
+
+
+def test_the_engines_load_safetensors_only():
+    """A pickled checkpoint must not run code in an engine: another load_format is refused by
+    the settings, and the deployments always ask for safetensors."""
+    for key in ("serving.engine_kwargs", "serving.generator.engine_kwargs"):
+        with pytest.raises(SettingsError, match=f"{key}.*load_format: the engines load safetensors only, not 'pt'"):
+            load_settings(None, [f"{key}={{load_format: pt}}"])
+    settings = load_settings(None, ["model.base=x", "serving.engine_kwargs={load_format: safetensors}"])
+    from actors.serving import llm_config
+
+    config = llm_config("generator", "/m", settings.serving.generator, settings)
+    assert config.engine_kwargs["load_format"] == "safetensors"
