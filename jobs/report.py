@@ -18,11 +18,6 @@ from jobs import bad_input
 from reports import run
 
 
-def write_report(layout: RunLayout, summary: dict) -> str:
-    """<run>/report.md and its pictures; the report's URI."""
-    return run.write_report(layout.store, summary)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jobs.report", description="Re-render a run's report.")
     add_settings_args(parser)
@@ -31,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     if not layout.store.exists("summary.json"):
         bad_input(f"no summary.json for run {settings.run.name!r} under {settings.storage.root} "
                   f"(run.name / --run-name; the loop writes it): {layout.store.uri('summary.json')}")
-    print(write_report(layout, layout.store.read_json("summary.json")))
+    print(run.write_report(layout.store, layout.store.read_json("summary.json")))
     return 0
 
 

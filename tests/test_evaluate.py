@@ -18,7 +18,7 @@ from evaluation import generation, outputs
 from evaluation.scoring import compact
 from jobs import evaluate
 from stages import benchmarks as benchmark_stage
-from jobs.report import write_report
+from reports.run import write_report
 from tests.scripted import ScriptedModel
 
 pytest_plugins = ["tests.tiny_served"]
@@ -146,7 +146,7 @@ def test_the_run_report_shows_benchmark_scores_per_round(repo, tmp_path):
                "probe_base": {"mean_words": 50.0}, "evaluation_base": evaluation[0],
                "rounds": [round_summary(1, evaluation[1])]}
 
-    report = Path(write_report(layout, summary)).read_text()
+    report = Path(write_report(layout.store, summary)).read_text()
     assert "# Run `r`" in report and "total time 10 s" in report
     assert ("Inputs: 4 seed instructions, 2 probe instructions, 1 input lines set aside "
             "(see `rejected/inputs.jsonl`).") in report
@@ -187,7 +187,7 @@ def test_the_run_report_shows_the_final_stage(tmp_path):
             {"id": "p0", "type": "about", "constraint": "about 300 words", "query": "q", "response": "w " * words},
             {"id": "p1", "type": "about", "constraint": "about 300 words", "query": "q", "response": None}])
     summary = {"run": "r", "storage": "runs/r", "rounds": [], "final": final}
-    report = Path(write_report(layout, summary)).read_text()
+    report = Path(write_report(layout.store, summary)).read_text()
     assert "## The final model" in report
     assert ("Data: 3 of 5 answers in the window 100-400 words, each query given a length constraint it meets "
             "(`runs/r/collect/data.jsonl`; set aside: `runs/r/collect/rejected.jsonl`).") in report

@@ -21,7 +21,7 @@ import torch
 from transformers import AutoModelForCausalLM
 from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
-from cluster.layout import EXPORT_MARKER  # noqa: F401 - where a complete export is marked (importers read it here too)
+from cluster.layout import EXPORT_MARKER
 from cluster.settings import Settings
 from cluster.storage import Storage
 

@@ -16,10 +16,9 @@ from dataclasses import dataclass
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
-from cluster.layout import RunLayout
+from cluster.layout import EXPORT_MARKER, RunLayout
 from cluster.ray_cluster import worker_env
 from cluster.settings import Settings
-from training.export import EXPORT_MARKER
 from training.worker import train_func
 
 log = logging.getLogger(__name__)
