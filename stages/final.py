@@ -4,7 +4,7 @@ it is asked for (Self-Lengthen's final stage), as resumable stages of the loop's
     self-instruct  the last Generator adds instructions to the pool once more
     generate       it answers `final.generate_count` instructions: drafts only, no extension
     collect        every round's extended texts and these answers in the `collect` window,
-                   each query given a length constraint it satisfies (jobs/collect.py)
+                   each query given a length constraint it satisfies (stages/collect.py)
     train          the *base* model fine-tuned on them (+ `final.mix_with`), as `training` says
     score          base and final model on the length-constrained probe set (LonGen's score)
     preference     with `final.preference: dpo`: DPO on pairs built from the run's own answers,
