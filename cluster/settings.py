@@ -225,7 +225,12 @@ class ServingSection(Section):
         default_factory=dict, description="environment of the engine processes, e.g. VLLM_CPU_*"
     )
     release_during_training: bool = Field(
-        True, description="take the models down while training runs (frees their GPUs)"
+        True, description="take the models down while training runs (frees their GPUs); the next "
+        "serve is then a deploy, not an in-place hand-off"
+    )
+    handoff: Literal["in_place", "redeploy"] = Field(
+        "in_place", description="full mode: new weights of the same architecture are loaded into the "
+        "running engines (seconds); redeploy: the app is deployed again from them (minutes at 7B)"
     )
     generator: RoleServing = Field(default_factory=RoleServing)
     extender: RoleServing = Field(default_factory=RoleServing)

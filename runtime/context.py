@@ -68,12 +68,14 @@ class RunContext:
 
     def serve(self, sources: dict[str, str]) -> float:
         """Serve these weights (role -> folder or URI) unless they are served already; returns
-        the seconds until they answered (0 when nothing changed)."""
-        if self.served == sources:
+        the seconds until they answered (0 when nothing changed). Roles served but not named
+        here stay as they are."""
+        served = self.served
+        if all(served.get(role) == weights for role, weights in sources.items()):
             return 0.0
-        self.log("serving " + " ".join(f"{role}={weights}" for role, weights in sources.items()))
         seconds = self.serving.deploy(sources)
-        self.log(f"models answering after {seconds:.1f}s")
+        changed = " ".join(f"{role}={weights}" for role, weights in sources.items() if served.get(role) != weights)
+        self.log(f"serving {changed}: answering after {seconds:.1f}s, {self.serving.last_handoff}")
         return seconds
 
     def release(self) -> None:

@@ -308,7 +308,7 @@ def test_the_loop_runs_as_a_ray_job_survives_its_faults_and_keeps_storage_on_s3(
     assert submitted.returncode == 0, submitted.stdout + submitted.stderr
     wait_for_objects(s3, s3_bucket, f"{run}/round-1/instructions/", 1, first)
     mark("instruction shards written")
-    killed = kill_a_replica(gcs_address, env, "LLMServer:generator")
+    killed = kill_a_replica(gcs_address, env, "RoleServer:generator")
     mark("replica killed")
     # what the dashboard shows while the Generator is served (the fast APIs: the fault timing)
     while_serving = dashboard_texts(address, env, DASHBOARD_APIS[:3])
@@ -471,7 +471,7 @@ def test_the_loop_runs_as_a_ray_job_survives_its_faults_and_keeps_storage_on_s3(
     assert not [path for path, text in logs.items() if FAKE_SECRET in text]
     for key in keys:
         assert FAKE_SECRET.encode() not in s3.get_object(Bucket=s3_bucket, Key=key)["Body"].read(), key
-    assert "LLMServer:generator" in while_serving["/api/serve/applications/"], while_serving
+    assert "RoleServer:generator" in while_serving["/api/serve/applications/"], while_serving
     assert "runtime_env" in while_serving["/api/serve/applications/"]
     at_the_end = dashboard_texts(address, env)
     assert all(not text.startswith("error") for path, text in at_the_end.items() if "/train/" not in path), at_the_end

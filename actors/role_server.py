@@ -1,0 +1,151 @@
+"""A served role that takes new weights in place: Serve LLM's `LLMServer` (one vLLM engine per
+replica) with three more methods, called on every replica at once through the deployment's
+handle (`handle.broadcast`, see actors/serving.py):
+
+* `load_weights(uri)`: new weights of the same architecture into the running engine. vLLM
+  reloads them from a local folder (`collective_rpc("reload_weights")`); an s3:// folder is
+  first copied onto this replica's node. Requests in flight finish on the old weights (the
+  engine is paused with mode "wait"), then the prefix cache is reset: its cached keys and
+  values were computed by the old weights, and reusing them gives answers that are neither
+  model's.
+* `weights()`: the weights this replica answers from now.
+* `fingerprint()`: what the deployment was built with, less its first weights; a job that
+  finds the app running compares it with its own to decide whether it may take the app over.
+
+A replica that Serve starts later (a restart after a crash, or autoscaling) is built from the
+deployment's first weights. So the driver records every hand-off in a small named actor
+(`WeightsRecord`), and a new replica loads the weights recorded for its role before it takes
+requests: it never comes back on old weights.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+
+import ray
+from ray.serve.llm import LLMConfig, LLMServer
+
+log = logging.getLogger(__name__)
+
+RECORD_NAME, RECORD_NAMESPACE = "self-lengthen-weights", "self-lengthen"
+WEIGHTS_CACHE = "self-lengthen-weights"  # under the node's temporary folder: s3:// weights copied for a reload
+
+
+def source_uri(llm_config: LLMConfig) -> str:
+    """The weights a deployment was built with: a local folder, or the s3:// URI Serve LLM mirrors."""
+    source = llm_config.model_loading_config.model_source  # a path, or a CloudMirrorConfig
+    return source if isinstance(source, str) else source.bucket_uri
+
+
+def fingerprint(llm_config: LLMConfig) -> str:
+    """A hash of everything the deployment was built with except its weights."""
+    spec = llm_config.model_dump(exclude={"server_cls": True, "model_loading_config": {"model_source"}})
+    cls = llm_config.server_cls
+    spec["server_cls"] = f"{cls.__module__}.{cls.__qualname__}" if isinstance(cls, type) else str(cls)
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
+
+
+# -- the record of what each role serves --------------------------------------------------
+@ray.remote(num_cpus=0)
+class WeightsRecord:
+    """"<app>/<role>" -> the weights its replicas must answer from. Written by the driver before
+    every deploy and hand-off; read by every replica as it starts."""
+
+    def __init__(self):
+        self.weights: dict[str, str] = {}
+
+    def set(self, app: str, weights: dict[str, str], replace: bool = False) -> None:
+        """The roles of `app` that now answer from new weights; `replace`: these are all its roles."""
+        if replace:
+            self.weights = {k: v for k, v in self.weights.items() if not k.startswith(f"{app}/")}
+        self.weights.update({record_key(app, role): uri for role, uri in weights.items()})
+
+    def get(self, role: str) -> str | None:
+        return self.weights.get(role)
+
+
+def weights_record():
+    """The record, made the first time (detached: it outlives the job, as the Serve app does)."""
+    return WeightsRecord.options(name=RECORD_NAME, namespace=RECORD_NAMESPACE, lifetime="detached",
+                                 get_if_exists=True).remote()
+
+
+async def recorded_weights(key: str) -> str | None:
+    try:
+        record = ray.get_actor(RECORD_NAME, namespace=RECORD_NAMESPACE)
+    except ValueError:  # nothing deployed through `Serving` on this cluster yet
+        return None
+    return await asyncio.wait_for(record.get.remote(key), timeout=60)
+
+
+def record_key(app: str, role: str) -> str:
+    return f"{app}/{role}"
+
+
+# -- weights on this node -----------------------------------------------------------------
+def local_copy(uri: str) -> str:
+    """Where this node keeps its copy of the s3:// folder `uri`."""
+    return os.path.join(tempfile.gettempdir(), WEIGHTS_CACHE, hashlib.sha256(uri.encode()).hexdigest()[:16])
+
+
+def local_folder(uri: str) -> str:
+    """A local folder holding the weights at `uri`: the folder itself, or a copy of an s3://
+    folder on this node (made once per URI; the credentials are the node's AWS variables)."""
+    if not uri.startswith("s3://"):
+        return uri
+    from cluster.settings import StorageSection
+    from cluster.storage import Storage
+
+    target = local_copy(uri)
+    if not os.path.isdir(target):
+        partial = f"{target}.part-{os.getpid()}"
+        Storage.open(uri, StorageSection()).get_dir("", partial)
+        try:
+            os.rename(partial, target)
+        except OSError:  # another replica on this node finished the same copy first
+            shutil.rmtree(partial, ignore_errors=True)
+    return target
+
+
+class RoleServer(LLMServer):
+    """LLMServer with in-place weight loading (the deployment is named `RoleServer:<role>`)."""
+
+    async def __init__(self, llm_config: LLMConfig, **kwargs):
+        # read before the engine starts: Serve LLM may rewrite the config as it mirrors weights
+        self._weights, self._fingerprint = source_uri(llm_config), fingerprint(llm_config)
+        await super().__init__(llm_config, **kwargs)
+        from ray import serve
+
+        recorded = await recorded_weights(record_key(serve.get_replica_context().app_name, llm_config.model_id))
+        if recorded and recorded != self._weights:  # started after a hand-off: catch up first
+            await self.load_weights(recorded)
+
+    async def load_weights(self, uri: str) -> str:
+        if uri == self._weights:
+            return uri
+        start = time.time()
+        path = local_folder(uri)
+        await self.engine.pause(mode="wait")
+        try:
+            await self.collective_rpc("reload_weights", kwargs={"weights_path": path, "is_checkpoint_format": True})
+            await self.engine.reset_prefix_cache()
+        finally:
+            await self.engine.resume()
+        previous, self._weights = self._weights, uri
+        if previous.startswith("s3://"):  # at 7B a copy is ~15 GB: keep only the one in use
+            shutil.rmtree(local_copy(previous), ignore_errors=True)
+        log.info("%s: weights %s loaded in place in %.2f s", self._llm_config.model_id, uri, time.time() - start)
+        return uri
+
+    async def weights(self) -> str:
+        return self._weights
+
+    async def fingerprint(self) -> str:
+        return self._fingerprint

@@ -1,0 +1,64 @@
+"""The decisions behind an in-place hand-off, without a cluster: when new weights may go into a
+running engine (same architecture and shapes, untied embeddings), and when a running app may be
+taken over by a job (built with the same settings, whatever weights it started from). The
+hand-off itself runs on Serve in tests/test_serving.py and in the loop's e2e test."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from actors.role_server import fingerprint, source_uri
+from actors.serving import Serving, llm_config
+from cluster.settings import load_settings
+
+
+@pytest.fixture
+def settings(repo, tmp_path):
+    return load_settings(repo / "configs/tiny.yaml", [f"storage.root={tmp_path / 'runs'}"])
+
+
+def weights(folder, **changes) -> str:
+    """A folder whose config.json is the tiny model's with `changes`."""
+    config = {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": 128,
+              "intermediate_size": 512, "num_hidden_layers": 4, "num_attention_heads": 4,
+              "num_key_value_heads": 2, "head_dim": 32, "vocab_size": 2048, "tie_word_embeddings": False,
+              "rms_norm_eps": 1e-6, **changes}
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    return str(folder)
+
+
+def test_same_shapes_go_in_place_and_a_changed_shape_or_tied_embeddings_redeploy(settings, tmp_path):
+    serving = Serving(settings)
+    old = weights(tmp_path / "old")
+    assert serving.architecture_change(old, weights(tmp_path / "same", rms_norm_eps=1e-5)) == ""
+    assert serving.architecture_change(old, weights(tmp_path / "wider", hidden_size=256)) == \
+        "config.json differs in hidden_size (128 -> 256)"
+    assert "num_hidden_layers (4 -> 6)" in serving.architecture_change(old, weights(tmp_path / "deeper", num_hidden_layers=6))
+    assert "architectures" in serving.architecture_change(old, weights(tmp_path / "llama", architectures=["LlamaForCausalLM"]))
+    assert "tie_word_embeddings" in serving.architecture_change(old, weights(tmp_path / "tied", tie_word_embeddings=True))
+    tied = weights(tmp_path / "tied-old", tie_word_embeddings=True)
+    assert serving.architecture_change(tied, weights(tmp_path / "tied-new", tie_word_embeddings=True)).startswith("tied")
+
+
+def test_a_deployment_fingerprint_ignores_its_weights_but_not_its_settings(repo, settings):
+    role = settings.serving.generator
+    first = llm_config("generator", "models/tiny", role, settings)
+    assert source_uri(first).endswith("models/tiny")
+    assert source_uri(llm_config("generator", "s3://bucket/run/round-1/generator", role, settings)) == \
+        "s3://bucket/run/round-1/generator"
+    # other weights: the same deployment (a job may take it over and load its own weights)
+    assert fingerprint(first) == fingerprint(llm_config("generator", "s3://bucket/run/round-1/generator", role, settings))
+    # other settings: not the same (the app is deployed again)
+    other = load_settings(repo / "configs/tiny.yaml", ["serving.generator.max_replicas=2"])
+    assert fingerprint(first) != fingerprint(llm_config("generator", "models/tiny", other.serving.generator, other))
+    longer = load_settings(repo / "configs/tiny.yaml", ["serving.engine_kwargs.max_model_len=1024"])
+    assert fingerprint(first) != fingerprint(llm_config("generator", "models/tiny", longer.serving.generator, longer))
+    assert fingerprint(first) != fingerprint(llm_config("extender", "models/tiny", role, settings))
+
+
+def test_the_embedded_default_keeps_its_engines_up_and_hands_off_in_place(repo):
+    defaults = load_settings(repo / "configs/tiny.yaml", [])
+    assert defaults.serving.handoff == "in_place" and not defaults.serving.release_during_training
