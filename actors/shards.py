@@ -15,8 +15,9 @@ the work of a shard (`work`) and says where its markers go (`markers`).
 
     run = run_shards(MyWorker, {...constructor kwargs...}, shards, markers, ShardPool(2, 4), log, describe)
 
-While it runs, one progress line per finished shard: shards done, the stage's records so far
-(`describe`), completion tokens per second, and the time left.
+While it runs, a progress line (runtime/log.py's Progress) when a shard finishes, at most one
+every PROGRESS_EVERY_S seconds and always for the last shard: shards done, the stage's records
+so far (`describe`), completion tokens per second, and the time left.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import Callable
 from cluster.capacity import SHARD_WORKER_CPU
 from cluster.layout import shard_name
 from cluster.storage import Storage
+from runtime.log import Progress
 
 
 def write_shards(store: Storage, folder: str, records: list[dict], size: int) -> list[str]:
@@ -149,16 +151,11 @@ def run_shards(actor: type[ShardActor], actor_kwargs: dict, shards: list[str], m
         running: Counter = Counter()
         for stats in done.values():
             running.update(stats["tally"])
-        finished, tokens = 0, 0
+        progress = Progress("shards", len(shards), log, done=len(done), tokens=True)
         for row in dataset.iter_rows():
             stats = json.loads(row["stats"])
             done[stats["shard"]] = stats
             running.update(stats["tally"])
-            finished += 1
-            tokens += completion_tokens(stats["calls"])
-            elapsed = time.time() - started
-            eta = elapsed / finished * (len(todo) - finished)
-            records = describe(running)
-            log(f"shard {stats['shard']} done ({len(done)}/{len(shards)} shards): {records + ' | ' if records else ''}"
-                f"{tokens / max(elapsed, 1e-9):.0f} tok/s | ETA {eta:.0f}s")
+            progress.tick(tokens=completion_tokens(stats["calls"]), event=f"shard {stats['shard']} done",
+                          records=describe(running))
     return ShardRun(stats={s: done[s] for s in shards}, ran=todo, seconds=time.time() - started)

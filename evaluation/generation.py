@@ -1,6 +1,7 @@
 """Asking a model every row of a benchmark: `concurrency` requests in flight, a progress line
-now and then, a failed call recorded on its row (`response` None, `error`), never retried here
-(the client retries what is transient). Responses so far are checkpointed every
+now and then (runtime/log.py's Progress; evaluation/judging.py imports it from here too), a
+failed call recorded on its row (`response` None, `error`), never retried here (the client
+retries what is transient). Responses so far are checkpointed every
 CHECKPOINT_EVERY_S to a file that a rerun after a stop picks up (`checkpointed`).
 """
 
@@ -14,33 +15,13 @@ from evaluation.benchmark import Benchmark
 from evaluation.registry import get
 from longform.model import ChatModel, ModelCallError, user
 from longform.params import Decoding, portable_fields
+from runtime.log import Progress, logger
 
 CHECKPOINT_EVERY_S = 30
 PARTIAL = "responses.partial.jsonl"  # responses so far, rewritten every CHECKPOINT_EVERY_S
 
 
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] [evaluate] {message}", flush=True)
-
-
-class Progress:
-    """Counts finished items and prints a line with the rate and an ETA now and then."""
-
-    def __init__(self, what: str, total: int, log=log, every_s: float = 10):
-        self.what, self.total, self.log, self.every_s = what, total, log, every_s
-        self.done = self.failed = 0
-        self.started = self.printed = time.time()
-
-    def tick(self, ok: bool) -> None:
-        self.done += 1
-        self.failed += not ok
-        now = time.time()
-        if self.done == self.total or now - self.printed >= self.every_s:
-            self.printed = now
-            rate = self.done / max(now - self.started, 1e-9)
-            eta = (self.total - self.done) / rate if rate else 0
-            self.log(f"{self.what}: {self.done}/{self.total} ({self.failed} failed) | "
-                     f"{rate:.2f}/s | ETA {eta:.0f}s")
+log = logger("evaluate")
 
 
 async def generate(model: ChatModel, benchmark: str | Benchmark, rows: list[dict], decoding: Decoding,
@@ -49,15 +30,14 @@ async def generate(model: ChatModel, benchmark: str | Benchmark, rows: list[dict
     already have a response (from a checkpoint) are kept as they are."""
     benchmark = get(benchmark)
     limit = asyncio.Semaphore(concurrency)
-    progress = Progress("responses", len(rows), log)
-    results: dict[str, dict] = {}
+    results = {r["id"]: r for r in rows if isinstance(r.get("response"), str)}  # from a checkpoint
+    answered = set(results)
+    progress = Progress("responses", len(rows), log, done=len(answered))
     last_checkpoint = time.time()
 
     async def one(row: dict) -> None:
         nonlocal last_checkpoint
-        if isinstance(row.get("response"), str):
-            results[row["id"]] = row
-            progress.tick(True)
+        if row["id"] in answered:
             return
         async with limit:
             try:

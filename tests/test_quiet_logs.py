@@ -78,3 +78,66 @@ def test_loggers_that_libraries_set_to_info_in_the_driver_go_back_to_warning(mon
     finally:
         for name, level in saved.items():
             logging.getLogger(name).setLevel(level)
+
+
+# -- the job's own lines: one progress helper, a line every few seconds at most ------------------
+
+class Clock:
+    """runtime.log's time.time, moved by hand."""
+
+    def __init__(self, monkeypatch, now: float = 1000.0):
+        import runtime.log
+
+        self.now = now
+        monkeypatch.setattr(runtime.log.time, "time", lambda: self.now)
+
+
+def test_progress_prints_at_most_every_few_seconds_and_always_the_last(monkeypatch):
+    from runtime.log import Progress
+
+    clock, lines = Clock(monkeypatch), []
+    # 2 of 6 shards finished before (a resumed stage): they count in 2/6, not in the rate
+    progress = Progress("shards", 6, lines.append, every_s=20, done=2, tokens=True)
+    for seconds, name in ((5, "a"), (21, "b"), (30, "c"), (31, "d")):
+        clock.now = 1000 + seconds
+        progress.tick(tokens=1000, event=f"shard {name} done", records=f"{seconds} SFT examples so far")
+    assert lines == [
+        "shard b done (4/6 shards): 21 SFT examples so far | 95 tok/s | ETA 21s",  # 2 shards in 21 s, 2 to go
+        "shard d done (6/6 shards): 31 SFT examples so far | 129 tok/s | ETA 0s",  # the last, 10 s later
+    ]
+
+
+def test_progress_counts_failures_and_steps_that_come_several_at_a_time(monkeypatch):
+    from runtime.log import Progress
+
+    clock, lines = Clock(monkeypatch), []
+    progress = Progress("responses", 4, lines.append, every_s=10)
+    clock.now += 2
+    assert progress.tick(ok=False) is None  # too soon after the start, and not the last
+    clock.now += 2
+    progress.tick(n=3)
+    assert lines == ["4/4 responses, 1 failed | 1.00/s | ETA 0s"]
+
+
+def test_a_benchmarks_answers_print_one_line_and_checkpointed_ones_are_not_asked_again(monkeypatch):
+    import asyncio
+
+    from evaluation import generation
+    from longform.params import Decoding
+    from tests.scripted import ScriptedModel
+
+    clock = Clock(monkeypatch)
+
+    def answer(prompt: str, sampling: dict) -> str:
+        clock.now += 1  # an answer takes a second: well under the 20 s between lines
+        return "tea " * 5
+
+    rows = [{"id": str(n), "prompt": f"Write {n} words about tea.", "length": n} for n in (100, 200, 300)]
+    rows[0]["response"] = "from the checkpoint"
+    model, lines = ScriptedModel(chat=answer, fail_on="300 words"), []
+    out = asyncio.run(generation.generate(model, "longbench-write", rows, Decoding(), concurrency=2, log=lines.append))
+    assert [r["response"] for r in out] == ["from the checkpoint", "tea " * 5, None]
+    assert len(model.calls) == 2
+    # one line, the last: the checkpointed answer counts in 3/3 but not in the rate (2 in 1 s)
+    assert lines == ["3/3 responses, 1 failed | 2.00/s | ETA 0s"]
+
