@@ -141,3 +141,26 @@ def test_a_benchmarks_answers_print_one_line_and_checkpointed_ones_are_not_asked
     # one line, the last: the checkpointed answer counts in 3/3 but not in the rate (2 in 1 s)
     assert lines == ["3/3 responses, 1 failed | 2.00/s | ETA 0s"]
 
+
+def test_a_fine_tune_prints_a_step_line_every_30_s_and_the_last_step(monkeypatch):
+    from types import SimpleNamespace
+
+    from training import worker
+
+    clock, lines = Clock(monkeypatch), []
+    monkeypatch.setattr(worker, "progress", lines.append)
+    callback = worker.ReportToRay("generator r1", rank=0)
+    state = SimpleNamespace(global_step=4, max_steps=10)  # resumed from the checkpoint of step 4
+    callback.on_train_begin(None, state, None)
+    for step, seconds in ((5, 10), (6, 31), (7, 40), (8, 50), (9, 60), (10, 61)):
+        clock.now, state.global_step = 1000 + seconds, step
+        callback.on_log(None, state, None, logs={"loss": 1 / step, "learning_rate": 1e-5})
+    callback.on_log(None, state, None, logs={"train_loss": 0.3})  # the Trainer's closing log: no step line
+    assert [line.split("] ", 1)[1] for line in lines] == [
+        "[train generator r1] 6/10 steps: loss 0.1667 lr 1.00e-05 | 0.06/s | ETA 62s",
+        "[train generator r1] 10/10 steps: loss 0.1000 lr 1.00e-05 | 0.10/s | ETA 0s",
+    ]
+    assert all(line.startswith("[") and line[9] == "]" for line in lines)  # [HH:MM:SS] like the driver's
+    worker.ReportToRay("generator r1", rank=1).on_log(None, state, None, logs={"loss": 1.0})  # rank 1: silent
+    assert len(lines) == 2
+

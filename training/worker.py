@@ -26,6 +26,7 @@ from transformers.trainer_callback import PrinterCallback
 from cluster.logs import progress
 from cluster.settings import Settings
 from cluster.storage import Storage
+from runtime.log import Progress, stamp
 from training import sft_data
 from training.deepspeed_config import deepspeed_config
 from training.checkpoints import INNER, pick_resume, write_manifest
@@ -94,22 +95,23 @@ def build_dataset(examples: list[dict], tokenizer, settings: Settings):
 class ReportToRay(TrainerCallback):
     """Prints progress on rank 0 and reports every saved checkpoint to Ray Train."""
 
-    PRINT_EVERY_S = 10  # a step line at most this often, and the last step's always
+    PRINT_EVERY_S = 30  # a step line at most this often, and the last step's always
 
     def __init__(self, label: str, rank: int):
-        self.label, self.rank, self.start, self.printed = label, rank, time.time(), 0.0
+        self.label, self.rank, self.steps = label, rank, None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        # global_step is the resumed checkpoint's step by now: those steps count as done, not
+        # towards the rate and the ETA
+        if self.rank == 0:
+            self.steps = Progress("steps", state.max_steps, lambda line: progress(stamp(line, f"train {self.label}")),
+                                  every_s=self.PRINT_EVERY_S, done=state.global_step)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if self.rank != 0 or not logs or "loss" not in logs:
+        if self.steps is None or not logs or "loss" not in logs or state.global_step <= self.steps.done:
             return
-        now = time.time()
-        if state.global_step < state.max_steps and now - self.printed < self.PRINT_EVERY_S:
-            return
-        self.printed = now
-        done = max(state.global_step, 1)
-        eta = (now - self.start) / done * (state.max_steps - state.global_step)
-        progress(f"[train {self.label}] step {state.global_step}/{state.max_steps} "
-                 f"loss {logs['loss']:.4f} lr {logs.get('learning_rate', 0):.2e} ETA {eta:.0f}s")
+        self.steps.tick(n=state.global_step - self.steps.done,
+                        records=f"loss {logs['loss']:.4f} lr {logs.get('learning_rate', 0):.2e}")
 
     def on_save(self, args, state, control, **kwargs):
         source = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
@@ -216,7 +218,7 @@ def train_func(cfg: dict) -> None:
     warn = progress if rank == 0 else (lambda message: None)
     resume, resumed_from, skipped = pick_resume(ray.train.get_checkpoint(), local, warn)
     if resume and rank == 0:
-        progress(f"[train {cfg['label']}] resuming from the checkpoint of step {resumed_from}")
+        progress(stamp(f"resuming from the checkpoint of step {resumed_from}", f"train {cfg['label']}"))
     output = trainer.train(resume_from_checkpoint=resume)
     seconds = time.time() - start
     history = [{"step": log["step"], "loss": log["loss"]} for log in trainer.state.log_history if "loss" in log]
