@@ -7,12 +7,22 @@ the session's log folder (<session>/logs/worker-*.out|err, serve/, ...) whatever
 default the driver also prints all of it. Here:
 
 * The driver does not print the workers' output (ray.init(log_to_driver=False)); the job's
-  own progress from workers (the trainer's "[train generator] step 4/40 loss ...") reaches it
-  through a small named actor (`progress` in the worker, `relay_progress` in the driver), and
-  everything else stays in the files only.
+  own progress from workers (the trainer's "[train generator r1] 40/120 steps: loss ...")
+  reaches it through a small named actor (`progress` in the worker, `relay_progress` in the
+  driver), and everything else stays in the files only.
 * The driver's own libraries log at WARNING (Ray's start-up INFO lines, Serve's client, the
   root logger that Serve LLM sets to INFO, Ray Data's execution plans and no progress bars)
-  and vLLM, imported by Serve LLM in the driver, at ERROR.
+  and vLLM, imported by Serve LLM in the driver, at ERROR; so does the module of ray.init that
+  says, at WARNING on every new local Ray, that token authentication is on (it stays on).
+* Two kinds of Ray line still reach the terminal, because nothing short of changing what Ray
+  does removes them: the raylet's "N PYTHON worker processes have been started ... Nx the
+  maximum expected startup concurrency" (sent to the driver on the channel that also carries
+  worker crashes; the threshold moves only with RAY_worker_maximum_startup_concurrency, which
+  also changes how many workers Ray starts at once), and the driver's core worker's one
+  "core_worker.cc ... has constructor arguments in the object store and max_restarts > 0" line
+  when Ray Data creates its first actor pool (C++, printed to stderr at ERROR; only
+  RAY_BACKEND_LOG_LEVEL above ERROR would hide it, and with it every C++ error of the processes
+  the driver starts).
 * On an embedded Ray with a local run folder, <run>/logs/<session> points at the session's
   log folder; the line that says Ray is up says where the logs are (with --verbose too).
 
@@ -38,14 +48,24 @@ def verbose() -> bool:
     return os.environ.get(VERBOSE_ENV) == "1"
 
 
+# Driver loggers of Ray quieted before ray.init (a level set on a child of `ray` stays when
+# ray.init sets the level of `ray`): a new local Ray turns token authentication on and says so
+# at WARNING each time ("Set RAY_AUTH_MODE=disabled to opt out")
+QUIET_RAY_LOGGERS = {"ray._private.authentication.authentication_token_setup": logging.ERROR}
+
+
 def set_verbosity(on: bool) -> None:
     """Called once the arguments are parsed, before Ray or vLLM is imported."""
     if on:
         os.environ[VERBOSE_ENV] = "1"
+        for name in QUIET_RAY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.NOTSET)
         return
     os.environ.pop(VERBOSE_ENV, None)
     for name, value in QUIET_DRIVER_ENV.items():
         os.environ.setdefault(name, value)
+    for name, level in QUIET_RAY_LOGGERS.items():
+        logging.getLogger(name).setLevel(level)
 
 
 # Driver loggers that a library sets to INFO when it is imported, after ray.init has set the

@@ -15,13 +15,23 @@ from cluster.cli import add_settings_args
 
 
 @pytest.mark.cluster
-def test_workers_progress_reaches_the_driver_and_nothing_else_they_print(capfd):
+def test_workers_progress_reaches_the_driver_and_nothing_else_they_print(capfd, monkeypatch):
     """A real Ray with log_to_driver off, as connect() starts it: a task's progress line comes
-    through the relay, the same task's other output stays in its log file."""
+    through the relay, the same task's other output stays in its log file; and ray.init's
+    notice that token authentication is on is not printed (without --verbose)."""
     import ray
 
+    monkeypatch.delenv(logs.VERBOSE_ENV, raising=False)
+    for name in logs.QUIET_DRIVER_ENV:  # put back as they were after the test
+        monkeypatch.setenv(name, os.environ.get(name, "x"))
+    # unset, as in a fresh shell: a new local Ray then turns token authentication on and says so
+    # (an earlier ray.init in this process has set it)
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    saved = {name: logging.getLogger(name).level for name in logs.QUIET_RAY_LOGGERS}
+    logs.set_verbosity(False)
     ray.init(address="local", num_cpus=1, log_to_driver=False, logging_level=logging.WARNING)
     try:
+        assert "Token authentication" not in capfd.readouterr().err
         logs.relay_progress(every_s=0.2)
 
         @ray.remote(num_cpus=0)
@@ -39,6 +49,8 @@ def test_workers_progress_reaches_the_driver_and_nothing_else_they_print(capfd):
         assert "Triton" not in out
     finally:
         ray.shutdown()
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)
 
 
 def test_the_session_logs_are_linked_from_a_local_run_folder(tmp_path):
@@ -164,3 +176,17 @@ def test_a_fine_tune_prints_a_step_line_every_30_s_and_the_last_step(monkeypatch
     worker.ReportToRay("generator r1", rank=1).on_log(None, state, None, logs={"loss": 1.0})  # rank 1: silent
     assert len(lines) == 2
 
+
+def test_rays_token_auth_notice_is_quiet_unless_verbose(monkeypatch):
+    monkeypatch.delenv(logs.VERBOSE_ENV, raising=False)
+    for name in logs.QUIET_DRIVER_ENV:  # put back as they were after the test
+        monkeypatch.setenv(name, os.environ.get(name, "x"))
+    (name,) = logs.QUIET_RAY_LOGGERS
+    saved = logging.getLogger(name).level
+    try:
+        logs.set_verbosity(False)
+        assert not logging.getLogger(name).isEnabledFor(logging.WARNING)
+        logs.set_verbosity(True)
+        assert logging.getLogger(name).isEnabledFor(logging.WARNING)
+    finally:
+        logging.getLogger(name).setLevel(saved)
