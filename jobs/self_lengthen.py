@@ -137,8 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     print_summary(summary, out=sys.stdout)
     from reports.run import write_report
 
-    ctx.log(f"summary: {ctx.store.uri('summary.json')}")
-    ctx.log(f"report:  {write_report(ctx.layout.store, summary)}")
+    ctx.log(f"summary: {ctx.store.uri('summary.json')}, report: {write_report(ctx.layout.store, summary)}")
     return 0
 
 

@@ -25,6 +25,7 @@ from stages import collect
 from longform.sampling import seeded_rng
 from stages import self_instruct
 from stages.preference import PreferenceStage
+from stages.round import loss_text
 from training.sources import DataSpec, load_mixture, weighted
 from training.trainer import Target, train
 
@@ -58,8 +59,8 @@ class FinalStage:
                 ctx.serve({"generator": trained["export_uri"]})
         final = stage(FINAL, "score", lambda: self.loop.length_probe("final"))
         benchmarks = self.loop.evaluate(FINAL)  # evaluation.benchmarks, on the final model
-        self.log(f"final: length score {base['length_score']} -> {final['length_score']}, inside the window "
-                 f"{base['in_window']} -> {final['in_window']}, mean words {base['mean_words']} -> {final['mean_words']}")
+        # no line comparing base and final here: "length probe final: ..." has just said the
+        # final model's score, and the summary's table shows both models side by side
         preference = None
         if s.final.preference == "dpo":
             preference = PreferenceStage(self.loop).run(collected, trained, final)
@@ -102,12 +103,9 @@ class FinalStage:
     def collect(self) -> dict:
         s = self.settings
         model = self.ctx.model("generator", self.ctx.client(concurrency=False)) if s.collect.rewrite else None
-        summary = collect.collect(s, self.layout, model)
-        t = summary["tally"]
-        self.log(f"final: collected {summary['collected']} of {summary['responses']} answers in "
-                 f"{summary['window'][0]}-{summary['window'][1]} words ("
-                 + ", ".join(f"{k} {t.get(f'type.{k}', 0)}" for k in ("about", "range", "above", "below")) + ")")
-        return summary
+        # no line of its own: the training's done line says how many were collected, and the
+        # summary's "final data" line gives them by constraint
+        return collect.collect(s, self.layout, model)
 
     # -- train -----------------------------------------------------------------------------
     def train(self, collected: dict) -> dict:
@@ -127,11 +125,11 @@ class FinalStage:
             mixed = len(rows)
             self.log(f"final: mixing {mixed} records of {s.final.mix_with} ({len(rejected)} set aside)")
         self.ctx.release()
-        self.log(f"final: training the base model on {collected['collected']} collected + {mixed} mixed examples")
         if s.final.epochs:
             s = s.model_copy(update={"training": s.training.model_copy(update={"epochs": s.final.epochs})})
         result = train(s, self.layout, Target(FINAL, "train-sft", MODEL, "final"), s.model.base, files)
-        self.log(f"final: trained, loss {result.metrics.get('train_loss')}, exported to {result.export_uri}")
+        self.log(f"final: base model trained on {collected['collected']} collected + {mixed} mixed examples, "
+                 f"{loss_text(result.metrics)}, exported to {result.export_uri}")
         return {"export_uri": result.export_uri, "metrics": result.metrics, "loss_history": result.loss_history,
                 "examples": collected["collected"], "mixed": mixed}
 

@@ -54,10 +54,17 @@ def train_role(ctx: RunContext, k: int, role: str, sources: dict[str, str], shar
     previous = sources[role] if t.continue_from_previous and sources[role] != base else None
     # full: start from last round's weights; lora: last round's adapter on the original base
     init_model, init_adapter = (base, previous) if t.method == "lora" else (previous or base, None)
-    ctx.log(f"round {k}: training {role} from {init_adapter or init_model} on {len(files)} shard files")
+    # one line when done: while it trains, its step lines ("[train generator r1] ...") show progress
     result = train(ctx.settings, ctx.layout, k, role, init_model, files, init_adapter)
-    ctx.log(f"round {k}: {role} trained, loss {result.metrics.get('train_loss')}, exported to {result.export_uri}")
+    ctx.log(f"round {k}: {role} trained from {init_adapter or init_model} on {len(files)} shard files, "
+            f"{loss_text(result.metrics)}, exported to {result.export_uri}")
     return {"export_uri": result.export_uri, "metrics": result.metrics, "loss_history": result.loss_history}
+
+
+def loss_text(metrics: dict) -> str:
+    """The training loss of a fine-tune's metrics, as a done line shows it."""
+    loss = metrics.get("train_loss")
+    return f"loss {loss:.4f}" if isinstance(loss, (int, float)) else f"loss {loss}"
 
 
 def round_summary(ctx: RunContext, k: int, synth: dict, trained: dict[str, dict], empty: list[str], handoff: float,
