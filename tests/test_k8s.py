@@ -1,7 +1,8 @@
 """k8s/ checked without Kubernetes: every manifest against the KubeRay CRD schemas (or the
 Kubernetes schemas, for core objects), the kustomizations rendered, the commands inside the
-manifests run far enough to load their configs, the Dockerfile against the project, and the
-shipped configs against the clusters the manifests describe (cluster/capacity/)."""
+manifests run far enough to load their configs, read-only root filesystems with every path the
+libraries write on a volume, the Dockerfile against the project, and
+the shipped configs against the clusters the manifests describe (cluster/capacity/)."""
 
 from __future__ import annotations
 
@@ -376,6 +377,162 @@ def test_only_head_pods_mount_a_service_account_token(rendered):
                 [c] = template["spec"]["containers"]
                 assert c["securityContext"]["readOnlyRootFilesystem"] is True
                 assert "/tmp" in {m["mountPath"] for m in c["volumeMounts"]}
+
+
+# -- read-only root filesystems, and what stays writable ------------------------------------
+# Every container's root filesystem is read-only. What Ray, vLLM, torch, Triton, DeepSpeed and
+# the Hugging Face libraries write goes to emptyDir volumes mounted at exactly these paths:
+WRITABLE = {
+    "/tmp": "Ray's session folder (logs, sockets, spilled objects), tempfile, the weight copies of training and engines",
+    "/dev/shm": "Ray's object store, vLLM's and NCCL's shared memory",
+    "/home/ray/.cache": "the caches the variables below point to",
+}
+# and these variables move every cache that would otherwise land in the read-only $HOME (/home/ray)
+CACHE_ENV = {"XDG_CACHE_HOME", "XDG_CONFIG_HOME", "HF_HOME", "VLLM_CACHE_ROOT", "TORCHINDUCTOR_CACHE_DIR",
+             "TRITON_HOME", "TRITON_CACHE_DIR", "TORCH_EXTENSIONS_DIR", "CUDA_CACHE_PATH", "NUMBA_CACHE_DIR"}
+POD_HOME = "/home/ray"
+
+
+def containers_of(obj: dict) -> list[tuple[str, dict, dict]]:
+    """(where, container, pod spec) for every container and init container of a Ray object's pods."""
+    out = []
+    for where, template in pod_templates(obj):
+        spec = template["spec"]
+        for c in spec.get("initContainers", []) + spec["containers"]:
+            out.append((f"{where} {c['name']}", c, spec))
+    return out
+
+
+def ray_containers(rendered: dict) -> list[tuple[str, dict, dict]]:
+    """The containers that run Ray (head and workers: not the submitter, which runs `ray job submit`)."""
+    return [(f"{variant} {where}", c, spec) for variant, obj in all_ray_objects(rendered)
+            for where, c, spec in containers_of(obj) if " submitter " not in where]
+
+
+def writable_mounts(container: dict, spec: dict) -> set[str]:
+    """The container's mount paths backed by a writable emptyDir."""
+    empty_dirs = {v["name"] for v in spec.get("volumes", []) if "emptyDir" in v}
+    return {m["mountPath"].rstrip("/") or "/" for m in container.get("volumeMounts", [])
+            if m["name"] in empty_dirs and not m.get("readOnly")}
+
+
+def under(path: str, mounts: set[str]) -> bool:
+    return any(path == m or path.startswith(m + "/") for m in mounts)
+
+
+def path_env(container: dict) -> dict[str, str]:
+    """The container's variables that hold an absolute path."""
+    return {e["name"]: e["value"] for e in container.get("env", []) if str(e.get("value", "")).startswith("/")}
+
+
+def test_every_container_has_a_read_only_root_filesystem(rendered):
+    """Ray's head and workers, the autoscaler sidecar and the RayJob's submitter, in every variant."""
+    problems, seen = [], 0
+    for variant, obj in all_ray_objects(rendered):
+        if cluster_spec(obj)["autoscalerOptions"].get("securityContext", {}).get("readOnlyRootFilesystem") is not True:
+            problems.append(f"{variant} {obj['kind']} autoscaler")
+        for where, c, _ in containers_of(obj):
+            seen += 1
+            if c.get("securityContext", {}).get("readOnlyRootFilesystem") is not True:
+                problems.append(f"{variant} {where}")
+    assert seen >= 7 * len(KUSTOMIZATIONS)  # 3 objects x (head + worker group) + the submitter
+    assert not problems, "a writable root filesystem:\n" + "\n".join(problems)
+
+
+def test_ray_containers_write_only_to_mounted_volumes(rendered):
+    """/tmp, /dev/shm and /home/ray/.cache are emptyDir volumes in every Ray container, every
+    cache variable is set, and every path a variable names lies inside one of those volumes.
+    All Ray containers share one layout (the next test resolves it once for all of them)."""
+    problems, layouts = [], set()
+    for where, c, spec in ray_containers(rendered):
+        mounts = writable_mounts(c, spec)
+        problems += [f"{where}: {path} is not a writable emptyDir mount" for path in sorted(set(WRITABLE) - mounts)]
+        env = path_env(c)
+        problems += [f"{where}: {name} is not set" for name in sorted(CACHE_ENV - set(env))]
+        problems += [f"{where}: {name}={value} is outside the writable volumes"
+                     for name, value in sorted(env.items()) if not under(value, mounts)]
+        layouts.add(tuple(sorted(env.items())))
+    assert not problems, "\n".join(problems)
+    assert len(layouts) == 1, f"the Ray containers differ in their cache variables: {layouts}"
+
+
+# Where each library writes, asked of the library itself (run in a fresh interpreter with only the
+# container's variables): a misspelt variable, or a library that moved its default, shows here.
+WHERE_THEY_WRITE = r"""
+import json, os, tempfile
+out = {}
+def ask(label, fn):
+    try:
+        out[label] = fn()
+    except ImportError:
+        out[label] = None
+def hf():
+    import huggingface_hub.constants as c
+    return [c.HF_HOME, c.HF_HUB_CACHE, c.HF_XET_CACHE] if hasattr(c, "HF_XET_CACHE") else [c.HF_HOME, c.HF_HUB_CACHE]
+def triton_dirs():
+    from triton import knobs
+    return [knobs.cache.dir, knobs.cache.dump_dir, knobs.cache.override_dir]
+def torch_extensions():  # where DeepSpeed's JIT-built ops go (torch.utils.cpp_extension.load)
+    from torch.utils.cpp_extension import _get_build_directory
+    return _get_build_directory("probe", False)
+def inductor():
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
+    return cache_dir()
+def torch_hub():
+    import torch.hub
+    return torch.hub.get_dir()
+def vllm_dirs():
+    import vllm.envs as e
+    return [e.VLLM_CACHE_ROOT, e.VLLM_CONFIG_ROOT]
+def numba_dir():
+    from numba.core import config
+    return config.CACHE_DIR
+def matplotlib_dir():
+    import matplotlib
+    return [os.path.join(matplotlib._get_xdg_config_dir(), "matplotlib"),
+            os.path.join(matplotlib._get_xdg_cache_dir(), "matplotlib")]
+def ray_temp():
+    from ray._common.utils import get_default_ray_temp_dir
+    return get_default_ray_temp_dir()
+ask("huggingface", hf)
+ask("triton", triton_dirs)
+ask("torch extensions", torch_extensions)
+ask("torchinductor", inductor)
+ask("torch hub", torch_hub)
+ask("vllm", vllm_dirs)
+ask("numba", numba_dir)
+ask("matplotlib", matplotlib_dir)
+ask("ray", ray_temp)
+ask("tempfile", tempfile.gettempdir)
+print(json.dumps(out))
+"""
+
+
+def test_the_libraries_caches_resolve_into_the_mounted_volumes(rendered, tmp_path):
+    """With the Ray containers' environment (HOME /home/ray, no TMPDIR, the cache variables),
+    every library names a folder inside /tmp, /dev/shm or /home/ray/.cache. The pod's paths are
+    re-rooted under tmp_path, so nothing is written outside it."""
+    where, container, spec = ray_containers(rendered)[0]  # one layout for all (the test above)
+    root = os.path.realpath(tmp_path)
+    for mount in writable_mounts(container, spec):  # the volumes exist in the pod: make them here
+        os.makedirs(root + mount, exist_ok=True)
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": root + POD_HOME, "TMPDIR": root + "/tmp",  # /tmp, re-rooted
+           **{name: root + value for name, value in path_env(container).items()}}
+    out = subprocess.run([sys.executable, "-c", WHERE_THEY_WRITE], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    answers = json.loads(out.stdout.strip().splitlines()[-1])
+    for required in ("huggingface", "torch extensions", "torchinductor", "ray", "tempfile"):  # the rest may be absent
+        assert answers[required] is not None, f"{required} is not installed"
+    mounts = {root + m for m in writable_mounts(container, spec)}
+    outside = []
+    for label, paths in answers.items():
+        for path in [paths] if isinstance(paths, str) else paths or []:
+            if not path:
+                continue  # e.g. numba without NUMBA_CACHE_DIR: next to the source (read-only: not cached)
+            if not under(os.path.realpath(path), mounts):
+                outside.append(f"{label}: {path[len(root):] if path.startswith(root) else path}")
+    assert not outside, f"{where}: written outside the mounted volumes:\n" + "\n".join(outside)
 
 
 # -- capacity: configs against the clusters the manifests describe --------------------------
