@@ -1,7 +1,7 @@
 """k8s/ checked without Kubernetes: every manifest against the KubeRay CRD schemas (or the
 Kubernetes schemas, for core objects), the kustomizations rendered, the commands inside the
 manifests run far enough to load their configs, read-only root filesystems with every path the
-libraries write on a volume, the Dockerfile against the project, and
+libraries write on a volume, images pulled by digest, the Dockerfile against the project, and
 the shipped configs against the clusters the manifests describe (cluster/capacity/)."""
 
 from __future__ import annotations
@@ -533,6 +533,41 @@ def test_the_libraries_caches_resolve_into_the_mounted_volumes(rendered, tmp_pat
             if not under(os.path.realpath(path), mounts):
                 outside.append(f"{label}: {path[len(root):] if path.startswith(root) else path}")
     assert not outside, f"{where}: written outside the mounted volumes:\n" + "\n".join(outside)
+
+
+# -- images by digest -----------------------------------------------------------------------
+DIGEST_REF = re.compile(r"[a-z0-9][a-z0-9._/-]*(?::[\w][\w.-]{0,127})?@sha256:[0-9a-f]{64}")
+
+
+def image_refs(node, where: str = "") -> list[tuple[str, str]]:
+    """(where, reference) of every `image` in an object: containers, init containers, and the
+    autoscaler's (which KubeRay takes from the head's container when it is not set)."""
+    if isinstance(node, dict):
+        found = [(where, node["image"])] if isinstance(node.get("image"), str) else []
+        return found + [r for k, v in node.items() for r in image_refs(v, f"{where}/{k}")]
+    if isinstance(node, list):
+        return [r for i, v in enumerate(node) for r in image_refs(v, f"{where}/{i}")]
+    return []
+
+
+@pytest.mark.parametrize("name", KUSTOMIZATIONS)
+def test_every_image_is_pulled_by_digest(rendered, name):
+    refs = [(f"{o['kind']} {o['metadata']['name']}{w}", r) for o in rendered[name] for w, r in image_refs(o)]
+    assert len(refs) >= 7, refs  # 3 objects x (head + worker group) + the submitter
+    by_tag = [f"{where}: {ref}" for where, ref in refs if not DIGEST_REF.fullmatch(ref)]
+    assert not by_tag, "images by tag, not digest:\n" + "\n".join(by_tag)
+
+
+@pytest.mark.parametrize("name", KUSTOMIZATIONS)
+def test_pinning_the_pushed_image_reaches_every_container(tmp_path, name):
+    """What k8s/README.md tells you to do with the image you pushed: one `images` entry with
+    newName and digest, in an overlay of any of the kustomizations, pins every container."""
+    digest = "sha256:" + "5e1f" * 16
+    (tmp_path / "kustomization.yaml").write_text(
+        f"resources: [{os.path.relpath(K8S / name, tmp_path)}]\nimages:\n  - name: self-lengthen-ray\n"
+        f"    newName: registry.example.com/ml/self-lengthen-ray\n    digest: {digest}\n")
+    refs = {ref for obj in build(tmp_path) for _, ref in image_refs(obj)}
+    assert refs == {f"registry.example.com/ml/self-lengthen-ray@{digest}"}
 
 
 # -- capacity: configs against the clusters the manifests describe --------------------------
