@@ -9,7 +9,6 @@ command line, the model under evaluation itself.
 from __future__ import annotations
 
 import os
-import time
 
 from actors.client import LLMClient
 from cluster.settings import Settings
@@ -43,20 +42,13 @@ def judge_for(settings: Settings, evaluated: ChatModel | None, clients: list[LLM
 
 def serve_app(settings: Settings, app, name: str) -> str:
     """Deploy `app` (actors.generator_app.build_app) as the Serve application `name` and wait until it
-    runs; its base URL. A failed deployment stops the job (exit 1, the reason on stderr)."""
-    from ray import serve
+    answers; its base URL. A failed deployment stops the job (exit 1, the reason on stderr)."""
+    from actors.serving import DeployError, run_app
 
-    from actors.serving import DeployError, Serving, serve_logging, wait_until_running
-
-    start = time.time()
-    serve.start(http_options={"host": settings.serving.host, "port": settings.serving.port},
-                logging_config=serve_logging(settings))
-    serve.run(app, name=name, route_prefix="/", blocking=False)
     try:
-        wait_until_running(name, start, settings.serving.deploy_timeout_s)
+        return run_app(app, name, settings)
     except DeployError as err:
         raise SystemExit(f"error: {err}") from None
-    return Serving(settings).base_url
 
 
 def stop_app(name: str) -> None:

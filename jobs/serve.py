@@ -72,13 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     from ray import serve
 
     from actors.generator_app import build_app
-    from actors.serving import DeployError, wait_until_running
+    from actors.serving import DeployError, run_app
     app, model, k = build_app(settings, args.round, args.api_key_env)
-    start = time.time()
-    serve.start(http_options={"host": host, "port": port})
-    serve.run(app, name=APP, route_prefix="/", blocking=False)
     try:
-        wait_until_running(APP, start, settings.serving.deploy_timeout_s)
+        run_app(app, APP, settings, host, port)
     except DeployError as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         serve.shutdown()

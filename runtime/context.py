@@ -79,9 +79,13 @@ class RunContext:
         return seconds
 
     def release(self) -> None:
-        """Take the models down while training, when `serving.release_during_training`."""
-        if self.settings.serving.release_during_training and self.served:
+        """Before training: take the models down (`serving.release_during_training`) or let them
+        free their GPU memory (`serving.sleep_during_training`); otherwise they stay as they are."""
+        s = self.settings.serving
+        if self.served and s.release_during_training:
             self.serving.release()
+        elif self.served and s.sleep_during_training:
+            self.serving.sleep()
 
     def client(self, concurrency: bool = True) -> LLMClient:
         """A client of the served roles, with the serving settings' timeouts and retries."""

