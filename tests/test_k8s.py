@@ -654,9 +654,11 @@ def test_node_groups_of_a_live_cluster():
     groups = groups_from_ray_nodes([node, dead])
     assert groups == [NodeGroup("nodes-1", 1, {"CPU": 4.0, "memory": 8e9})]
     tiny = load_settings(REPO / "configs/tiny.yaml")
-    # the tiny config's two engines (2 CPUs each) and two shard workers need 4.5 CPUs
-    [problem] = check_capacity(tiny, groups, source="the cluster as it is now")
-    assert "= 4.5 CPU, but the cluster as it is now has 4 CPU" in problem
+    # the tiny config's two engines (2 CPUs each) and two shard workers need 4.5 CPUs; its two
+    # training workers beside the engines it keeps up (release_during_training: false) need 6
+    synthesis, training = check_capacity(tiny, groups, source="the cluster as it is now")
+    assert "= 4.5 CPU, but the cluster as it is now has 4 CPU" in synthesis
+    assert training.startswith("training needs 2 workers") and "= 6 CPU, but the cluster as it is now" in training
     assert check_capacity(tiny, groups_from_ray_nodes([{**node, "Resources": {"CPU": 8.0}}])) == []
 
     autoscaler = groups_from_autoscaler([{"name": "gpu-workers", "resources": {"CPU": 12, "GPU": 1}, "max_count": 16},
@@ -733,8 +735,8 @@ def test_live_groups_of_an_embedded_ray():
     assert live["may_grow"] and live["source"] == "the cluster as it is now"
     groups = [NodeGroup(name, count, resources) for name, count, resources in live["groups"]]
     assert [g.resources["CPU"] for g in groups] == [4.0]
-    [problem] = check_capacity(load_settings(REPO / "configs/tiny.yaml"), groups, source=live["source"])
-    assert "4.5 CPU" in problem
+    synthesis, training = check_capacity(load_settings(REPO / "configs/tiny.yaml"), groups, source=live["source"])
+    assert "4.5 CPU" in synthesis and "6 CPU" in training
 
 
 # -- helpers for other tests ----------------------------------------------------------------
