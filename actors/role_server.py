@@ -14,13 +14,12 @@ handle (`handle.broadcast`, see actors/serving.py):
 
 A replica that Serve starts later (a restart after a crash, or autoscaling) is built from the
 deployment's first weights. So the driver records every hand-off in a small named actor
-(`WeightsRecord`), and a new replica loads the weights recorded for its role before it takes
+(actors/weights_record.py), and a new replica loads the weights recorded for its role before it takes
 requests: it never comes back on old weights.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
@@ -29,12 +28,12 @@ import shutil
 import tempfile
 import time
 
-import ray
 from ray.serve.llm import LLMConfig, LLMServer
+
+from actors.weights_record import record_key, recorded_weights
 
 log = logging.getLogger(__name__)
 
-RECORD_NAME, RECORD_NAMESPACE = "self-lengthen-weights", "self-lengthen"
 WEIGHTS_CACHE = "self-lengthen-weights"  # under the node's temporary folder: s3:// weights copied for a reload
 
 
@@ -50,43 +49,6 @@ def fingerprint(llm_config: LLMConfig) -> str:
     cls = llm_config.server_cls
     spec["server_cls"] = f"{cls.__module__}.{cls.__qualname__}" if isinstance(cls, type) else str(cls)
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
-
-
-# -- the record of what each role serves --------------------------------------------------
-@ray.remote(num_cpus=0)
-class WeightsRecord:
-    """"<app>/<role>" -> the weights its replicas must answer from. Written by the driver before
-    every deploy and hand-off; read by every replica as it starts."""
-
-    def __init__(self):
-        self.weights: dict[str, str] = {}
-
-    def set(self, app: str, weights: dict[str, str], replace: bool = False) -> None:
-        """The roles of `app` that now answer from new weights; `replace`: these are all its roles."""
-        if replace:
-            self.weights = {k: v for k, v in self.weights.items() if not k.startswith(f"{app}/")}
-        self.weights.update({record_key(app, role): uri for role, uri in weights.items()})
-
-    def get(self, role: str) -> str | None:
-        return self.weights.get(role)
-
-
-def weights_record():
-    """The record, made the first time (detached: it outlives the job, as the Serve app does)."""
-    return WeightsRecord.options(name=RECORD_NAME, namespace=RECORD_NAMESPACE, lifetime="detached",
-                                 get_if_exists=True).remote()
-
-
-async def recorded_weights(key: str) -> str | None:
-    try:
-        record = ray.get_actor(RECORD_NAME, namespace=RECORD_NAMESPACE)
-    except ValueError:  # nothing deployed through `Serving` on this cluster yet
-        return None
-    return await asyncio.wait_for(record.get.remote(key), timeout=60)
-
-
-def record_key(app: str, role: str) -> str:
-    return f"{app}/{role}"
 
 
 # -- weights on this node -----------------------------------------------------------------

@@ -45,7 +45,8 @@ from ray import serve
 from ray.serve.llm import LLMConfig, build_openai_app
 from ray.serve.llm.ingress import OpenAiIngress
 
-from actors.role_server import RoleServer, fingerprint, weights_record
+from actors.role_server import RoleServer, fingerprint
+from actors.weights_record import weights_record
 from cluster import logs
 from cluster.settings import RoleServing, Settings
 from cluster.storage import Storage

@@ -284,7 +284,7 @@ def test_the_loop_runs_as_a_ray_job_survives_its_faults_and_keeps_storage_on_s3(
         # one shard at a time: the faults must land mid-round however fast the machine is
         "--set", "synthesis.workers=1", "--set", "synthesis.shards_per_worker=1",
         # the final stage, small: 8 more answers, the base model fine-tuned on what is collected
-        "--set", "final.generate_count=8", "--set", "final.epochs=4",
+        "--set", "final.generate_count=8", "--set", "final.epochs=2",
         # and the preference stage after it, one epoch of DPO on the pairs the run holds
         "--set", "final.preference=dpo", "--set", "dpo.epochs=1",
         "--storage", f"s3://{s3_bucket}/runs", "--run-name", "job",
