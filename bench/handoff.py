@@ -110,7 +110,8 @@ def full_handoffs(args, root: str, mode: str) -> list[dict]:
     if mode == "full" and args.restart:  # a replica lost after the hand-offs comes back on the new weights
         kill_a_replica("generator")
         killed_at = time.time()
-        time.sleep(2)
+        while replica_states("generator").get("RUNNING", 0) >= args.replicas and time.time() < killed_at + 120:
+            time.sleep(0.5)  # until Serve has noticed the loss
         while replica_states("generator").get("RUNNING", 0) < args.replicas:
             time.sleep(1)
         rows.append({"mode": "restart", "replicas_per_role": args.replicas,

@@ -327,6 +327,9 @@ class TrainingSection(Section):
     bf16: Literal["auto", True, False] = "auto"
     gradient_checkpointing: bool = True
     checkpoint_every_steps: int = Field(0, ge=0, description="0: only at the end of training")
+    checkpoint_upload: Literal["sync", "async"] = Field(
+        "sync", description="async: a checkpoint is uploaded to the run's storage while training goes on "
+        "(Ray Train's checkpoint_upload_mode); at 7B a ZeRO-3 checkpoint with optimizer state is ~100 GB")
     max_failures: int = Field(2, ge=0, description="worker failures Ray Train recovers from")
     report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
         default_factory=lambda: ["tensorboard"], description="experiment tracking through the Trainer; TensorBoard "

@@ -275,8 +275,9 @@ def test_dpo_on_two_zero3_workers_resumes_after_a_killed_worker(method, repo, ti
     killed once two checkpoints are there, Ray Train restarts the group from the last one, the
     export reproduces the trained model, and the export prefers the chosen answers more than the
     reference does (the implicit DPO reward margin on its pairs is positive). The full run also
-    places one worker per node (STRICT_SPREAD) and reads its base model from S3, with nothing of
-    the run on local disk (this was a fine-tune of its own; folded in to keep CI short). The
+    places one worker per node (STRICT_SPREAD), reads its base model from S3, with nothing of
+    the run on local disk (this was a fine-tune of its own; folded in to keep CI short), and
+    uploads its checkpoints asynchronously (`training.checkpoint_upload: async`). The
     LoRA run goes through `python -m jobs.train --method dpo` on pairs in LLaMA-Factory's
     instruction / chosen / rejected form."""
     from jobs import train as train_job
@@ -284,7 +285,8 @@ def test_dpo_on_two_zero3_workers_resumes_after_a_killed_worker(method, repo, ti
 
     bucket = request.getfixturevalue("s3_bucket")
     extra = ["serving.mode=lora"] if method == "lora" else [
-        "training.placement_strategy=STRICT_SPREAD", "training.resources_per_worker={CPU: 2}"]
+        "training.placement_strategy=STRICT_SPREAD", "training.resources_per_worker={CPU: 2}",
+        "training.checkpoint_upload=async"]  # as configs/qwen2-7b-instruct.yaml: uploads while training goes on
     overrides = [f"training.method={method}", "training.num_workers=2", "training.grad_accum=1", "training.epochs=2",
                  "training.checkpoint_every_steps=4", "dpo.lr=1e-3" if method == "lora" else "dpo.lr=1e-4", *extra]
     settings, layout, _ = setup_run(repo, tiny_model, f"s3://{bucket}/runs", f"dpo-{method}", *overrides)

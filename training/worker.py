@@ -97,8 +97,9 @@ class ReportToRay(TrainerCallback):
 
     PRINT_EVERY_S = 30  # a step line at most this often, and the last step's always
 
-    def __init__(self, label: str, rank: int):
+    def __init__(self, label: str, rank: int, upload: str = "sync"):
         self.label, self.rank, self.steps = label, rank, None
+        self.upload = ray.train.CheckpointUploadMode.ASYNC if upload == "async" else ray.train.CheckpointUploadMode.SYNC
 
     def on_train_begin(self, args, state, control, **kwargs):
         # global_step is the resumed checkpoint's step by now: those steps count as done, not
@@ -114,14 +115,27 @@ class ReportToRay(TrainerCallback):
                         records=f"loss {logs['loss']:.4f} lr {logs.get('learning_rate', 0):.2e}")
 
     def on_save(self, args, state, control, **kwargs):
+        """A copy of the Trainer's checkpoint goes to Ray Train, which uploads it to the run's
+        storage and deletes the copy: before this returns (sync), or while training goes on
+        (async: the next steps run during the upload)."""
         source = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
-        with tempfile.TemporaryDirectory() as tmp:
-            shutil.copytree(source, os.path.join(tmp, INNER))
-            write_manifest(os.path.join(tmp, INNER), self.rank)  # checked on resume: training/checkpoints.py
-            ray.train.report(
-                {"step": state.global_step, "loss": last_loss(state)},
-                checkpoint=ray.train.Checkpoint.from_directory(tmp),
-            )
+        staged = tempfile.mkdtemp(prefix=f"report-{state.global_step}-")
+        shutil.copytree(source, os.path.join(staged, INNER), copy_function=link_or_copy)
+        write_manifest(os.path.join(staged, INNER), self.rank)  # checked on resume: training/checkpoints.py
+        ray.train.report(
+            {"step": state.global_step, "loss": last_loss(state)},
+            checkpoint=ray.train.Checkpoint.from_directory(staged),
+            checkpoint_upload_mode=self.upload, delete_local_checkpoint_after_upload=True,
+        )
+
+
+def link_or_copy(src: str, dst: str) -> None:
+    """A hard link where the two folders share a disk (no second copy of ~100 GB at 7B: the
+    Trainer never rewrites a saved file, and deleting its folder leaves the link), else a copy."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
 
 
 def last_loss(state) -> float | None:
@@ -212,7 +226,7 @@ def train_func(cfg: dict) -> None:
         trainer, data_metrics = dpo_trainer(cfg, settings, model, tokenizer, examples, f"{local}/rank-{rank}")
     else:
         trainer, data_metrics = sft_trainer(cfg, settings, model, tokenizer, examples, f"{local}/rank-{rank}")
-    trainer.add_callback(ReportToRay(cfg["label"], rank))
+    trainer.add_callback(ReportToRay(cfg["label"], rank, settings.training.checkpoint_upload))
     trainer.remove_callback(PrinterCallback)  # ReportToRay prints a step line every few seconds instead
     start = time.time()
     warn = progress if rank == 0 else (lambda message: None)
