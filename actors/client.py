@@ -19,6 +19,11 @@ to `max_retries` times, waiting at least what a `Retry-After` header asks (at mo
 RETRY_AFTER_CAP_S). Anything else (a reply without the expected fields included), or a
 transient failure that outlasts the retries, raises `ModelCallError`, which the method records
 on the record. Error text never becomes model output. A semaphore bounds in-flight requests.
+
+Priorities: the models named in `priority_models` are served by engines that schedule by
+priority (vLLM's `scheduling_policy: priority`); their `RoleModel`s say so (`by_priority`), and
+the method then adds each call's `priority` to its fields (longform/params.py,
+`chain_priority`), which go into the body as vLLM's `priority` field like any other.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import math
 import random
 import time
 from collections import Counter
-from typing import Any
+from typing import Any, Collection
 
 import openai
 
@@ -102,8 +107,10 @@ class LLMClient:
     def __init__(
         self, base_url: str, api_key: str | None = None, timeout_s: float = 600,
         max_retries: int = 3, max_concurrency: int = 64, backoff_s: float = 0.5,
+        priority_models: Collection[str] = (),
     ):
         self.base_url = base_url.rstrip("/")
+        self.priority_models = frozenset(priority_models)
         self._api_key = api_key
         self.timeout_s = timeout_s
         self.max_retries = max_retries
@@ -180,10 +187,12 @@ class LLMClient:
 
 
 class RoleModel:
-    """A `longform.model.ChatModel` bound to one served model id."""
+    """A `longform.model.ChatModel` bound to one served model id; `by_priority` when its engine
+    schedules by priority."""
 
     def __init__(self, client: LLMClient, model: str):
         self.client, self.model = client, model
+        self.by_priority = model in client.priority_models
 
     async def chat(self, messages: list[Message], **sampling: Any) -> str:
         return await self.client.chat(self.model, messages, **sampling)

@@ -58,11 +58,27 @@ def sft_files(layout: RunLayout, round: int | str, shards: list[str], role: str)
     return [layout.store.uri(layout.shard_file(round, f"sft-{role}", s)) for s in shards]
 
 
+def schedules_by_priority(settings: Settings, role: str) -> bool:
+    """Whether the engine serving `role` schedules by priority: `scheduling_policy: priority` in
+    its engine_kwargs (the shared ones, overridden by the role's; in lora mode both roles are one
+    engine, built with the generator's), as actors/serving.py builds them."""
+    serving = settings.serving
+    engine = serving.generator if serving.mode == "lora" else getattr(serving, role)
+    return {**serving.engine_kwargs, **engine.engine_kwargs}.get("scheduling_policy") == "priority"
+
+
+def priority_models(settings: Settings, plan: RoundPlan) -> set[str]:
+    """The model ids of the plan whose engines schedule by priority: only requests to these
+    carry a `priority` field (vLLM documents an error for one sent to an engine that does not)."""
+    return {plan.model_ids[role] for role in ("generator", "extender") if schedules_by_priority(settings, role)}
+
+
 def served_client(settings: Settings, plan: RoundPlan) -> LLMClient:
     """The default engine of a shard: the served roles over HTTP."""
     serving = settings.serving
     return LLMClient(plan.base_url, timeout_s=serving.request_timeout_s,
-                     max_retries=serving.max_retries, max_concurrency=serving.max_concurrency)
+                     max_retries=serving.max_retries, max_concurrency=serving.max_concurrency,
+                     priority_models=priority_models(settings, plan))
 
 
 # (settings, plan) -> an object with `.role(model_id)` (a ChatModel), `.calls` and `aclose()`;

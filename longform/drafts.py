@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from longform.model import ChatModel, ModelCallError, user
-from longform.params import Decoding
+from longform.params import DRAFT, Decoding, chain_priority
 from longform.quality import check_quality
 from longform.words import count_words
 
@@ -34,7 +34,8 @@ async def write_draft(
     for attempt in range(attempts):
         draft.attempts = attempt + 1
         try:
-            text = (await model.chat(user(instruction), **decoding.request_fields(f"{key}/a{attempt}"))).strip()
+            fields = decoding.request_fields(f"{key}/a{attempt}", chain_priority(model, DRAFT, attempt))
+            text = (await model.chat(user(instruction), **fields)).strip()
         except ModelCallError as err:
             draft.error = f"model_error: {err}"
             return draft

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from longform import languages
 from longform.languages import LangCode
 from longform.model import ChatModel, ModelCallError, user
-from longform.params import Decoding, MethodParams
+from longform.params import STAGE1, STAGE2, Decoding, MethodParams, chain_priority
 from longform.prompts import PromptBook
 from longform.quality import check_quality
 from longform.words import count_words
@@ -91,34 +91,39 @@ class Extension:
 
 async def extension_step(
     instruction: str, text: str, lang: LangCode, model: ChatModel,
-    prompts: PromptBook, params: MethodParams, decoding: Decoding, key: str,
+    prompts: PromptBook, params: MethodParams, decoding: Decoding, key: str, tries: int = 0,
 ) -> str:
-    """One micro-step: returns the candidate P + continuation (not yet judged)."""
+    """One micro-step: returns the candidate P + continuation (not yet judged). `tries`: the
+    micro-steps this extension ran before this one, earlier attempts' included (for the
+    calls' priority, see `chain_priority`)."""
     units = split_units(text)
     first_half = join_units(units[: len(units) // 2])
+    words = count_words(text)
     enriched = await model.chat(
         user(prompts.render("extend", lang, instruction=instruction, text=first_half)),
-        **decoding.request_fields(f"{key}/stage1"),
+        **decoding.request_fields(f"{key}/stage1", chain_priority(model, STAGE1, tries, words)),
     )
     prefix = join_units(keep_head(split_units(enriched), params.stage1_keep))
     outline = user(prompts.render("extend", lang, instruction=instruction, text=text))
     continuation = await model.continue_chat(
-        outline, prefix, **decoding.request_fields(f"{key}/stage2")
+        outline, prefix, **decoding.request_fields(f"{key}/stage2", chain_priority(model, STAGE2, tries, words))
     )
     return prefix + continuation
 
 
 async def extend_once(
     instruction: str, draft: str, lang: LangCode, model: ChatModel,
-    prompts: PromptBook, params: MethodParams, decoding: Decoding, key: str,
+    prompts: PromptBook, params: MethodParams, decoding: Decoding, key: str, attempt: int = 1,
 ) -> Extension:
-    """Up to `extension_steps` micro-steps from the draft, keeping the best accepted text."""
+    """Up to `extension_steps` micro-steps from the draft, keeping the best accepted text.
+    `attempt` counts from 1 (`extend`'s retries)."""
     draft_words = count_words(draft)
     best, best_words = draft, draft_words
     result = Extension(text=None, draft_words=draft_words, words=draft_words)
     for step in range(params.extension_steps):
         candidate = (await extension_step(
-            instruction, best, lang, model, prompts, params, decoding, f"{key}/s{step}"
+            instruction, best, lang, model, prompts, params, decoding, f"{key}/s{step}",
+            tries=(attempt - 1) * params.extension_steps + step,
         )).strip()  # judged and kept stripped, as drafts are
         words = count_words(candidate)
         rejection = check_quality(candidate)
@@ -143,7 +148,7 @@ async def extend(
     for attempt in range(1, params.extension_attempts + 1):
         try:
             result = await extend_once(
-                instruction, draft, lang, model, prompts, params, decoding, f"{key}/a{attempt}"
+                instruction, draft, lang, model, prompts, params, decoding, f"{key}/a{attempt}", attempt
             )
         except ModelCallError as err:
             total.error = f"model_error: {err}"
