@@ -7,9 +7,10 @@ a client factory `actors.synthesis.run_synthesis` takes in place of the served r
   (bench/orchestration.py).
 * `SimulatedEngine` + `SimulatedClientFactory`: a SIMULATED continuous-batching engine, one
   Ray actor shared by every shard worker. It has a fixed number of batch slots; every engine
-  step takes a fixed time and advances each sequence holding a slot by one token. Output
-  lengths come from a seeded heavy-tailed distribution (`LengthModel`). Nothing here is a
-  language model (bench/streaming.py).
+  step takes a fixed time and advances each sequence holding a slot by one token; waiting
+  requests are admitted first come first served or, like vLLM's priority policy, lowest
+  `priority` first. Output lengths come from a seeded heavy-tailed distribution
+  (`LengthModel`). Nothing here is a language model (bench/streaming.py).
 
 Extensions come out well above 1.2x the draft, so every stage of a round runs. Factories and
 everything they build are module-level classes, so they pickle for Ray Data's actors.
@@ -18,11 +19,12 @@ everything they build are module-level classes, so they pickle for Ray Data's ac
 from __future__ import annotations
 
 import asyncio
+import heapq
 import itertools
 import random
 import time
-from collections import Counter, deque
-from typing import Any
+from collections import Counter
+from typing import Any, NamedTuple
 
 from actors.synthetic_text import extend_input, first_sentence, rough_words, synthetic_text
 from longform.words import count_words
@@ -78,31 +80,55 @@ class InstantClientFactory:
 # simulated continuous-batching engine
 # --------------------------------------------------------------------------------------------
 
+class Call(NamedTuple):
+    """One request as the simulated engine saw it (`SimulatedEngine.trace`): steps are counted
+    from the first request after a reset; `admitted` is the first step that advanced it."""
+
+    kind: str
+    anchor: str
+    tokens: int
+    priority: int
+    arrived: int
+    admitted: int
+    done: int
+
+
 class SimulatedEngine:
     """A SIMULATED continuous-batching engine (run as a Ray async actor; nothing is generated).
 
     `slots` sequences decode at once; each engine step takes `step_s` seconds of wall time and
     advances every sequence in a slot by one token, so a request of n tokens holds a slot for n
-    steps. Waiting requests take free slots first come, first served at the start of a step.
-    Steps are paced against the clock (a late step is run at once, not skipped), so engine time
-    follows wall time as long as one step's bookkeeping is shorter than `step_s`.
+    steps. Waiting requests take free slots at the start of a step in the order of
+    `scheduling_policy`, as vLLM's scheduler admits them: "fcfs", first come first served;
+    "priority", the lowest `priority` value first, first come first served among equals. As in
+    vLLM, a running request keeps its slot: vLLM's priority policy preempts a running request
+    only when the KV cache runs out of blocks, which this engine has no model of (its slots are
+    vLLM's `max_num_seqs`, which a waiting request never preempts for). Steps are paced against
+    the clock (a late step is run at once, not skipped), so engine time follows wall time as
+    long as one step's bookkeeping is shorter than `step_s`.
 
     `stage_barrier=True` makes the two extension stages take turns the way the reference's
     per-stage passes do: a stage-1 request waits while any stage-2 request is in the engine and
     the other way round, so every request of one wave ends before the next wave starts (the
     micro-steps and retries of an extension come as later waves)."""
 
-    def __init__(self, slots: int, step_s: float, stage_barrier: bool = False):
+    POLICIES = ("fcfs", "priority")
+
+    def __init__(self, slots: int, step_s: float, stage_barrier: bool = False, scheduling_policy: str = "fcfs"):
+        if scheduling_policy not in self.POLICIES:
+            raise ValueError(f"scheduling_policy: one of {self.POLICIES}, not {scheduling_policy!r}")
         self.slots, self.step_s, self.stage_barrier = slots, step_s, stage_barrier
-        self.waiting: deque = deque()
-        self.active: list[list] = []  # [tokens left, future]
+        self.by_priority = scheduling_policy == "priority"
+        self.waiting: list[tuple] = []  # a heap of (priority or 0, arrival number, request)
+        self.active: list[list] = []  # [tokens left, future, trace index]
         self.in_engine: Counter = Counter()  # extension requests admitted past the barrier, by stage
         self._turns: asyncio.Condition | None = None
+        self._arrivals = itertools.count()
         self.reset()
         self._runner = None
 
     def reset(self) -> None:
-        self._trace: list[tuple[str, str, int]] = []
+        self._trace: list[list] = []  # Call fields, admitted and done filled in as they happen
         self.steps = 0  # ticks since the first request after reset
         self.last_done_step = 0
         self.tokens = 0
@@ -110,9 +136,10 @@ class SimulatedEngine:
         self.first_at = self.last_done_at = None
         self.max_waiting = 0
 
-    async def generate(self, tokens: int, kind: str = "", anchor: str = "") -> int:
-        """Returns when `tokens` steps have run for this request. `kind` and `anchor` only go
-        into the trace the benchmark reads back (see `trace`)."""
+    async def generate(self, tokens: int, kind: str = "", anchor: str = "", priority: int = 0) -> int:
+        """Returns when `tokens` steps have run for this request. `priority` orders the waiting
+        requests under the "priority" policy (lower first, as in vLLM) and is ignored under
+        "fcfs". `kind` and `anchor` only go into the trace the benchmark reads back."""
         if self._runner is None:
             self._runner = asyncio.get_running_loop().create_task(self._run())
             self._turns = asyncio.Condition()
@@ -125,10 +152,12 @@ class SimulatedEngine:
                 await self._turns.wait_for(lambda: self.in_engine[other] == 0)
                 self.in_engine[kind] += 1
         future = asyncio.get_running_loop().create_future()
-        self.waiting.append([max(1, int(tokens)), future])
+        tokens = max(1, int(tokens))
+        self._trace.append([kind, anchor, tokens, priority, self.steps, None, None])
+        key = priority if self.by_priority else 0
+        heapq.heappush(self.waiting, (key, next(self._arrivals), [tokens, future, len(self._trace) - 1]))
         self.requests += 1
         self.max_waiting = max(self.max_waiting, len(self.waiting))
-        self._trace.append((kind, anchor, max(1, int(tokens))))
         await future
         if gated:
             async with self._turns:
@@ -136,8 +165,9 @@ class SimulatedEngine:
                 self._turns.notify_all()
         return tokens
 
-    def trace(self) -> list[tuple[str, str, int]]:
-        return list(self._trace)
+    def trace(self) -> list[Call]:
+        """Every request since the last reset, in the order they arrived."""
+        return [Call(*row) for row in self._trace]
 
     async def _run(self) -> None:
         tick = time.monotonic()
@@ -149,7 +179,9 @@ class SimulatedEngine:
             else:
                 await asyncio.sleep(0)  # behind the clock: run this step at once, let callers in
             while self.waiting and len(self.active) < self.slots:
-                self.active.append(self.waiting.popleft())
+                seq = heapq.heappop(self.waiting)[2]
+                self._trace[seq[2]][5] = self.steps + 1
+                self.active.append(seq)
             if self.first_at is None:
                 continue
             self.steps += 1
@@ -160,6 +192,7 @@ class SimulatedEngine:
                 if seq[0] > 0:
                     still.append(seq)
                 elif not seq[1].done():
+                    self._trace[seq[2]][6] = self.steps
                     seq[1].set_result(None)
                     self.last_done_at, self.last_done_step = time.time(), self.steps
             self.active = still
@@ -211,18 +244,21 @@ class SimulatedClient:
     same request has the same length in every run and mode.
 
     Each request also tells the engine which draft it belongs to (the draft's first sentence,
-    unique by construction), so the benchmark can rebuild every draft's chain of calls."""
+    unique by construction), so the benchmark can rebuild every draft's chain of calls. Its roles
+    say `by_priority` for the models in `priority_models`, as the served client's do
+    (actors/client.py), and pass each request's `priority` field on to the engine."""
 
-    def __init__(self, engine, lengths: LengthModel):
-        self.engine, self.lengths = engine, lengths
+    def __init__(self, engine, lengths: LengthModel, priority_models: frozenset[str] = frozenset()):
+        self.engine, self.lengths, self.priority_models = engine, lengths, priority_models
         self.calls: Counter = Counter()
 
     def role(self, model: str) -> "SimulatedRole":
         return SimulatedRole(self, model)
 
-    async def answer(self, model: str, words: int, lang: str, kind: str, anchor: str | None) -> str:
+    async def answer(self, model: str, words: int, lang: str, kind: str, anchor: str | None, sampling: dict) -> str:
         text = synthetic_text(lang, words)
-        await self.engine.generate.remote(words, kind, first_sentence(text) if anchor is None else anchor)
+        await self.engine.generate.remote(words, kind, first_sentence(text) if anchor is None else anchor,
+                                          sampling.get("priority", 0))
         self.calls[f"{model}.requests"] += 1
         self.calls[f"{model}.completion_tokens"] += words
         return text
@@ -240,19 +276,21 @@ def _rng(sampling: dict, *salt: object) -> random.Random:
 class SimulatedRole:
     def __init__(self, client: SimulatedClient, model: str):
         self.client, self.model = client, model
+        self.by_priority = model in client.priority_models  # as actors.client.RoleModel
 
     async def chat(self, messages: list[dict], **sampling: Any) -> str:
         text, lang = extend_input(messages[-1]["content"])
         rng = _rng(sampling, "chat")
         if text is None:  # a draft: its anchor is its own first sentence
-            return await self.client.answer(self.model, self.client.lengths.draft(rng), lang, "draft", None)
+            return await self.client.answer(self.model, self.client.lengths.draft(rng), lang, "draft", None, sampling)
         words = self.client.lengths.enrich(rng, count_words(text))
-        return await self.client.answer(self.model, words, lang, "stage1", first_sentence(text))
+        return await self.client.answer(self.model, words, lang, "stage1", first_sentence(text), sampling)
 
     async def continue_chat(self, messages: list[dict], prefix: str, **sampling: Any) -> str:
         text, lang = extend_input(messages[-1]["content"])
         words = self.client.lengths.cont(_rng(sampling, "continue"), count_words(text or prefix))
-        return "\n\n" + await self.client.answer(self.model, words, lang, "stage2", first_sentence(text or prefix))
+        return "\n\n" + await self.client.answer(self.model, words, lang, "stage2", first_sentence(text or prefix),
+                                                 sampling)
 
 
 class SimulatedClientFactory:
@@ -262,5 +300,8 @@ class SimulatedClientFactory:
     def __call__(self, settings, plan) -> SimulatedClient:
         import ray
 
-        return SimulatedClient(ray.get_actor(self.engine_name, namespace=self.namespace), self.lengths)
+        from actors.synthesis import priority_models  # what the served client would send priorities to
+
+        return SimulatedClient(ray.get_actor(self.engine_name, namespace=self.namespace), self.lengths,
+                               frozenset(priority_models(settings, plan)))
 

@@ -57,28 +57,56 @@ sys.path.insert(0, str(REPO))
 NAMESPACE = "bench-streaming"
 
 
-def critical_path(trace: list[tuple[str, str, int]], slots: int, parallel_extensions: bool) -> dict:
+def chains_of(trace: list) -> dict[str, list]:
+    """Each draft's calls (the draft, then the stage-1 and stage-2 calls that extend it), in the
+    order they arrived, by the draft's anchor. A one-sentence draft sends stage 1 an empty half,
+    which names no draft: such a call counts as a chain of its own."""
+    chains: dict[str, list] = defaultdict(list)
+    for i, call in enumerate(trace):
+        chains[call.anchor or f"unnamed-{i}"].append(call)
+    return chains
+
+
+def critical_path(trace: list, slots: int, parallel_extensions: bool) -> dict:
     """Lower bound on the makespan of these requests, in engine steps. With several extensions
     of one draft, their calls share the draft's anchor but run side by side: only the work
     bound is valid then. Later micro-steps anchor on their own input, which loosens the bound."""
-    chains: dict[str, int] = defaultdict(int)
-    total = 0
-    for i, (kind, anchor, tokens) in enumerate(trace):
-        total += tokens
-        # a draft, and the stage-1 and stage-2 calls that extend it (a one-sentence draft sends stage 1
-        # an empty half, which names no draft: such a call counts as a chain of its own)
-        chains[anchor or f"unnamed-{i}"] += tokens
-    longest = 0 if parallel_extensions else max(chains.values(), default=0)
+    total = sum(call.tokens for call in trace)
+    chain_tokens = [sum(call.tokens for call in calls) for calls in chains_of(trace).values()]
+    longest = 0 if parallel_extensions else max(chain_tokens, default=0)
     return {"total_tokens": total, "longest_chain_steps": longest,
             "work_bound_steps": math.ceil(total / slots), "lower_bound_steps": max(longest, math.ceil(total / slots))}
 
 
+def chain_profile(calls: list) -> dict:
+    """Where one chain's time went, in engine steps: decoding its own tokens, queued in the
+    engine (arrived, no free slot yet), or between calls in the pipeline (e.g. its shard's
+    extensions waiting for the shard's last draft)."""
+    queued = sum(c.admitted - c.arrived - 1 for c in calls)
+    between = sum(b.arrived - a.done for a, b in zip(calls, calls[1:]))
+    return {"tokens": sum(c.tokens for c in calls), "started": calls[0].arrived, "done": calls[-1].done,
+            "queued_steps": queued, "pipeline_wait_steps": between,
+            "calls": [f"{c.kind} {c.tokens} tok, prio {c.priority}: arrived {c.arrived}, waited "
+                      f"{c.admitted - c.arrived - 1}, done {c.done}" for c in calls]}
+
+
+def makespan_profile(trace: list) -> dict:
+    """The chain that ended last (it sets the makespan) and the longest chain, profiled."""
+    chains = chains_of(trace)
+    last = max(chains.values(), key=lambda calls: calls[-1].done)
+    longest = max(chains.values(), key=lambda calls: sum(c.tokens for c in calls))
+    drafts = [c for c in trace if c.kind == "draft"]
+    return {"last_chain": chain_profile(last), "longest_chain": chain_profile(longest),
+            "last_draft_done": max(c.done for c in drafts), "drafts_queued_mean": round(
+                sum(c.admitted - c.arrived - 1 for c in drafts) / len(drafts), 1)}
+
+
 def run_mode(mode: str, args, records: list[dict], shard_size: int, in_flight: int, lengths, run_id: str,
-             stage_barrier: bool = False) -> dict:
+             stage_barrier: bool = False, policy: str = "fcfs") -> dict:
     import ray
 
     from actors.engines import SimulatedClientFactory, SimulatedEngine
-    from actors.synthesis import RoundPlan, run_synthesis, write_instruction_shards
+    from actors.synthesis import RoundPlan, priority_models, run_synthesis, write_instruction_shards
     from cluster.layout import RunLayout
     from cluster.settings import load_settings
     from cluster.storage import Storage
@@ -89,6 +117,7 @@ def run_mode(mode: str, args, records: list[dict], shard_size: int, in_flight: i
         f"storage.root={root}", "run.seed=0", "synthesis.decoding.seed=0",
         f"synthesis.shard_size={shard_size}", f"synthesis.workers={workers}",
         f"synthesis.shards_per_worker={max(1, in_flight // workers)}", *args.set,
+        f"serving.engine_kwargs.scheduling_policy={policy}",
     ])
     layout = RunLayout.create(Storage.open(root, settings.storage), run_id)
     shards = write_instruction_shards(layout, 1, records, shard_size)
@@ -97,7 +126,8 @@ def run_mode(mode: str, args, records: list[dict], shard_size: int, in_flight: i
                      versions={"generator": "simulated", "extender": "simulated"})
     name = f"simulated-engine-{run_id}"
     engine = ray.remote(SimulatedEngine).options(name=name, namespace=NAMESPACE, num_cpus=0,
-                                                 max_concurrency=100_000).remote(args.slots, args.step_ms / 1000, stage_barrier)
+                                                 max_concurrency=100_000).remote(
+        args.slots, args.step_ms / 1000, stage_barrier, "priority" if priority_models(settings, plan) else "fcfs")
     ray.get(engine.reset.remote())
     load_start = round(os.getloadavg()[0], 2)
     started = time.time()
@@ -113,7 +143,7 @@ def run_mode(mode: str, args, records: list[dict], shard_size: int, in_flight: i
     assert tally["extensions.passed"] > 0, tally  # some long drafts cannot grow 1.2x under the cap: retried, then failed
     bound = critical_path(trace, args.slots, settings.synthesis.method.extensions_per_draft > 1)
     return {
-        "mode": mode, "shards": len(shards), "shard_size": shard_size,
+        "mode": mode, "policy": policy, "shards": len(shards), "shard_size": shard_size,
         "shards_in_flight": settings.synthesis.workers * settings.synthesis.shards_per_worker,
         "wall_s": round(seconds, 2), "engine_steps": stats["engine_steps"],
         "slot_utilisation": stats["slot_utilisation_per_step"],
@@ -125,6 +155,7 @@ def run_mode(mode: str, args, records: list[dict], shard_size: int, in_flight: i
         "sft_examples": tally["sft.generator"], "extensions_passed": tally["extensions.passed"],
         "extensions_failed": tally["extensions.requested"] - tally["extensions.passed"],
         "load_avg_1m_at_start": load_start,
+        "profile": makespan_profile(trace),
     }
 
 
@@ -139,6 +170,10 @@ def main() -> None:
     parser.add_argument("--shard-size", type=int, default=16, help="streaming mode's shard size")
     parser.add_argument("--shards-in-flight", type=int, nargs="+", default=[16, 4],
                         help="streaming runs: shards in flight (2 workers x this/2 shards each)")
+    parser.add_argument("--policies", nargs="+", choices=["fcfs", "priority"], default=["fcfs", "priority"],
+                        help="streaming runs: the engines' scheduling_policy (the barriers run fcfs)")
+    parser.add_argument("--modes", nargs="+", choices=["barrier", "drafts-barrier", "streaming"],
+                        default=["barrier", "drafts-barrier", "streaming"])
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--num-cpus", type=int, default=4)
     parser.add_argument("--config", default=str(REPO / "configs/tiny.yaml"))
@@ -159,48 +194,59 @@ def main() -> None:
     runs = []
     try:
         for repeat in range(args.repeats):
-            plan = [("barrier", args.records, 1, True), ("drafts-barrier", args.records, 1, False)]
-            plan += [("streaming", args.shard_size, k, False) for k in args.shards_in_flight]
-            for mode, size, in_flight, stage_barrier in plan:
-                row = run_mode(mode, args, records, size, in_flight, lengths, f"{mode}-{in_flight}-{repeat}",
-                               stage_barrier)
+            plan = [("barrier", args.records, 1, True, "fcfs"), ("drafts-barrier", args.records, 1, False, "fcfs")]
+            plan += [("streaming", args.shard_size, k, False, policy)
+                     for policy in args.policies for k in args.shards_in_flight]
+            for mode, size, in_flight, stage_barrier, policy in plan:
+                if mode not in args.modes:
+                    continue
+                row = run_mode(mode, args, records, size, in_flight, lengths,
+                               f"{mode}-{policy}-{in_flight}-{repeat}", stage_barrier, policy)
                 row["repeat"] = repeat
                 print(json.dumps(row), flush=True)
                 runs.append(row)
     finally:
         ray.shutdown()
 
-    def median(mode: str, in_flight: int | None, key: str) -> float:
-        rows = [r for r in runs if r["mode"] == mode and (in_flight is None or r["shards_in_flight"] == in_flight)]
-        return statistics.median(r[key] for r in rows)
+    def median(mode: str, key: str, in_flight: int | None = None, policy: str | None = None) -> float | None:
+        rows = [r for r in runs if r["mode"] == mode and in_flight in (None, r["shards_in_flight"])
+                and policy in (None, r["policy"])]
+        return statistics.median(r[key] for r in rows) if rows else None
 
-    barrier_wall, barrier_steps = median("barrier", None, "wall_s"), median("barrier", None, "engine_steps")
-    drafts_wall, drafts_steps = median("drafts-barrier", None, "wall_s"), median("drafts-barrier", None, "engine_steps")
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return round(a / b, 3) if a and b else None
+
+    barrier_wall, barrier_steps = median("barrier", "wall_s"), median("barrier", "engine_steps")
+    drafts_wall, drafts_steps = median("drafts-barrier", "wall_s"), median("drafts-barrier", "engine_steps")
     streaming = {}
-    for k in sorted({r["shards_in_flight"] for r in runs if r["mode"] == "streaming"}, reverse=True):
-        wall, steps = median("streaming", k, "wall_s"), median("streaming", k, "engine_steps")
-        streaming[str(k)] = {"wall_s": wall, "engine_steps": steps,
-                             "slot_utilisation": median("streaming", k, "slot_utilisation"),
-                             "speedup_wall": round(barrier_wall / wall, 3),
-                             "speedup_steps": round(barrier_steps / steps, 3),
-                             "speedup_wall_vs_drafts_barrier": round(drafts_wall / wall, 3),
-                             "speedup_steps_vs_drafts_barrier": round(drafts_steps / steps, 3)}
+    for policy in args.policies:
+        for k in sorted({r["shards_in_flight"] for r in runs if r["mode"] == "streaming"}, reverse=True):
+            wall, steps = median("streaming", "wall_s", k, policy), median("streaming", "engine_steps", k, policy)
+            if steps is None:
+                continue
+            streaming.setdefault(policy, {})[str(k)] = {
+                "wall_s": wall, "engine_steps": steps,
+                "steps_over_lower_bound": median("streaming", "steps_over_lower_bound", k, policy),
+                "slot_utilisation": median("streaming", "slot_utilisation", k, policy),
+                "speedup_wall": ratio(barrier_wall, wall), "speedup_steps": ratio(barrier_steps, steps),
+                "speedup_wall_vs_drafts_barrier": ratio(drafts_wall, wall),
+                "speedup_steps_vs_drafts_barrier": ratio(drafts_steps, steps)}
     lower = runs[0]["lower_bound_steps"]
     print(json.dumps({
         "benchmark": "streaming vs per-stage barrier", "engine": "SimulatedEngine (continuous batching, simulated)",
-        "barrier_implementation": "run_synthesis with one shard holding every record; extension stages in turns",
-        "drafts_barrier_implementation": "run_synthesis with one shard holding every record",
+        "barrier_implementation": "run_synthesis with one shard holding every record; extension stages in turns; fcfs",
+        "drafts_barrier_implementation": "run_synthesis with one shard holding every record; fcfs",
         "params": {"records": args.records, "slots": args.slots, "step_ms": args.step_ms,
                    "lengths": lengths.describe(),
                    "streaming_shard_size": args.shard_size, "repeats": args.repeats, "cpu_cores": os.cpu_count()},
         "barrier": {"wall_s": barrier_wall, "engine_steps": barrier_steps,
-                    "slot_utilisation": median("barrier", None, "slot_utilisation")},
+                    "slot_utilisation": median("barrier", "slot_utilisation")},
         "drafts_barrier": {"wall_s": drafts_wall, "engine_steps": drafts_steps,
-                           "slot_utilisation": median("drafts-barrier", None, "slot_utilisation")},
-        "streaming_by_shards_in_flight": streaming,
+                           "slot_utilisation": median("drafts-barrier", "slot_utilisation")},
+        "streaming_by_policy_and_shards_in_flight": streaming,
         "lower_bound_steps": lower,
-        "best_possible_speedup_over_barrier": round(barrier_steps / lower, 3),
-        "goal_speedup": 1.3,
+        "best_possible_speedup_over_barrier": ratio(barrier_steps, lower),
+        "goal_speedup": 1.3, "goal_steps_over_lower_bound": 1.1,
     }))
 
 

@@ -1,6 +1,7 @@
 """The simulated engine behind bench/streaming.py: its per-stage barrier must hold stage-2
 requests back until every running stage-1 request is done (and not otherwise), or the
-benchmark's baseline is not the barrier it claims to be."""
+benchmark's baseline is not the barrier it claims to be; and its priority policy must admit
+requests as vLLM's does (lowest value first, no preemption for a batch slot)."""
 
 import asyncio
 
@@ -39,3 +40,34 @@ def test_stage_two_waits_for_every_running_stage_one_request():
 def test_without_the_barrier_stages_overlap():
     done = finish_steps(stage_barrier=False)
     assert done["stage2"] < done["stage1-long"]
+
+
+def admission_order(policy: str) -> tuple[list[str], list]:
+    """One slot: a low-priority request holds it, then four more arrive together; the order in
+    which all five finish, and the trace."""
+    async def go():
+        engine = SimulatedEngine(slots=1, step_s=0.0005, scheduling_policy=policy)
+        first = asyncio.ensure_future(engine.generate(30, "draft", "holder", priority=9))
+        while not engine.trace() or engine.trace()[0].admitted is None:  # until it holds the slot
+            await asyncio.sleep(0.001)
+        waiting = [engine.generate(3, "draft", name, priority=p)
+                   for name, p in (("a", 3), ("b", 0), ("c", 3), ("d", -1))]
+        await asyncio.gather(first, *waiting)
+        engine._runner.cancel()
+        trace = engine.trace()
+        return [call.anchor for call in sorted(trace, key=lambda call: call.done)], trace
+    return asyncio.run(go())
+
+
+def test_priority_policy_admits_the_lowest_value_first_without_preempting():
+    order, trace = admission_order("priority")
+    # vLLM: a waiting request never takes a running one's slot (max_num_seqs); lowest value
+    # first, first come first served among equals
+    assert order == ["holder", "d", "b", "a", "c"]
+    for call in trace:
+        assert call.arrived < call.admitted and call.done == call.admitted + call.tokens - 1
+
+
+def test_fcfs_ignores_priorities():
+    order, _ = admission_order("fcfs")
+    assert order == ["holder", "a", "b", "c", "d"]
