@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/streaming.py [--records 256] [--slots 64] [--step-ms 2]
         [--draft-median 100] [--sigma 1.0] [--cap 1000] [--shards-in-flight 16 4] [--repeats 1]
+        [--policies fcfs priority] [--modes barrier drafts-barrier streaming]
 
 Both modes run the real `actors.synthesis.run_synthesis` (Ray Data, ShardWorker actors, the
 method's drafts, length-biased sampling, two-stage extensions, SFT files on a local temporary
@@ -17,7 +18,11 @@ derived from its record (`synthesis.decoding.seed=0`), so both modes draw the sa
   (`synthesis.workers` x `synthesis.shards_per_worker` shards in flight, `--shards-in-flight`
   lists the totals to try), so one shard's extensions run while another shard's drafts finish.
   Inside a shard, extensions still wait for all of that shard's drafts: length-biased sampling
-  ranks the shard's drafts.
+  ranks the shard's drafts. Run once per `--policies` entry: the engines' `scheduling_policy`
+  (set as `serving.engine_kwargs.scheduling_policy`, so the client factory sends priorities
+  exactly when the served client would): "fcfs", first come first served, or "priority",
+  each call carrying the method's priority (longform/params.py, `chain_priority`) and the
+  engine admitting the lowest value first, as vLLM does.
 * barrier: what the reference does, each stage waiting for every record. Implemented as the
   same run_synthesis with ONE shard holding every record, so no extension starts before the
   last draft is done (one actor runs it; the engine is the same), and the engine made to run
@@ -27,13 +32,17 @@ derived from its record (`synthesis.decoding.seed=0`), so both modes draw the sa
 * drafts-barrier: the same one shard without the stage turns, so only the drafts wait for
   each other (each extension's stage 2 follows its own stage 1). A weaker baseline than the
   reference; it was the only barrier of this script's first version.
+Both barriers run fcfs, as the reference's passes did.
 
 Figures per mode: wall seconds of run_synthesis, engine steps from the first request to the
 last completion (a clock that contention on the machine does not stretch), slot utilisation
 (tokens / (slots x steps)), and the ratio barrier / streaming (goal: >= 1.3). From the engine's
 trace the script also rebuilds each draft's chain of calls (draft -> stage 1 -> stage 2) and
 reports the makespan lower bound max(total tokens / slots, longest chain) in steps: no schedule
-of these requests can finish sooner, which bounds the speed-up any streaming can give.
+of these requests can finish sooner, which bounds the speed-up any streaming can give; the
+ratio engine steps / lower bound is the goal of the priority policy (<= 1.1). Each run's
+`profile` shows the chain that ended last and the longest chain call by call (arrived, steps
+waited for a slot, done), with their steps queued in the engine and waited between calls.
 Prints one JSON line per run and one JSON object at the end.
 """
 
