@@ -33,7 +33,7 @@ TEXTS = [
     "黄昏时分，杭州的老奶奶第一次写下了关于茶的文字。\n\n成都的一家博物馆收藏了十二张关于茶的老照片。",
     "Mixed 中文 and English, digits 2048 and punctuation: «¿?» ...\n\n\n  end",
 ]
-FAST = BuildSpec(steps=4, tokenizer_examples=600, batch_tokens=2048)
+FAST = BuildSpec(steps=4, tokenizer_examples=600, batch_tokens=2048, chunk_examples=64)
 
 
 @pytest.fixture(scope="module")

@@ -44,6 +44,7 @@ class BuildSpec:
     max_length: int = 1024
     tokenizer_examples: int = 4000
     threads: int = 2
+    chunk_examples: int = 512  # examples drawn at a time for the batches (a short test build needs few)
 
 
 def model_config(spec: BuildSpec, tokenizer: PreTrainedTokenizerFast) -> Qwen2Config:
@@ -129,7 +130,7 @@ def length_batches(rows: list, batch_tokens: int, rng: random.Random) -> list[li
 def corpus_batches(spec: BuildSpec, tokenizer, prompts: PromptBook) -> Iterator[dict]:
     rng = random.Random(f"tiny-batches:{spec.seed}")
     for chunk in range(10**9):
-        examples = sample_examples(spec.seed * 100_003 + chunk, 512, prompts)
+        examples = sample_examples(spec.seed * 100_003 + chunk, spec.chunk_examples, prompts)
         rows = [tokenize_chat(tokenizer, e, split_prefix=rng.random() < 0.5) for e in examples]
         rows = [(ids[: spec.max_length], labels[: spec.max_length]) for ids, labels in rows]
         for batch in length_batches(rows, spec.batch_tokens, rng):
