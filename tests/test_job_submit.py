@@ -475,6 +475,12 @@ def test_the_loop_runs_as_a_ray_job_survives_its_faults_and_keeps_storage_on_s3(
     assert "runtime_env" in while_serving["/api/serve/applications/"]
     at_the_end = dashboard_texts(address, env)
     assert all(not text.startswith("error") for path, text in at_the_end.items() if "/train/" not in path), at_the_end
+    # Serve replaced the killed Generator replica, and the later jobs took the running app over
+    # (the weights went into its engines in place) instead of deploying it again
+    deployments = json.loads(at_the_end["/api/serve/applications/"])["applications"]["self-lengthen"]["deployments"]
+    generators = deployments["RoleServer:generator"]["replicas"]
+    assert generators and killed not in {r["actor_name"] for r in generators}, (killed, generators)
+    assert "already served by the running app" in second.logs() and ", in place" in last
     leaks = [path for path, text in [*while_serving.items(), *at_the_end.items()] if FAKE_SECRET in text]
     assert not leaks, f"the secret key is in the dashboard's answer to {leaks}"
 
