@@ -20,6 +20,7 @@ requests: it never comes back on old weights.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -68,7 +69,11 @@ def local_folder(uri: str) -> str:
     target = local_copy(uri)
     if not os.path.isdir(target):
         partial = f"{target}.part-{os.getpid()}"
-        Storage.open(uri, StorageSection()).get_dir("", partial)
+        try:
+            Storage.open(uri, StorageSection()).get_dir("", partial)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
         try:
             os.rename(partial, target)
         except OSError:  # another replica on this node finished the same copy first
@@ -82,6 +87,7 @@ class RoleServer(LLMServer):
     async def __init__(self, llm_config: LLMConfig, **kwargs):
         # read before the engine starts: Serve LLM may rewrite the config as it mirrors weights
         self._weights, self._fingerprint = source_uri(llm_config), fingerprint(llm_config)
+        self._loading, self._broken = asyncio.Lock(), ""
         await super().__init__(llm_config, **kwargs)
         from ray import serve
 
@@ -90,21 +96,31 @@ class RoleServer(LLMServer):
             await self.load_weights(recorded)
 
     async def load_weights(self, uri: str) -> str:
-        if uri == self._weights:
-            return uri
-        start = time.time()
-        path = local_folder(uri)
-        await self.engine.pause(mode="wait")
-        try:
-            await self.collective_rpc("reload_weights", kwargs={"weights_path": path, "is_checkpoint_format": True})
-            await self.engine.reset_prefix_cache()
-        finally:
-            await self.engine.resume()
-        previous, self._weights = self._weights, uri
+        async with self._loading:  # one load at a time (a driver's retry may overlap its first try)
+            if uri == self._weights:
+                return uri
+            start = time.time()
+            # off the event loop: a long copy must not starve Serve's health checks
+            path = await asyncio.to_thread(local_folder, uri)
+            await self.engine.pause(mode="wait")
+            try:
+                await self.collective_rpc("reload_weights", kwargs={"weights_path": path, "is_checkpoint_format": True})
+                await self.engine.reset_prefix_cache()
+            except BaseException:
+                self._broken = f"loading {uri} failed midway"  # check_health: Serve replaces this replica
+                raise
+            finally:
+                await self.engine.resume()
+            previous, self._weights = self._weights, uri
         if previous.startswith("s3://"):  # at 7B a copy is ~15 GB: keep only the one in use
-            shutil.rmtree(local_copy(previous), ignore_errors=True)
+            await asyncio.to_thread(shutil.rmtree, local_copy(previous), True)
         log.info("%s: weights %s loaded in place in %.2f s", self._llm_config.model_id, uri, time.time() - start)
         return uri
+
+    async def check_health(self) -> None:
+        if self._broken:  # half of one model's weights and half of another's: never answer from it
+            raise RuntimeError(f"{self._llm_config.model_id}: {self._broken}")
+        await super().check_health()
 
     async def weights(self) -> str:
         return self._weights

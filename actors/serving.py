@@ -311,8 +311,8 @@ class Serving:
         Full mode: in place when the running app allows it (`last_handoff` says how it went).
         Lora mode: a source other than the base model is an adapter folder to publish."""
         start, refusal = time.time(), ""
+        self.wake()
         if self.lora:
-            self.wake()
             self.publish_adapters(sources)
             if self.running():
                 self.sources = dict(sources)
@@ -321,10 +321,13 @@ class Serving:
         else:
             served, refusal = self.in_place(sources)
             if served is not None:
-                self.wake()
-                changed = self.hand_off(served, sources)
-                self.last_handoff = "in place" if changed else "already served by the running app"
-                return time.time() - start
+                try:
+                    changed = self.hand_off(served, sources)
+                    self.last_handoff = "in place" if changed else "already served by the running app"
+                    return time.time() - start
+                except Exception as err:  # noqa: BLE001 - a redeploy below replaces every replica
+                    refusal = f"the in-place hand-off failed: {err}"
+                    log.warning("%s; deploying again", refusal)
         if not self.lora:  # replicas that start later load what the record says: these weights
             ray.get(weights_record().set.remote(APP_NAME, sources, replace=True))
         run_app(self.build(sources), APP_NAME, self.settings)
@@ -340,20 +343,24 @@ class Serving:
             return None, ""
         if self.settings.serving.handoff != "in_place":
             return None, "serving.handoff is redeploy"
-        # asked of the replicas, not remembered: another job (or Serving) may have deployed it
-        served, why = self.running_app()
-        if served is None:
-            return None, why
-        for role, weights in sources.items():
-            if role not in served:
-                return None, f"the running app does not serve the {role}"
-            if weights != served[role]:
-                why = self.architecture_change(served[role], weights)
-                if why:
-                    return None, f"{role}: {why}"
+        try:  # asked of the replicas, not remembered: another job (or Serving) may have deployed it
+            served, why = self.running_app()
+            if served is None:
+                return None, why
+            for role, weights in sources.items():
+                if role not in served:
+                    return None, f"the running app does not serve the {role}"
+                if served[role] is None:
+                    return None, f"the replicas of the {role} serve different weights"
+                if weights != served[role]:
+                    why = self.architecture_change(served[role], weights)
+                    if why:
+                        return None, f"{role}: {why}"
+        except Exception as err:  # noqa: BLE001 - whatever the running app is, a deploy replaces it
+            return None, f"could not compare with the running app ({type(err).__name__}: {err})"
         return served, ""
 
-    def running_app(self) -> tuple[dict[str, str] | None, str]:
+    def running_app(self) -> tuple[dict[str, str | None] | None, str]:
         """What the running app's replicas serve, if it was built as this job would build it
         (so that a resumed job takes over the app its first run left up)."""
         names = serve.status().applications[APP_NAME].deployments
@@ -367,7 +374,7 @@ class Serving:
             if set(handle.broadcast("fingerprint").results(timeout_s=timeout)) != {built[role]}:
                 return None, f"the running app's {role} was deployed with other settings"
             weights = set(handle.broadcast("weights").results(timeout_s=timeout))
-            served[role] = weights.pop() if len(weights) == 1 else "(replicas differ)"
+            served[role] = weights.pop() if len(weights) == 1 else None
         return served, ""
 
     def architecture_change(self, old: str, new: str) -> str:
@@ -384,12 +391,17 @@ class Serving:
         """Every replica of each changed role loads its new weights; replicas that start later
         load them too (the record is written first). Returns the roles that changed."""
         changed = {role: weights for role, weights in sources.items() if served.get(role) != weights}
-        ray.get(weights_record().set.remote(APP_NAME, changed))
+        ray.get(weights_record().set.remote(APP_NAME, {**served, **sources}, replace=True))
         timeout = self.settings.serving.deploy_timeout_s
         for role, weights in changed.items():
-            loaded = self.handle(role).broadcast("load_weights", weights).results(timeout_s=timeout)
-            if set(loaded) - {weights}:
-                raise DeployError(f"{role}: replicas report {sorted(set(loaded))} after loading {weights}")
+            self.handle(role).broadcast("load_weights", weights).results(timeout_s=timeout)
+            # a replica that was still starting missed the broadcast and may have read the record
+            # before it was written: ask every replica, and load once more where one lags
+            if set(self.handle(role).broadcast("weights").results(timeout_s=timeout)) != {weights}:
+                self.handle(role).broadcast("load_weights", weights).results(timeout_s=timeout)
+                loaded = set(self.handle(role).broadcast("weights").results(timeout_s=timeout))
+                if loaded != {weights}:
+                    raise DeployError(f"{role}: replicas report {sorted(loaded)} after loading {weights}")
         self.sources = {**served, **sources}
         return changed
 
@@ -407,9 +419,15 @@ class Serving:
         self.asleep = bool(self.deployed())
 
     def wake(self) -> None:
-        if self.asleep:
-            for name in self.deployed():
-                self.handle(name).broadcast("wakeup").results(timeout_s=self.settings.serving.deploy_timeout_s)
+        """Before anything is served or loaded. With sleep_during_training a resumed job cannot
+        know whether the app it takes over was left asleep: it wakes every replica (an awake
+        engine only logs a warning)."""
+        names = self.deployed() if self.asleep else []
+        if not names and self.settings.serving.sleep_during_training and self.running():
+            names = [n.split(":", 1)[1] for n in serve.status().applications[APP_NAME].deployments
+                     if n.startswith(f"{RoleServer.__name__}:")]
+        for name in names:
+            self.handle(name).broadcast("wakeup").results(timeout_s=self.settings.serving.deploy_timeout_s)
         self.asleep = False
 
     def deployed(self) -> list[str]:

@@ -108,24 +108,34 @@ def relay_progress(every_s: float = 1.0) -> None:
     """Driver, once Ray is connected with log_to_driver off: start the relay actor and a thread
     that prints what workers send it. Only the job's own progress reaches the terminal this
     way; everything else a worker writes stays in the session's log files."""
+    import atexit
     import threading
-    import time
 
     import ray
 
     relay = ray.remote(num_cpus=0)(ProgressRelay).options(name=RELAY).remote()
+    stop = threading.Event()
 
     def pump() -> None:
-        while ray.is_initialized():
+        while not stop.is_set() and ray.is_initialized():
             try:
                 lines = ray.get(relay.take.remote(), timeout=60)
             except Exception:  # noqa: BLE001 - the job is ending (Ray shut down, the actor gone)
                 return
             for line in lines:
                 print(line, flush=True)
-            time.sleep(every_s)
+            stop.wait(every_s)
 
-    threading.Thread(target=pump, name="progress-relay", daemon=True).start()
+    thread = threading.Thread(target=pump, name="progress-relay", daemon=True)
+    thread.start()
+
+    def finish() -> None:
+        # before Ray's own exit handler (registered earlier, so run later) shuts it down: a call
+        # from this thread after that would start a new Ray from a thread (Ray's auto-init)
+        stop.set()
+        thread.join(timeout=5)
+
+    atexit.register(finish)
 
 
 _relay_handle: list = []  # the relay actor as found by this worker process (looked up once)

@@ -68,10 +68,11 @@ class RunContext:
 
     def serve(self, sources: dict[str, str]) -> float:
         """Serve these weights (role -> folder or URI) unless they are served already; returns
-        the seconds until they answered (0 when nothing changed). Roles served but not named
-        here stay as they are."""
+        the seconds until they answered (0 when nothing changed). Handed over in place, roles
+        served but not named here stay as they are; a redeploy serves the named ones only."""
         served = self.served
         if all(served.get(role) == weights for role, weights in sources.items()):
+            self.serving.wake()  # after training with sleep_during_training, even when nothing changed
             return 0.0
         seconds = self.serving.deploy(sources)
         changed = " ".join(f"{role}={weights}" for role, weights in sources.items() if served.get(role) != weights)

@@ -122,11 +122,15 @@ class ReportToRay(TrainerCallback):
         staged = tempfile.mkdtemp(prefix=f"report-{state.global_step}-")
         shutil.copytree(source, os.path.join(staged, INNER), copy_function=link_or_copy)
         write_manifest(os.path.join(staged, INNER), self.rank)  # checked on resume: training/checkpoints.py
-        ray.train.report(
-            {"step": state.global_step, "loss": last_loss(state)},
-            checkpoint=ray.train.Checkpoint.from_directory(staged),
-            checkpoint_upload_mode=self.upload, delete_local_checkpoint_after_upload=True,
-        )
+        try:
+            ray.train.report(
+                {"step": state.global_step, "loss": last_loss(state)},
+                checkpoint=ray.train.Checkpoint.from_directory(staged),
+                checkpoint_upload_mode=self.upload, delete_local_checkpoint_after_upload=True,
+            )
+        except BaseException:  # not uploaded: the links would keep a whole checkpoint on disk
+            shutil.rmtree(staged, ignore_errors=True)
+            raise
 
 
 def link_or_copy(src: str, dst: str) -> None:
