@@ -26,13 +26,11 @@ processes read the standard AWS variables from the environment they inherit from
 settings' keys there before starting it, see cluster/ray_cluster.py). An app exposed beyond
 loopback requires an API key (`openai_app(..., api_key_env=NAME)`): the ingress replica reads
 the key from its environment and answers 401 to any request without `Authorization: Bearer
-<key>`; only the variable's name travels in the app's options.
+<key>`; only the variable's name travels in the app's options (actors/keyed_ingress.py).
 """
 
 from __future__ import annotations
 
-import hmac
-import json
 import logging
 import os
 import time
@@ -43,8 +41,8 @@ from dataclasses import dataclass, field
 import ray
 from ray import serve
 from ray.serve.llm import LLMConfig, build_openai_app
-from ray.serve.llm.ingress import OpenAiIngress
 
+from actors.keyed_ingress import KeyedIngress
 from actors.role_server import RoleServer, fingerprint
 from actors.weights_record import weights_record
 from cluster import logs
@@ -91,58 +89,6 @@ def engine_env(settings: Settings) -> dict[str, str]:
         if name in os.environ:
             env.setdefault(name, os.environ[name])
     return env
-
-
-# -- the API key in front of the OpenAI app -----------------------------------------------
-class BearerKeyCheck:
-    """ASGI middleware: an HTTP request without `Authorization: Bearer <key>` gets 401 in the
-    OpenAI error format (a websocket is closed); only lifespan events pass unchecked."""
-
-    def __init__(self, app, key: str):
-        self.app, self.key = app, key.encode()
-
-    def allowed(self, scope) -> bool:
-        for name, value in scope.get("headers", []):
-            if name == b"authorization":
-                scheme, _, token = value.partition(b" ")
-                return scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self.key)
-        return False
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] == "lifespan" or self.allowed(scope):
-            return await self.app(scope, receive, send)
-        if scope["type"] == "websocket":
-            return await send({"type": "websocket.close", "code": 1008})
-        body = json.dumps({"error": {"message": "missing or wrong API key (Authorization: Bearer <key>)",
-                                     "type": "invalid_request_error", "code": 401}}).encode()
-        await send({"type": "http.response.start", "status": 401,
-                    "headers": [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer"),
-                                (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
-
-
-class KeyedIngress(OpenAiIngress):
-    """Serve LLM's OpenAI ingress behind `BearerKeyCheck`. The key is read here, in the
-    replica, from the environment variable `api_key_env`; a replica without it fails to start
-    rather than serve without a key."""
-
-    def __init__(self, llm_deployments, model_cards, *, api_key_env: str, **kwargs):
-        key = os.environ.get(api_key_env, "")
-        if not key.strip():
-            raise RuntimeError(f"the API key variable {api_key_env} is not set in the ingress replica's environment")
-        self._api_key = key.strip()
-        super().__init__(llm_deployments, model_cards, **kwargs)
-
-    def _set_asgi_app(self, app) -> None:
-        # Serve's ingress wrapper hands the FastAPI app over through this method once the
-        # constructor has run; the check wraps the whole app, every route included
-        super()._set_asgi_app(BearerKeyCheck(app, self._api_key))
-
-    async def check_health(self):
-        # fail closed: should a Ray upgrade stop calling the hook above, the replica is unhealthy
-        if not isinstance(getattr(self, "_asgi_app", None), BearerKeyCheck):
-            raise RuntimeError("the API key check is not installed in front of the OpenAI app")
-        await super().check_health()
 
 
 def openai_app(configs: list[LLMConfig], settings: Settings, api_key_env: str | None = None):
@@ -363,8 +309,7 @@ class Serving:
     def running_app(self) -> tuple[dict[str, str | None] | None, str]:
         """What the running app's replicas serve, if it was built as this job would build it
         (so that a resumed job takes over the app its first run left up)."""
-        names = serve.status().applications[APP_NAME].deployments
-        roles = [n.split(":", 1)[1] for n in names if n.startswith(f"{RoleServer.__name__}:")]
+        roles = self.running_roles()
         if not roles:
             return None, "the running app was not deployed by this project's Serving"
         built = {c.model_id: fingerprint(c) for c in self.configs({role: self.settings.model.base for role in roles})}
@@ -424,8 +369,7 @@ class Serving:
         engine only logs a warning)."""
         names = self.deployed() if self.asleep else []
         if not names and self.settings.serving.sleep_during_training and self.running():
-            names = [n.split(":", 1)[1] for n in serve.status().applications[APP_NAME].deployments
-                     if n.startswith(f"{RoleServer.__name__}:")]
+            names = self.running_roles()
         for name in names:
             self.handle(name).broadcast("wakeup").results(timeout_s=self.settings.serving.deploy_timeout_s)
         self.asleep = False
@@ -433,6 +377,11 @@ class Serving:
     def deployed(self) -> list[str]:
         """The model ids of this app's deployments: the roles, or in lora mode the base model."""
         return [] if not self.sources else [BASE_ID] if self.lora else list(self.sources)
+
+    def running_roles(self) -> list[str]:
+        """The model ids of the running app's role deployments (whoever deployed it)."""
+        prefix = f"{RoleServer.__name__}:"
+        return [n[len(prefix):] for n in serve.status().applications[APP_NAME].deployments if n.startswith(prefix)]
 
     def handle(self, model_id: str):
         return serve.get_deployment_handle(f"{RoleServer.__name__}:{model_id}", APP_NAME)
