@@ -42,6 +42,7 @@ from longform.model import Message, ModelCallError
 
 TRANSIENT_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 RETRY_AFTER_CAP_S = 60.0  # a server asking for a longer pause gets this, then the retry
+SERVE_SCHEME = "serve://"  # an endpoint in the cluster: serve://<app> (actors/handles.py)
 NO_KEY = "EMPTY"  # the SDK insists on a key; a server that wants none ignores this one (vLLM's convention)
 
 
@@ -84,23 +85,49 @@ class TransientError(Exception):
         self.wait_s = wait_s
 
 
-async def send_once(sdk: openai.AsyncOpenAI, path: str, body: dict[str, Any]) -> dict:
-    """One POST through the SDK: the reply's JSON object, or TransientError / ModelCallError."""
-    try:
-        data = await sdk.post(path, body=body, cast_to=object)
-    except openai.APIStatusError as err:
-        message = f"HTTP {err.status_code}: {err.response.text[:300]}"
-        if err.status_code not in TRANSIENT_STATUS:
-            raise ModelCallError(message) from None
-        raise TransientError(message, retry_after_s(err.response.headers.get("Retry-After"))) from None
-    except openai.APIConnectionError as err:  # connect errors, timeouts, dropped connections
-        cause = err.__cause__ or err
-        raise TransientError(f"{type(cause).__name__}: {cause}") from None
-    except ValueError as err:  # said it was JSON, but is not (e.g. a body cut short)
-        raise TransientError(f"HTTP 200 with a body that is not JSON ({err})") from None
-    if not isinstance(data, dict):  # the SDK hands back the text of a reply that is not JSON
-        raise TransientError(f"HTTP 200 with a body that is not JSON: {str(data)[:300]}")
-    return data
+class HttpTransport:
+    """One attempt over HTTP, through the SDK: the reply's JSON object, or TransientError /
+    ModelCallError."""
+
+    def __init__(self, base_url: str, api_key: str | None, timeout_s: float):
+        # An explicit key, never None, also keeps the SDK from sending OPENAI_API_KEY from the
+        # environment to a server it was not meant for.
+        self.sdk = openai.AsyncOpenAI(base_url=base_url, api_key=api_key or NO_KEY, timeout=timeout_s, max_retries=0)
+
+    async def send(self, path: str, body: dict[str, Any]) -> dict:
+        try:
+            data = await self.sdk.post(path, body=body, cast_to=object)
+        except openai.APIStatusError as err:
+            raise status_error(err.status_code, err.response.text[:300],
+                               retry_after_s(err.response.headers.get("Retry-After"))) from None
+        except openai.APIConnectionError as err:  # connect errors, timeouts, dropped connections
+            cause = err.__cause__ or err
+            raise TransientError(f"{type(cause).__name__}: {cause}") from None
+        except ValueError as err:  # said it was JSON, but is not (e.g. a body cut short)
+            raise TransientError(f"HTTP 200 with a body that is not JSON ({err})") from None
+        if not isinstance(data, dict):  # the SDK hands back the text of a reply that is not JSON
+            raise TransientError(f"HTTP 200 with a body that is not JSON: {str(data)[:300]}")
+        return data
+
+    async def aclose(self) -> None:
+        await self.sdk.close()
+
+
+def status_error(code: int, text: str, wait_s: float = 0.0) -> Exception:
+    """What an error status means for the retry loop: TransientError for the statuses worth
+    another try, ModelCallError for the rest."""
+    message = f"HTTP {code}: {text}"
+    return TransientError(message, wait_s) if code in TRANSIENT_STATUS else ModelCallError(message)
+
+
+def transport_for(base_url: str, api_key: str | None, timeout_s: float):
+    """HTTP for a URL; a `serve://<app>` endpoint is a Serve application of this Ray cluster,
+    called through its deployments' handles (actors/handles.py)."""
+    if base_url.startswith(SERVE_SCHEME):
+        from actors.handles import HandleTransport
+
+        return HandleTransport(base_url[len(SERVE_SCHEME):], timeout_s)
+    return HttpTransport(base_url, api_key, timeout_s)
 
 
 class LLMClient:
@@ -117,21 +144,18 @@ class LLMClient:
         self.max_concurrency = max_concurrency
         self.backoff_s = backoff_s
         self.calls: Counter = Counter()  # per model: requests, retries, failures, completion_tokens
-        self._sdk: openai.AsyncOpenAI | None = None
+        self._transport = None
         self._limit: asyncio.Semaphore | None = None
 
-    def _session(self) -> tuple[openai.AsyncOpenAI, asyncio.Semaphore]:
+    def _session(self):
         # Created lazily inside the running event loop (Ray Data runs UDFs in its own loop).
-        # An explicit key, never None, also keeps the SDK from sending OPENAI_API_KEY from the
-        # environment to a server it was not meant for.
-        if self._sdk is None:
-            self._sdk = openai.AsyncOpenAI(base_url=self.base_url, api_key=self._api_key or NO_KEY,
-                                           timeout=self.timeout_s, max_retries=0)
+        if self._transport is None:
+            self._transport = transport_for(self.base_url, self._api_key, self.timeout_s)
             self._limit = asyncio.Semaphore(self.max_concurrency)
-        return self._sdk, self._limit
+        return self._transport, self._limit
 
     async def post(self, path: str, body: dict[str, Any]) -> dict:
-        sdk, limit = self._session()
+        transport, limit = self._session()
         model = body.get("model", "?")
         last_error, asked_wait = "", 0.0
         for attempt in range(self.max_retries + 1):
@@ -142,7 +166,7 @@ class LLMClient:
             self.calls[f"{model}.requests"] += 1
             try:
                 async with limit:
-                    data = await send_once(sdk, path, body)
+                    data = await transport.send(path, body)
             except TransientError as err:
                 last_error, asked_wait = str(err), err.wait_s
                 continue
@@ -178,9 +202,9 @@ class LLMClient:
         return reply_text(data, "/completions", model, "text")
 
     async def aclose(self) -> None:
-        if self._sdk is not None:
-            await self._sdk.close()
-            self._sdk = None
+        if self._transport is not None:
+            await self._transport.aclose()
+            self._transport = None
 
     def role(self, model: str) -> "RoleModel":
         return RoleModel(self, model)

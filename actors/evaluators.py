@@ -34,7 +34,7 @@ def judge_for(settings: Settings, evaluated: ChatModel | None, clients: list[LLM
         clients.append(client)
         return client.role(judge.model)
     if serving is not None:
-        client = client_for(settings, serving.base_url)
+        client = client_for(settings, serving.endpoint)
         clients.append(client)
         return client.role(serving.model_id("judge"))
     return evaluated

@@ -11,6 +11,9 @@ handle (`handle.broadcast`, see actors/serving.py):
 * `weights()`: the weights this replica answers from now.
 * `fingerprint()`: what the deployment was built with, less its first weights; a job that
   finds the app running compares it with its own to decide whether it may take the app over.
+* `call(path, body)`: one OpenAI API call given as its path and JSON body, answered with the
+  JSON reply the HTTP API would send. The pipeline's workers call the roles this way, through a
+  deployment handle (actors/handles.py): no proxy, no HTTP front-end, no JSON over a socket.
 
 A replica that Serve starts later (a restart after a crash, or autoscaling) is built from the
 deployment's first weights. So the driver records every hand-off in a small named actor
@@ -81,6 +84,11 @@ def local_folder(uri: str) -> str:
     return target
 
 
+def error_reply(code: int, message: str) -> dict:
+    return {"error": {"message": message, "type": "BadRequestError" if code < 500 else "InternalServerError",
+                      "param": None, "code": code}}
+
+
 class RoleServer(LLMServer):
     """LLMServer with in-place weight loading (the deployment is named `RoleServer:<role>`)."""
 
@@ -124,6 +132,28 @@ class RoleServer(LLMServer):
 
     async def weights(self) -> str:
         return self._weights
+
+    async def call(self, path: str, body: dict) -> dict:
+        """`body` as the OpenAI API would take it at `path` (/chat/completions or /completions),
+        answered as a plain dict: the reply, or `{"error": {"message", "code", ...}}` with the
+        HTTP status the API would have answered with. The request classes are vLLM's, so its own
+        fields (continue_final_message, priority, top_k, ...) are read as over HTTP."""
+        from pydantic import ValidationError
+        from ray.serve.llm.openai_api_models import ChatCompletionRequest, CompletionRequest
+
+        kinds = {"/chat/completions": (ChatCompletionRequest, self.chat),
+                 "/completions": (CompletionRequest, self.completions)}
+        if path not in kinds or body.get("stream"):
+            return error_reply(404 if path not in kinds else 400, f"{path} {'stream ' if body.get('stream') else ''}"
+                               "is not served through the deployment handle")
+        kind, method = kinds[path]
+        try:
+            request = kind.model_validate(body)
+        except ValidationError as err:
+            return error_reply(400, str(err))
+        async for reply in await method(request):  # not streamed: one reply, or one error
+            return reply.model_dump(mode="json")
+        return error_reply(500, f"{path}: the engine gave no reply")
 
     async def fingerprint(self) -> str:
         return self._fingerprint

@@ -42,6 +42,8 @@ import ray
 from ray import serve
 from ray.serve.llm import LLMConfig, build_openai_app
 
+from actors.client import SERVE_SCHEME
+from actors.handles import deployment_name
 from actors.keyed_ingress import KeyedIngress
 from actors.role_server import RoleServer, fingerprint
 from actors.weights_record import weights_record
@@ -187,6 +189,12 @@ def base_url(host: str, port: int) -> str:
     return f"http://{address}:{port}/v1"
 
 
+def endpoint(settings: Settings, app: str, url: str) -> str:
+    """Where this cluster's own clients of `app` send requests: its deployments' handles
+    (`serving.data_path: handle`, actors/handles.py), or its HTTP `url`."""
+    return f"{SERVE_SCHEME}{app}" if settings.serving.data_path == "handle" else url
+
+
 def llm_config(model_id: str, source: str, role: RoleServing, settings: Settings,
                engine_extra: dict | None = None, lora_path: str | None = None) -> LLMConfig:
     return LLMConfig(
@@ -230,6 +238,11 @@ class Serving:
     @property
     def base_url(self) -> str:
         return base_url(self.settings.serving.host, self.settings.serving.port)
+
+    @property
+    def endpoint(self) -> str:
+        """What the pipeline's clients of the roles are given (the HTTP URL stays for users)."""
+        return endpoint(self.settings, APP_NAME, self.base_url)
 
     def model_id(self, role: str) -> str:
         if role == "judge":
@@ -380,11 +393,11 @@ class Serving:
 
     def running_roles(self) -> list[str]:
         """The model ids of the running app's role deployments (whoever deployed it)."""
-        prefix = f"{RoleServer.__name__}:"
+        prefix = deployment_name("")
         return [n[len(prefix):] for n in serve.status().applications[APP_NAME].deployments if n.startswith(prefix)]
 
     def handle(self, model_id: str):
-        return serve.get_deployment_handle(f"{RoleServer.__name__}:{model_id}", APP_NAME)
+        return serve.get_deployment_handle(deployment_name(model_id), APP_NAME)
 
     def release(self) -> None:
         """Take the models down (frees their CPUs/GPUs); `deploy` brings them back."""

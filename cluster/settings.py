@@ -237,6 +237,9 @@ class ServingSection(Section):
         "in_place", description="full mode: new weights of the same architecture are loaded into the "
         "running engines (seconds); redeploy: the app is deployed again from them (minutes at 7B)"
     )
+    data_path: Literal["handle", "http"] = Field(
+        "handle", description="how the pipeline's own workers call the served roles: through Serve deployment "
+        "handles (no proxy, no HTTP) or over the OpenAI HTTP API users get; external endpoints are always HTTP")
     generator: RoleServing = Field(default_factory=RoleServing)
     extender: RoleServing = Field(default_factory=RoleServing)
     judge: JudgeSection = Field(default_factory=JudgeSection)

@@ -66,7 +66,7 @@ def start_writer(settings: Settings, run_store: Storage):
     serving = Serving(settings, run_store=run_store)
     log(f"serving the writer: {weights}")
     log(f"writer answering after {serving.deploy({'generator': weights}):.1f}s")
-    return Writer(serving.base_url, serving.model_id("generator"), weights), serving
+    return Writer(serving.endpoint, serving.model_id("generator"), weights), serving
 
 
 def run(settings: Settings, prompts_uri: str) -> dict:

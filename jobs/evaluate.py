@@ -44,9 +44,11 @@ EVAL_APP = "evaluate"  # the Serve application `generate --round` deploys
 
 
 def serve_round(settings: Settings, round: int | None) -> tuple[str, str, int]:
-    """Serve the Generator of `round` as jobs/serve.py does; (base_url, model name, round)."""
+    """Serve the Generator of `round` as jobs/serve.py does; (where to send requests, model
+    name, round): the app's handles or its URL, as `serving.data_path` says."""
     from actors.evaluators import serve_app
     from actors.generator_app import build_app
+    from actors.serving import endpoint
     from runtime.context import RunContext
 
     RunContext.open(settings, "serve", tag="evaluate")
@@ -55,7 +57,7 @@ def serve_round(settings: Settings, round: int | None) -> tuple[str, str, int]:
     base_url = serve_app(settings, app, EVAL_APP)
     log(f"serving the Generator of {'round ' + str(k) if k else 'the base model'} as {model!r} "
         f"after {time.time() - start:.1f}s")
-    return base_url, model, k
+    return endpoint(settings, EVAL_APP, base_url), model, k
 
 
 def default_out(settings: Settings, benchmark: str, label: str) -> Storage:

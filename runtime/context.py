@@ -94,7 +94,7 @@ class RunContext:
 
         s = self.settings.serving
         limit = {"max_concurrency": s.max_concurrency} if concurrency else {}
-        return LLMClient(self.serving.base_url, timeout_s=s.request_timeout_s, max_retries=s.max_retries, **limit)
+        return LLMClient(self.serving.endpoint, timeout_s=s.request_timeout_s, max_retries=s.max_retries, **limit)
 
     def model(self, role: str, client: LLMClient | None = None) -> RoleModel:
         """The served `role` (generator, extender) as a ChatModel."""

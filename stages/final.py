@@ -93,7 +93,7 @@ class FinalStage:
         shards = synthesis.write_instruction_shards(self.layout, FINAL, self.instructions(), s.synthesis.shard_size)
         serving = self.ctx.serving
         plan = synthesis.RoundPlan(
-            round=FINAL, base_url=serving.base_url,
+            round=FINAL, base_url=serving.endpoint,
             model_ids={r: serving.model_id(r) for r in ("generator", "extender")},
             versions={"generator": self.ctx.served["generator"]})
         self.log(f"final: the last Generator answers {s.final.generate_count} instructions in {len(shards)} shards")

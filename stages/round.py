@@ -38,7 +38,7 @@ def synthesize(ctx: RunContext, k: int, pool: list[dict], sources: dict[str, str
 
     instructions = synthesis.select_instructions(ctx.settings, pool, k)
     shards = synthesis.write_instruction_shards(ctx.layout, k, instructions, ctx.settings.synthesis.shard_size)
-    plan = synthesis.RoundPlan(round=k, base_url=ctx.serving.base_url,
+    plan = synthesis.RoundPlan(round=k, base_url=ctx.serving.endpoint,
                                model_ids={r: ctx.serving.model_id(r) for r in ROLES}, versions=dict(sources))
     ctx.log(f"round {k}: synthesizing from {len(instructions)} instructions in {len(shards)} shards")
     result = synthesis.run_synthesis(ctx.settings, ctx.layout, plan, shards, log=ctx.log)

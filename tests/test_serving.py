@@ -18,7 +18,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from actors.client import LLMClient
 from actors.serving import APP_NAME, Serving
 from cluster.settings import load_settings
-from longform.model import user
+from longform.model import ModelCallError, user
 from tests.tiny_served import FAKE_KEY_ID, FAKE_SECRET, pair_overrides
 
 pytestmark = pytest.mark.cluster
@@ -34,8 +34,10 @@ def hf_greedy(model_dir, prompt: str, tokens: int) -> str:
     return tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
 
 
-def ask(serving: Serving, role: str, prompt: str = PROMPT, **sampling) -> str:
-    client = LLMClient(serving.base_url, max_retries=2)
+def ask(serving: Serving, role: str, prompt: str = PROMPT, via: str = "http", **sampling) -> str:
+    """The role's answer over HTTP (what users get) or through the deployments' handles (what
+    the pipeline's workers use, `serving.data_path: handle`)."""
+    client = LLMClient(serving.base_url if via == "http" else serving.endpoint, max_retries=2)
 
     async def go():
         try:
@@ -73,6 +75,52 @@ def test_each_role_answers_from_its_own_weights(served):
     assert expected_generator != expected_extender
     assert ask(serving, "generator") == expected_generator
     assert ask(serving, "extender") == expected_extender
+    assert serving.endpoint == f"serve://{APP_NAME}"
+    assert ask(serving, "generator", via="handle") == expected_generator
+    assert ask(serving, "extender", via="handle") == expected_extender
+
+
+def test_the_handle_path_answers_and_fails_as_http_does(served):
+    """The same calls through the deployment handles and over HTTP: the same text for a chat, a
+    continued assistant turn and a raw completion; the same status, recorded as a failed call
+    (never as text) and not retried, for a prompt over the context and a malformed field."""
+    serving = served["serving"]
+    model = serving.model_id("generator")
+    too_long = "rain " * 4000  # far over the tiny config's max_model_len
+
+    async def calls(endpoint: str) -> list[str]:
+        client = LLMClient(endpoint, max_retries=1, backoff_s=0.01)
+
+        async def outcome(call) -> str:
+            try:
+                return await call
+            except ModelCallError as err:
+                return "failed: " + str(err).split(": HTTP ")[-1][:3]
+        try:
+            return [await outcome(c) for c in (
+                client.chat(model, user(PROMPT), **GREEDY),
+                client.continue_chat(model, user(PROMPT), "Rain is", **GREEDY),
+                client.complete(model, "Rain falls", **GREEDY),
+                client.chat(model, user(too_long), **GREEDY),
+                client.chat(model, user(PROMPT), **{**GREEDY, "temperature": "warm"}),
+            )], dict(client.calls)
+        finally:
+            await client.aclose()
+
+    over_http, http_calls = asyncio.run(calls(serving.base_url))
+    through_handles, handle_calls = asyncio.run(calls(serving.endpoint))
+    assert through_handles == over_http
+    assert all(isinstance(a, str) and a and not a.startswith("failed") for a in over_http[:3])
+    assert over_http[3:] == ["failed: 400", "failed: 400"]
+    assert handle_calls == http_calls  # not retried: a refusal is not transient
+    assert handle_calls[f"{model}.failures"] == 2 and f"{model}.retries" not in handle_calls
+
+    # a model no deployment serves: through the handles, like an app not up yet (nobody
+    # listening, over HTTP), retried, then recorded as a failure
+    client = LLMClient(serving.endpoint, max_retries=1, backoff_s=0.01)
+    with pytest.raises(ModelCallError, match="no-such-role"):
+        asyncio.run(client.chat("no-such-role", user(PROMPT), **GREEDY))
+    assert client.calls["no-such-role.retries"] == 1
 
 
 def serve_details(dashboard: str) -> dict:
