@@ -17,7 +17,7 @@ import asyncio
 import hashlib
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from actors.client import LLMClient
 from actors.shards import Markers, ShardActor, ShardPool, run_shards, write_shards
@@ -34,7 +34,7 @@ class Writer:
     base_url: str
     model: str
     version: str  # the weights served, or "endpoint:<model>" (provenance of every example)
-    api_key: str | None = field(default=None, repr=False)
+    api_key_env: str | None = None  # the variable holding its key, read by the workers (no key travels)
 
 
 def sample_key(record: dict) -> str:
@@ -93,7 +93,7 @@ class AgentWriteWorker(ShardActor):
     async def work(self, shard: str) -> dict:
         serving = self.settings.serving
         records = list(self.store.read_jsonl(f"prompts/{shard}.jsonl"))
-        client = LLMClient(self.writer.base_url, api_key=self.writer.api_key, timeout_s=serving.request_timeout_s,
+        client = LLMClient(self.writer.base_url, api_key_env=self.writer.api_key_env, timeout_s=serving.request_timeout_s,
                            max_retries=serving.max_retries, max_concurrency=serving.max_concurrency)
         model, cache = client.role(self.writer.model), StorageStepCache(self.store.child("steps"))
         limit = asyncio.Semaphore(self.settings.agentwrite.samples_in_flight)

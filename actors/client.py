@@ -1,13 +1,19 @@
 """The async client pipeline stages use to call a served role (or any OpenAI-compatible
 endpoint): chat, chat with a pre-filled assistant turn, and raw completion.
 
-The HTTP side is the `openai` SDK (`AsyncOpenAI`): it builds and sends each request, applies the
-timeout and the API key, and turns what went wrong into typed errors (`APIStatusError` with
-the status and headers, `APITimeoutError` and `APIConnectionError` for the rest). Requests go
-through the SDK's documented `post(path, body=..., cast_to=object)`, so the body is sent as
-given: vLLM's own fields (`continue_final_message`, `add_generation_prompt`, `top_k`, ...) need
-no `extra_body` plumbing, and `LLMClient.post(path, body) -> dict` stays the one funnel that
-subclasses (bench/clients.py records every body) can wrap.
+Two transports carry one attempt, chosen by the endpoint:
+* `serve://<app>`: a Serve application of this Ray cluster, called through its deployments'
+  handles (actors/handles.py). The pipeline's own workers use it (`serving.data_path: handle`):
+  no HTTP proxy, no OpenAI front-end replica, no JSON over a socket.
+* a URL: the HTTP side is the `openai` SDK (`AsyncOpenAI`): it builds and sends each request,
+  applies the timeout and the API key, and turns what went wrong into typed errors
+  (`APIStatusError` with the status and headers, `APITimeoutError` and `APIConnectionError` for
+  the rest). Requests go through the SDK's documented `post(path, body=..., cast_to=object)`, so
+  the body is sent as given: vLLM's own fields (`continue_final_message`,
+  `add_generation_prompt`, `top_k`, ...) need no `extra_body` plumbing.
+Either way `LLMClient.post(path, body) -> dict` stays the one funnel that subclasses
+(bench/clients.py records every body) can wrap, and both transports report failures the same
+way (an HTTP status, transient or not), so what follows holds for both.
 
 Retries are ours, not the SDK's (`max_retries=0`), because the SDK's loop cannot keep what the
 pipeline relies on: it cannot count attempts and retries per model in `calls`, it does not
@@ -31,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import math
+import os
 import random
 import time
 from collections import Counter
@@ -134,9 +141,12 @@ class LLMClient:
     def __init__(
         self, base_url: str, api_key: str | None = None, timeout_s: float = 600,
         max_retries: int = 3, max_concurrency: int = 64, backoff_s: float = 0.5,
-        priority_models: Collection[str] = (),
+        priority_models: Collection[str] = (), api_key_env: str | None = None,
     ):
         self.base_url = base_url.rstrip("/")
+        # the *name* of a variable holding the key, read where the requests are sent (a shard
+        # worker reads its own environment): the key never travels with a pickled client
+        self.api_key_env = api_key_env
         self.priority_models = frozenset(priority_models)
         self._api_key = api_key
         self.timeout_s = timeout_s
@@ -150,7 +160,8 @@ class LLMClient:
     def _session(self):
         # Created lazily inside the running event loop (Ray Data runs UDFs in its own loop).
         if self._transport is None:
-            self._transport = transport_for(self.base_url, self._api_key, self.timeout_s)
+            key = self._api_key or (os.environ.get(self.api_key_env) if self.api_key_env else None)
+            self._transport = transport_for(self.base_url, key, self.timeout_s)
             self._limit = asyncio.Semaphore(self.max_concurrency)
         return self._transport, self._limit
 

@@ -15,9 +15,12 @@ from cluster.settings import Settings
 from longform.model import ChatModel
 
 
-def client_for(settings: Settings, base_url: str, api_key: str | None = None) -> LLMClient:
+def client_for(settings: Settings, base_url: str, api_key: str | None = None, own: bool = False) -> LLMClient:
+    """A client of `base_url` with the evaluation's concurrency; `own`: an app this cluster
+    serves, which wants the key of `serving.api_key_env` when it is set."""
     s = settings.serving
-    return LLMClient(base_url, api_key=api_key, timeout_s=s.request_timeout_s, max_retries=s.max_retries,
+    return LLMClient(base_url, api_key=api_key, api_key_env=s.api_key_env if own else None,
+                     timeout_s=s.request_timeout_s, max_retries=s.max_retries,
                      max_concurrency=settings.evaluation.concurrency)
 
 
@@ -34,7 +37,7 @@ def judge_for(settings: Settings, evaluated: ChatModel | None, clients: list[LLM
         clients.append(client)
         return client.role(judge.model)
     if serving is not None:
-        client = client_for(settings, serving.endpoint)
+        client = client_for(settings, serving.endpoint, own=True)
         clients.append(client)
         return client.role(serving.model_id("judge"))
     return evaluated

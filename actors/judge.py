@@ -24,5 +24,6 @@ def judge_model(settings: Settings, serving: Serving | None = None) -> RoleModel
         return client.role(j.model)
     if serving is None:
         raise ValueError("the judge is a served role, but nothing is being served")
-    client = LLMClient(serving.endpoint, timeout_s=s.request_timeout_s, max_retries=s.max_retries)
+    client = LLMClient(serving.endpoint, timeout_s=s.request_timeout_s, max_retries=s.max_retries,
+                       api_key_env=s.api_key_env)
     return client.role(serving.model_id("judge"))

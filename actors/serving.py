@@ -262,7 +262,7 @@ class Serving:
         return [llm_config(BASE_ID, s.model.base, s.serving.generator, s, lora, adapters)]
 
     def build(self, sources: dict[str, str]):
-        return openai_app(self.configs(sources), self.settings)
+        return openai_app(self.configs(sources), self.settings, self.settings.serving.api_key_env)
 
     # -- deploying ----------------------------------------------------------------------
     def deploy(self, sources: dict[str, str]) -> float:

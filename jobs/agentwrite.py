@@ -27,7 +27,6 @@ shards train the Generator with training/ as they are (`training.train_role(...,
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 
@@ -51,8 +50,7 @@ def start_writer(settings: Settings, run_store: Storage):
     """(Writer, Serving or None): the configured endpoint, or our own served Generator."""
     endpoint = settings.agentwrite.endpoint
     if endpoint.base_url:
-        return Writer(endpoint.base_url, endpoint.model, f"endpoint:{endpoint.model}",
-                      os.environ.get(endpoint.api_key_env)), None
+        return Writer(endpoint.base_url, endpoint.model, f"endpoint:{endpoint.model}", endpoint.api_key_env), None
     # imported here: Serve LLM loads vLLM, which takes tens of seconds and is not needed otherwise
     from actors.serving import Serving
     from cluster.capacity import CapacityError, require_fit
@@ -66,7 +64,8 @@ def start_writer(settings: Settings, run_store: Storage):
     serving = Serving(settings, run_store=run_store)
     log(f"serving the writer: {weights}")
     log(f"writer answering after {serving.deploy({'generator': weights}):.1f}s")
-    return Writer(serving.endpoint, serving.model_id("generator"), weights), serving
+    return Writer(serving.endpoint, serving.model_id("generator"), weights,
+                  api_key_env=settings.serving.api_key_env), serving
 
 
 def run(settings: Settings, prompts_uri: str) -> dict:

@@ -38,6 +38,7 @@ from evaluation.outputs import Target, respond, score
 from evaluation.registry import NAMES
 from evaluation.scoring import headline
 from jobs import bad_input
+from runtime.preflight import check_api_key
 from stages.benchmarks import judge_wording, load_rows, options
 
 EVAL_APP = "evaluate"  # the Serve application `generate --round` deploys
@@ -52,7 +53,7 @@ def serve_round(settings: Settings, round: int | None) -> tuple[str, str, int]:
     from runtime.context import RunContext
 
     RunContext.open(settings, "serve", tag="evaluate")
-    app, model, k = build_app(settings, round)
+    app, model, k = build_app(settings, round, settings.serving.api_key_env)
     start = time.time()
     base_url = serve_app(settings, app, EVAL_APP)
     log(f"serving the Generator of {'round ' + str(k) if k else 'the base model'} as {model!r} "
@@ -95,13 +96,15 @@ async def run_command(args, settings: Settings) -> dict | None:
         bad_input("score needs --responses (the benchmark's rows plus `response`)")
     # read and checked before any model is served or called
     data = load_rows(settings, args.benchmark, source, with_response=not generating, limit=args.limit)
+    if generating and not endpoint.base_url:
+        check_api_key(settings)
     if generating:
         if endpoint.base_url:
             client = client_for(settings, endpoint.base_url, os.environ.get(endpoint.api_key_env))
             model, label = client.role(endpoint.model), endpoint.model
         else:
             base_url, name, k = serve_round(settings, args.round)
-            client, served = client_for(settings, base_url), True
+            client, served = client_for(settings, base_url, own=True), True
             model, label = client.role(name), f"round-{k}" if k else "base"
         clients.append(client)
     elif endpoint.base_url:  # score: the endpoint is only the judge's fallback

@@ -94,7 +94,8 @@ class RunContext:
 
         s = self.settings.serving
         limit = {"max_concurrency": s.max_concurrency} if concurrency else {}
-        return LLMClient(self.serving.endpoint, timeout_s=s.request_timeout_s, max_retries=s.max_retries, **limit)
+        return LLMClient(self.serving.endpoint, timeout_s=s.request_timeout_s, max_retries=s.max_retries,
+                         api_key_env=s.api_key_env, **limit)
 
     def model(self, role: str, client: LLMClient | None = None) -> RoleModel:
         """The served `role` (generator, extender) as a ChatModel."""

@@ -225,9 +225,19 @@ def instruction_file(uri: str, settings: Settings) -> InstructionFile:
     return read_instructions(uri, settings, what, limit)
 
 
+def check_api_key(settings: Settings) -> None:
+    """A job that serves models behind `serving.api_key_env`: the variable is set here (the
+    processes of a local Ray inherit it; in a cluster every pod gets it from a Secret)."""
+    name = settings.serving.api_key_env
+    if name and not os.environ.get(name, "").strip():
+        bad_input(f"serving.api_key_env: the environment variable {name} is not set (it holds the key "
+                  "the served models' HTTP API asks for)")
+
+
 def check_loop_inputs(settings: Settings) -> dict[str, InstructionFile]:
     """jobs.self_lengthen: the base model, the prompt templates, the seeds, the probes and the
     benchmark files the loop evaluates on."""
+    check_api_key(settings)
     files = {what: instruction_file(uri, settings)
              for what, uri in (("seeds", settings.synthesis.seeds), ("probes", settings.probe.file))}
     for spec in settings.evaluation.benchmarks:
@@ -244,6 +254,7 @@ def check_agentwrite_inputs(settings: Settings, prompts_uri: str) -> Instruction
         bad_input(f"agentwrite.prompt_dir: {err}")
     limit = None
     if not aw.endpoint.base_url:
+        check_api_key(settings)
         weights, key = (aw.model, "agentwrite.model") if aw.model else (settings.model.base, "model.base")
         limit = token_limit(settings, weights, key, prompts,
                             [Use("agentwrite_plan", aw.plan_decoding, "agentwrite.plan_decoding.max_tokens")])

@@ -61,7 +61,7 @@ def after_round(settings: Settings, run_store: Storage, serving, k: int, log=log
     the scores without per-prompt lists and where the outputs are."""
     from actors.evaluators import client_for, judge_for
 
-    client = client_for(settings, serving.endpoint)
+    client = client_for(settings, serving.endpoint, own=True)
     clients = [client]
     model = client.role(serving.model_id("generator"))
     target = Target("base" if k == 0 else RunLayout.label(k), model, judge_for(settings, model, clients, serving))

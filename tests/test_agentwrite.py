@@ -251,6 +251,7 @@ def test_the_job_killed_midway_and_run_again_finishes_without_redoing_finished_s
                "--storage", str(tmp_path / "runs"), "--run-name", "aw", "--address", served_tiny.gcs_address,
                *served_tiny.set_args, "--set", f"agentwrite.endpoint.base_url={served_tiny.base_url}",
                "--set", f"agentwrite.endpoint.model={served_tiny.model}",
+               "--set", f"agentwrite.endpoint.api_key_env={served_tiny.key_var}",  # the pair is keyed
                "--set", "agentwrite.plan_decoding.max_tokens=48", "--set", "agentwrite.write_decoding.max_tokens=48",
                # one sample at a time: many sequential calls, so the kill lands in the middle
                "--set", "agentwrite.workers=1", "--set", "agentwrite.samples_in_flight=1"]

@@ -195,7 +195,8 @@ def test_collect_job_rewrites_queries_with_the_served_generator(repo, served_tin
         [sys.executable, "-m", "jobs.collect", "--config", "configs/tiny.yaml", *served_tiny.set_args,
          "--storage", str(tmp_path / "runs"), "--run-name", "done", "--set", "run.rounds=1",
          "--set", "collect.min_words=100", "--set", "collect.max_words=400",
-         "--set", f"collect.endpoint.base_url={served_tiny.base_url}", "--set", f"collect.endpoint.model={served_tiny.model}"],
+         "--set", f"collect.endpoint.base_url={served_tiny.base_url}", "--set", f"collect.endpoint.model={served_tiny.model}",
+         "--set", f"collect.endpoint.api_key_env={served_tiny.key_var}"],
         cwd=repo, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = json.loads((run / "collect/summary.json").read_text())

@@ -283,7 +283,10 @@ def test_generate_and_judge_on_the_tiny_model_counts_unparseable_verdicts(repo, 
         "--out", str(out), "--set", "evaluation.decoding.max_tokens=32", "--set", "evaluation.judge=true",
         "--set", "evaluation.judge_attempts=2", "--set", "evaluation.judge_decoding.max_tokens=48",
         "--set", "serving.judge.source=endpoint", "--set", f"serving.judge.base_url={served_tiny.base_url}",
-        "--set", f"serving.judge.model={served_tiny.model}"])
+        "--set", f"serving.judge.model={served_tiny.model}",
+        # the pair answers only with its key, taken from the variable each endpoint names
+        "--set", f"evaluation.endpoint.api_key_env={served_tiny.key_var}",
+        "--set", f"serving.judge.api_key_env={served_tiny.key_var}"])
     assert code == 0
     responses = [json.loads(line) for line in (out / "responses.jsonl").read_text().splitlines()]
     assert len(responses) == 3 and all(isinstance(r["response"], str) for r in responses)

@@ -39,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -52,6 +53,9 @@ from tests.k8s_helpers import k8s_entrypoint
 pytestmark = pytest.mark.cluster
 BIN = Path(sys.executable).parent
 FAKE_SECRET = "fake-secret-" + secrets.token_hex(8)
+# the key the loop's OpenAI app asks for: the RayJob's entrypoint names SELF_LENGTHEN_API_KEY as
+# serving.api_key_env, and every process of the head has it, as pods get it from a Secret
+API_KEY_VAR, API_KEY = "SELF_LENGTHEN_API_KEY", "sk-e2e-" + secrets.token_hex(12)
 BAD_SEED_LINES = [
     '{"instruction": "Write a long essay about',  # malformed JSON
     '{"instruction": "   "}',  # empty instruction
@@ -67,7 +71,7 @@ def ray_head(s3_server):
     # Ray 2.60 clusters require a token; the CLI sends the same one from the environment.
     # The job's `python` must be this environment's, as it is the image's on a real cluster.
     env = {**os.environ, **s3_server["env"], "RAY_ADDRESS": "", "PATH": f"{BIN}:{os.environ['PATH']}",
-           "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
+           "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16), API_KEY_VAR: API_KEY}
     head = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
          "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--num-cpus=8",
@@ -220,6 +224,15 @@ DASHBOARD_APIS = ("/api/jobs/", "/api/serve/applications/", "/api/v0/actors?deta
                   "/api/cluster_status")
 
 
+def http_status(url: str, key: str | None = None) -> int:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=30) as reply:
+            return reply.status
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
 def dashboard_texts(address: str, env: dict, paths=DASHBOARD_APIS) -> dict[str, str]:
     """path -> the body the dashboard answers (or the error it gives)."""
     texts = {}
@@ -310,6 +323,8 @@ def test_the_loop_runs_as_a_ray_job_survives_its_faults_and_keeps_storage_on_s3(
     mark("instruction shards written")
     killed = kill_a_replica(gcs_address, env, "RoleServer:generator")
     mark("replica killed")
+    # the loop's own HTTP API asks for the key (its workers call the roles through handles)
+    keyed = [http_status("http://127.0.0.1:8000/v1/models", key) for key in (None, "sk-wrong", API_KEY)]
     # what the dashboard shows while the Generator is served (the fast APIs: the fault timing)
     while_serving = dashboard_texts(address, env, DASHBOARD_APIS[:3])
     mark("dashboard read")
@@ -325,6 +340,7 @@ def test_the_loop_runs_as_a_ray_job_survives_its_faults_and_keeps_storage_on_s3(
     print("\n".join(["", "first job:", *timeline]))
     first_logs = first.logs()
     assert killed.startswith("SERVE_REPLICA::")
+    assert keyed == [401, 401, 200], keyed
     assert "probe base: mean words" in first_logs and "self-instruct added" in first_logs
     frozen = s3_objects(s3, s3_bucket, f"{run}/round-1/")
     finished = {k: v for k, v in frozen.items() if k.startswith(stats_prefix)}
@@ -465,12 +481,13 @@ def test_the_loop_runs_as_a_ray_job_survives_its_faults_and_keeps_storage_on_s3(
 
     # no credential in the jobs' output, the session's logs, anything they wrote, or anything
     # the dashboard returns
-    assert FAKE_SECRET not in first_logs + out + submit.stderr
     logs = session_logs(temp_dir)
     assert any("probe base: mean words" in text for text in logs.values()), "no log of the jobs found"
-    assert not [path for path, text in logs.items() if FAKE_SECRET in text]
-    for key in keys:
-        assert FAKE_SECRET.encode() not in s3.get_object(Bucket=s3_bucket, Key=key)["Body"].read(), key
+    for secret in (FAKE_SECRET, API_KEY):
+        assert secret not in first_logs + out + submit.stderr
+        assert not [path for path, text in logs.items() if secret in text]
+        for key in keys:
+            assert secret.encode() not in s3.get_object(Bucket=s3_bucket, Key=key)["Body"].read(), key
     assert "RoleServer:generator" in while_serving["/api/serve/applications/"], while_serving
     assert "runtime_env" in while_serving["/api/serve/applications/"]
     at_the_end = dashboard_texts(address, env)
@@ -481,7 +498,8 @@ def test_the_loop_runs_as_a_ray_job_survives_its_faults_and_keeps_storage_on_s3(
     generators = deployments["RoleServer:generator"]["replicas"]
     assert generators and killed not in {r["actor_name"] for r in generators}, (killed, generators)
     assert "already served by the running app" in second.logs() and ", in place" in last
-    leaks = [path for path, text in [*while_serving.items(), *at_the_end.items()] if FAKE_SECRET in text]
+    leaks = [path for path, text in [*while_serving.items(), *at_the_end.items()]
+             if FAKE_SECRET in text or API_KEY in text]
     assert not leaks, f"the secret key is in the dashboard's answer to {leaks}"
 
     assert repo_files(repo) == before, "the job wrote into the working tree"

@@ -155,22 +155,11 @@ def test_the_renderer_refuses_what_it_cannot_do_exactly(tmp_path, patch, error):
 
 
 # -- what the manifests promise -------------------------------------------------------------
-def without_api_key(spec: dict) -> dict:
-    """A cluster spec without the RayService's API-key variable (the loop's clusters have none)."""
-    spec = copy.deepcopy(spec)
-    for group in [spec["headGroupSpec"], *spec.get("workerGroupSpecs", [])]:
-        for c in group["template"]["spec"]["containers"]:
-            c["env"] = [e for e in c.get("env", []) if e["name"] != API_KEY_ENV]
-            if not c["env"]:
-                del c["env"]
-    return spec
-
-
 @pytest.mark.parametrize("name", KUSTOMIZATIONS)
 def test_the_rayjob_builds_the_same_cluster_as_the_raycluster(rendered, name):
     [cluster], [job], [service] = (by_kind(rendered[name], k) for k in ("RayCluster", "RayJob", "RayService"))
     assert job["spec"]["rayClusterSpec"] == cluster["spec"]
-    serving = without_api_key(service["spec"]["rayClusterConfig"])
+    serving = service["spec"]["rayClusterConfig"]  # the API key variable too: every cluster serves with it
     assert serving["headGroupSpec"] == cluster["spec"]["headGroupSpec"]
     # the serving cluster differs only in how many workers it keeps; gpu-8x keeps base's 1-GPU pods
     # for serving, as one replica needs one GPU
@@ -344,6 +333,21 @@ def test_the_rayservice_requires_an_api_key_from_a_secret(rendered, name):
             assert from_secret in c.get("env", []), f"{name} {where} {c['name']}: no {API_KEY_ENV} from {API_KEY_SECRET}"
     example = {d["metadata"]["name"]: d for d in load_docs(K8S / "secrets.example.yaml")}
     assert "api_key" in example[API_KEY_SECRET]["stringData"]
+
+
+@pytest.mark.parametrize("name", KUSTOMIZATIONS)
+def test_the_loops_own_app_requires_the_api_key_too(rendered, name):
+    """The RayJob's loop serves its roles on 0.0.0.0:8000 inside the cluster: its entrypoint names
+    the same variable as serving.api_key_env, and every pod of its cluster (and of the
+    RayCluster built the same way) has it from the Secret."""
+    [job] = by_kind(rendered[name], "RayJob")
+    assert loop_settings(job).serving.api_key_env == API_KEY_ENV
+    from_secret = {"name": API_KEY_ENV, "valueFrom": {"secretKeyRef": {"name": API_KEY_SECRET, "key": "api_key"}}}
+    for kind in ("RayJob", "RayCluster"):
+        [resource] = by_kind(rendered[name], kind)
+        for where, template in pod_templates(resource):
+            for c in template["spec"]["containers"] if not where.endswith("submitter") else []:
+                assert from_secret in c.get("env", []), f"{name} {kind} {where} {c['name']}: no {API_KEY_ENV}"
 
 
 @pytest.mark.parametrize("name", KUSTOMIZATIONS)

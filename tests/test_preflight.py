@@ -55,6 +55,19 @@ def test_a_missing_model_exits_2_naming_the_setting(tmp_path, capsys):
     assert f"error: model.base: no model at {tmp_path / 'no-model'} (config.json not found)" in err
 
 
+def test_a_key_variable_that_is_not_set_exits_2_naming_the_setting(tmp_path, capsys, monkeypatch):
+    var = "SELF_LENGTHEN_PREFLIGHT_TEST_KEY"
+    monkeypatch.delenv(var, raising=False)
+    keyed = settings(tmp_path, f"serving.api_key_env={var}")
+    for check in (lambda: preflight.check_loop_inputs(keyed),
+                  lambda: preflight.check_agentwrite_inputs(keyed, str(tmp_path / "unread.jsonl"))):
+        err = exit_message(capsys, check)
+        assert f"error: serving.api_key_env: the environment variable {var} is not set" in err
+    monkeypatch.setenv(var, "sk-" + "x" * 20)
+    assert preflight.check_loop_inputs(keyed)["seeds"].records  # set: the check passes
+    assert "sk-xxxx" not in capsys.readouterr().err
+
+
 def test_a_bucket_is_not_a_file(tmp_path, capsys):
     s = settings(tmp_path, "synthesis.seeds=s3://seed-bucket")
     err = exit_message(capsys, lambda: preflight.read_input(s.synthesis.seeds, s, "synthesis.seeds"))

@@ -19,7 +19,7 @@ from actors.client import LLMClient
 from actors.serving import APP_NAME, Serving
 from cluster.settings import load_settings
 from longform.model import ModelCallError, user
-from tests.tiny_served import FAKE_KEY_ID, FAKE_SECRET, pair_overrides
+from tests.tiny_served import FAKE_KEY_ID, FAKE_SECRET, KEY_VAR, pair_overrides
 
 pytestmark = pytest.mark.cluster
 PROMPT = "Write a detailed essay about rain."
@@ -37,7 +37,7 @@ def hf_greedy(model_dir, prompt: str, tokens: int) -> str:
 def ask(serving: Serving, role: str, prompt: str = PROMPT, via: str = "http", **sampling) -> str:
     """The role's answer over HTTP (what users get) or through the deployments' handles (what
     the pipeline's workers use, `serving.data_path: handle`)."""
-    client = LLMClient(serving.base_url if via == "http" else serving.endpoint, max_retries=2)
+    client = LLMClient(serving.base_url if via == "http" else serving.endpoint, max_retries=2, api_key_env=KEY_VAR)
 
     async def go():
         try:
@@ -89,7 +89,7 @@ def test_the_handle_path_answers_and_fails_as_http_does(served):
     too_long = "rain " * 4000  # far over the tiny config's max_model_len
 
     async def calls(endpoint: str) -> list[str]:
-        client = LLMClient(endpoint, max_retries=1, backoff_s=0.01)
+        client = LLMClient(endpoint, max_retries=1, backoff_s=0.01, api_key_env=KEY_VAR)
 
         async def outcome(call) -> str:
             try:
@@ -114,6 +114,15 @@ def test_the_handle_path_answers_and_fails_as_http_does(served):
     assert over_http[3:] == ["failed: 400", "failed: 400"]
     assert handle_calls == http_calls  # not retried: a refusal is not transient
     assert handle_calls[f"{model}.failures"] == 2 and f"{model}.retries" not in handle_calls
+
+    # the HTTP API is keyed (serving.api_key_env): without the key, or with another, 401 at
+    # once; the handles, inside the cluster, need none
+    for key in (None, "sk-wrong"):
+        client = LLMClient(serving.base_url, api_key=key, max_retries=2, backoff_s=0.01)
+        with pytest.raises(ModelCallError, match="HTTP 401"):
+            asyncio.run(client.chat(model, user(PROMPT), **GREEDY))
+        assert f"{model}.retries" not in client.calls
+    assert asyncio.run(LLMClient(serving.endpoint).chat(model, user(PROMPT), **GREEDY)) == over_http[0]
 
     # a model no deployment serves: through the handles, like an app not up yet (nobody
     # listening, over HTTP), retried, then recorded as a failure
@@ -167,7 +176,7 @@ def test_autoscaling_settings_reach_serve_and_a_burst_adds_a_replica(served, aut
 
     async def keep_busy(until: float) -> bool:
         """Keep ~32 long requests in flight until a second replica appears (or time runs out)."""
-        client = LLMClient(serving.base_url, max_retries=0, max_concurrency=32)
+        client = LLMClient(serving.base_url, max_retries=0, max_concurrency=32, api_key_env=KEY_VAR)
 
         async def worker(i: int):
             while time.time() < until and replicas_seen[0] < 2:

@@ -30,8 +30,10 @@ def greedy(model, tokenizer) -> str:
     return tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
 
 
-def ask(serving: Serving, model_id: str) -> str:
-    client = LLMClient(serving.base_url, max_retries=2)
+def ask(serving: Serving, model_id: str, via: str = "http") -> str:
+    """Over HTTP, or through the deployment handle with the adapter as Serve's multiplexed model
+    id (`serving.endpoint`, what the pipeline's workers use)."""
+    client = LLMClient(serving.base_url if via == "http" else serving.endpoint, max_retries=2)
 
     async def go():
         try:
@@ -71,6 +73,7 @@ def test_adapters_per_role_and_a_new_adapter_in_seconds(repo, tiny_model, tmp_pa
         handoff = time.time() - trained_at
         print(f"\nhand-off (lora mode, two new adapters): answering {handoff:.2f} s after training finished")
         assert answers == expected
+        assert {r: ask(serving, serving.model_id(r), via="handle") for r in answers} == expected
         assert serving.model_id("generator") != serving.model_id("extender")
         assert handoff < 30
     finally:

@@ -10,7 +10,8 @@ that need them share them:
 * `served_pair`: on that Ray, the roles served by `actors.serving.Serving`: the Generator from
   the tiny model and the Extender from a perturbed copy of it (so each role's answers show
   which weights it runs). Its settings hold S3 credentials (fake ones), which must appear in
-  nothing the dashboard returns.
+  nothing the dashboard returns, and name `KEY_VAR` as `serving.api_key_env`: its HTTP API
+  answers only requests with that key (the handles the pipeline uses need none).
 * `served_tiny`: the same deployment seen as "the tiny model served as the Generator", for
   jobs (AgentWrite, evaluation, collect) pointed at it.
 
@@ -59,6 +60,7 @@ class ServedTiny:
     model: str
     gcs_address: str  # for jobs run as subprocesses: --address joins this Ray
     set_args: list[str]  # --set arguments that make a job's settings match the served model
+    key_var: str  # the variable holding the key its HTTP API asks for
 
 
 # -- collection: the shared block last, the tests that replace the pair at its end ------------
@@ -104,7 +106,7 @@ def shared_ray(s3_server):
 
 
 def pair_overrides(tiny_model) -> list[str]:
-    return [f"model.base={tiny_model}",
+    return [f"model.base={tiny_model}", f"serving.api_key_env={KEY_VAR}",  # its HTTP API is keyed
             # credentials in the settings (the model is local: nothing reads S3 here)
             f"storage.access_key_id={FAKE_KEY_ID}", f"storage.secret_access_key={FAKE_SECRET}"]
 
@@ -125,4 +127,4 @@ def served_pair(shared_ray, repo, tiny_model, tmp_path_factory) -> ServedPair:
 def served_tiny(served_pair, shared_ray, tiny_model) -> ServedTiny:
     serving = served_pair.serving
     return ServedTiny(serving, serving.base_url, serving.model_id("generator"), shared_ray.gcs_address,
-                      ["--set", f"model.base={tiny_model}"])
+                      ["--set", f"model.base={tiny_model}"], KEY_VAR)
