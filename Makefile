@@ -27,8 +27,10 @@ tiny-model: $(TINY)/config.json
 # Rebuilt when the toy world, its builder or the prompt templates (which it learns) change;
 # not for the experiment that uses it (toyworld/method_vs_control.py).
 TINY_SOURCES := $(filter-out toyworld/method_vs_control.py,$(wildcard toyworld/*.py))
+# --no-probes: the build's own greedy probe answers (informational, ~30 s on two cores) are
+# skipped; the loop probes the served model itself (`python -m toyworld build` prints them).
 $(TINY)/config.json: $(STAMP) $(TINY_SOURCES) $(wildcard longform/prompts/*/*.txt)
-	$(PYTHON) -m toyworld build $(TINY)
+	$(PYTHON) -m toyworld build $(TINY) --no-probes
 
 clean:
 	rm -rf runs models

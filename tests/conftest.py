@@ -34,7 +34,7 @@ def repo() -> Path:
 def tiny_model() -> Path:
     """The tiny model `make test` builds; built here when pytest runs on its own."""
     if not (TINY_MODEL / "config.json").exists():
-        subprocess.run([sys.executable, "-m", "toyworld", "build", str(TINY_MODEL)],
+        subprocess.run([sys.executable, "-m", "toyworld", "build", str(TINY_MODEL), "--no-probes"],
                        cwd=REPO, check=True)
     return TINY_MODEL
 
