@@ -55,7 +55,12 @@ QUIET_RAY_LOGGERS = {"ray._private.authentication.authentication_token_setup": l
 
 
 def set_verbosity(on: bool) -> None:
-    """Called once the arguments are parsed, before Ray or vLLM is imported."""
+    """Called once the arguments are parsed, before Ray or vLLM is imported. Also turns Ray's
+    auto-init off in the driver (read when `ray` is imported): every job connects explicitly, and
+    a library's thread that calls Ray after the job's Ray has shut down, at exit, would otherwise
+    start a new local Ray from that thread (four stray lines after the summary, and the start-up
+    time of a cluster nobody uses)."""
+    os.environ.setdefault("RAY_ENABLE_AUTO_CONNECT", "0")
     if on:
         os.environ[VERBOSE_ENV] = "1"
         for name in QUIET_RAY_LOGGERS:
