@@ -47,6 +47,7 @@ import psutil
 import pytest
 import yaml
 
+from cluster.layout import EXPORT_MARKER
 from tests.conftest import free_port
 from tests.k8s_helpers import k8s_entrypoint
 
@@ -199,10 +200,12 @@ def kill_the_driver(since: float) -> None:
         driver.send_signal(signal.SIGKILL)
 
 
-def kill_a_train_worker(s3, bucket: str, train_prefix: str, job: Job, since: float) -> None:
+def kill_a_train_worker(s3, bucket: str, train_prefix: str, export_marker: str, job: Job, since: float) -> None:
     """Once Ray Train's controller has registered a checkpoint of a fine-tuning (its snapshot on
     S3 names one: a checkpoint folder alone may be a report the controller has not collected yet
-    on a loaded machine, lost with the worker), kill one of its worker processes."""
+    on a loaded machine, lost with the worker), kill one of its worker processes, while that
+    fine-tuning is still running (its export marker not yet written: otherwise the newest
+    training worker could be the next fine-tuning's)."""
     snapshot = f"{train_prefix}checkpoint_manager_snapshot.json"
 
     def registered() -> bool:
@@ -213,7 +216,9 @@ def kill_a_train_worker(s3, bucket: str, train_prefix: str, job: Job, since: flo
     poll(job, registered, f"no checkpoint registered under {train_prefix}", timeout=1200)
     workers = [p for p in psutil.process_iter(["cmdline", "create_time"])
                if "ray::RayTrainWorker" in " ".join(p.info["cmdline"] or []) and p.info["create_time"] >= since]
-    assert workers, "two checkpoints are on S3 but no Ray Train worker is alive"
+    assert workers, "a checkpoint is registered but no Ray Train worker is alive"
+    assert export_marker not in s3_objects(s3, bucket, export_marker), \
+        f"the fine-tuning had finished before its first checkpoint was registered ({export_marker} is there)"
     workers[-1].send_signal(signal.SIGKILL)
 
 
@@ -358,7 +363,8 @@ def test_the_loop_runs_as_a_ray_job_survives_its_faults_and_keeps_storage_on_s3(
     submitted_at = time.time()
     submit = second.submit(runtime_env, resubmitted, wait=False)
     assert submit.returncode == 0, submit.stdout[-4000:] + submit.stderr[-2000:]
-    kill_a_train_worker(s3, s3_bucket, f"{run}/round-1/train-generator/", second, since=submitted_at)
+    kill_a_train_worker(s3, s3_bucket, f"{run}/round-1/train-generator/", f"{run}/round-1/generator/{EXPORT_MARKER}",
+                        second, since=submitted_at)
     # two checkpoint folders: a report returns only once every rank has made it, so the older
     # one is registered with Ray Train (the first alone may still be uploading)
     final_train = f"{run}/final/train-sft/"
@@ -436,7 +442,8 @@ def test_the_loop_runs_as_a_ray_job_survives_its_faults_and_keeps_storage_on_s3(
         assert round1["training"][role]["metrics"]["steps"] > 0
     # the killed worker's group was started again and resumed from a checkpoint
     generator = round1["training"]["generator"]["metrics"]
-    assert generator["resumed_from_step"] >= 2 and generator["resumed_from_step"] % 2 == 0, generator
+    trained = [line for line in out.splitlines() if "[train " in line or "trained from" in line]
+    assert generator["resumed_from_step"] >= 2 and generator["resumed_from_step"] % 2 == 0, (generator, trained)
     assert f"resuming from the checkpoint of step {generator['resumed_from_step']}" in out
 
     # bad seed lines: set aside with file, line and reason; counted; the run went on
