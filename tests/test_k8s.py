@@ -351,6 +351,19 @@ def test_the_loops_own_app_requires_the_api_key_too(rendered, name):
 
 
 @pytest.mark.parametrize("name", KUSTOMIZATIONS)
+def test_serve_runs_haproxy_as_its_http_proxy_in_every_cluster(rendered, name):
+    """Measured with bench/api_fast_paths.py: HAProxy in front of the OpenAI ingress serves the
+    same replay 1.2-1.45x faster than Serve's own proxy, with the API key still checked. Every
+    Ray process must see the flag, so every Ray pod has it (not the RayJob's submitter)."""
+    flag = {"name": "RAY_SERVE_ENABLE_HA_PROXY", "value": "1"}
+    for kind in ("RayService", "RayJob", "RayCluster"):
+        [resource] = by_kind(rendered[name], kind)
+        for where, template in pod_templates(resource):
+            for c in template["spec"]["containers"] if not where.endswith("submitter") else []:
+                assert flag in c.get("env", []), f"{name} {where} {c['name']}: no {flag['name']}"
+
+
+@pytest.mark.parametrize("name", KUSTOMIZATIONS)
 def test_a_network_policy_limits_who_reaches_the_pods(rendered, name):
     [policy] = by_kind(rendered[name], "NetworkPolicy")
     spec = policy["spec"]
