@@ -19,6 +19,7 @@ cancelled and is transient too.
 from __future__ import annotations
 
 import asyncio
+import atexit
 from typing import Any
 
 from ray import serve
@@ -30,22 +31,49 @@ from actors.client import TransientError, status_error
 DEPLOYMENT_CLASS = "RoleServer"  # actors/role_server.py; Serve LLM names a deployment <class>:<model id>
 RETRYABLE = (RayActorError, RayTaskError, BackPressureError, DeploymentUnavailableError, RequestCancelledError)
 
-_handles: dict[tuple[str, str], Any] = {}  # (app, model) -> configured handle, one per process
+_opened: dict[int, Any] = {}  # every deployment handle this process used: stopped at exit
+_adapters: dict[tuple[str, str], tuple[Any, Any]] = {}  # (app, base:adapter) -> (base handle, adapter's)
 
 
 def deployment_name(model_id: str) -> str:
     return f"{DEPLOYMENT_CLASS}:{model_id}"
 
 
+def deployment_handle(app: str, model_id: str):
+    """The handle of the deployment serving `model_id` in `app`. Serve's client keeps one per
+    deployment (each has its routing state and a timer that reports to Serve's controller) and
+    makes new ones after Serve is restarted; `close_handles` stops the ones used here at exit."""
+    handle = serve.get_deployment_handle(deployment_name(model_id), app)
+    if not _opened:
+        atexit.register(close_handles)  # registered after Ray's own exit handler: runs before it
+    _opened[id(handle)] = handle
+    return handle
+
+
 def role_handle(app: str, model: str):
-    """The handle that reaches `model` in `app`; made once per process (each handle keeps its own
-    routing state, so one per shard would be waste)."""
-    key = (app, model)
-    if key not in _handles:
-        base, _, adapter = model.partition(":")
-        handle = serve.get_deployment_handle(deployment_name(base), app)
-        _handles[key] = handle.options(multiplexed_model_id=model) if adapter else handle
-    return _handles[key]
+    """The handle that reaches `model` in `app`; a LoRA adapter `base:name` goes through its
+    base's deployment, with the adapter as Serve's multiplexed model id."""
+    base_id, _, adapter = model.partition(":")
+    base = deployment_handle(app, base_id)
+    if not adapter:
+        return base
+    made = _adapters.get((app, model))
+    if made is None or made[0] is not base:  # first use, or Serve was restarted since
+        made = _adapters[(app, model)] = (base, base.options(multiplexed_model_id=model))
+    return made[1]
+
+
+def close_handles() -> None:
+    """Stop the routers of the handles this process used. A router still running when the job's
+    Ray shuts down at exit calls Ray from its thread (a traceback, or with Ray's auto-init on, a
+    new local Ray started from that thread)."""
+    _adapters.clear()
+    while _opened:
+        _, handle = _opened.popitem()
+        try:
+            handle.shutdown()
+        except Exception:  # noqa: BLE001 - at exit, Serve or Ray may be gone already: nothing to stop
+            pass
 
 
 class HandleTransport:

@@ -43,7 +43,7 @@ from ray import serve
 from ray.serve.llm import LLMConfig, build_openai_app
 
 from actors.client import SERVE_SCHEME
-from actors.handles import deployment_name
+from actors.handles import deployment_handle, deployment_name
 from actors.keyed_ingress import KeyedIngress
 from actors.role_server import RoleServer, fingerprint
 from actors.weights_record import weights_record
@@ -397,7 +397,7 @@ class Serving:
         return [n[len(prefix):] for n in serve.status().applications[APP_NAME].deployments if n.startswith(prefix)]
 
     def handle(self, model_id: str):
-        return serve.get_deployment_handle(deployment_name(model_id), APP_NAME)
+        return deployment_handle(APP_NAME, model_id)
 
     def release(self) -> None:
         """Take the models down (frees their CPUs/GPUs); `deploy` brings them back."""
