@@ -32,15 +32,6 @@ from training.deepspeed_config import deepspeed_config
 from training.checkpoints import INNER, pick_resume, write_manifest
 from training.export import export_weights, require_safetensors_adapter
 
-# DeepSpeed builds its CPU shared-memory all-reduce with a JIT compile when it sets up its
-# communication (deepspeed/comm/torch.py: ~35 s on two cores, and again in any process whose
-# compiler flags differ from the cached build's, e.g. a `ray job submit` cluster and an embedded
-# one). Only `inference_all_reduce` uses that op, never training. Which optional ops to build is
-# read from `deepspeed.ops.__compatible_ops__`, a dict DeepSpeed fills lazily and keeps once set
-# (its own comment: edits persist); set first, empty, nothing optional is built.
-import deepspeed.ops  # noqa: E402
-
-deepspeed.ops.__compatible_ops__ = {}
 
 def fetch_dir(uri: str, settings: Settings, local: str) -> str:
     """A local folder for `uri`: itself when local, a download when it is on S3."""
@@ -224,8 +215,22 @@ def sft_trainer(cfg: dict, settings: Settings, model, tokenizer, examples: list[
     return trainer, data_metrics
 
 
+def no_optional_deepspeed_ops() -> None:
+    """DeepSpeed builds its CPU shared-memory all-reduce with a JIT compile when it sets up its
+    communication (deepspeed/comm/torch.py: ~35 s on two cores, and again in any process whose
+    compiler flags differ from the cached build's, e.g. a `ray job submit` cluster's and an
+    embedded one's). Only `inference_all_reduce` uses that op, never training. Which optional
+    ops to build is read from `deepspeed.ops.__compatible_ops__`, a dict DeepSpeed fills lazily
+    and keeps once set (its own comment: edits persist): set first, empty, nothing is built.
+    Called in the worker: the driver imports this module but never DeepSpeed."""
+    import deepspeed.ops
+
+    deepspeed.ops.__compatible_ops__ = {}
+
+
 def train_func(cfg: dict) -> None:
     """`cfg["method"]`: "sft" (default) or "dpo" (training/dpo.py); the rest is shared."""
+    no_optional_deepspeed_ops()
     settings: Settings = cfg["settings"]
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()
