@@ -62,6 +62,7 @@ def autoscaling_generator(served, repo, tiny_model):
     settings = load_settings(repo / "configs/tiny.yaml", [
         *pair_overrides(tiny_model), "serving.generator.max_replicas=2",
         "serving.generator.target_ongoing_requests=2", "serving.generator.upscale_delay_s=2",
+        "serving.generator.max_ongoing_requests=48",
         "serving.engine_kwargs.max_model_len=1024"])
     serving = Serving(settings)
     serving.deploy({"generator": str(tiny_model)})
@@ -160,7 +161,7 @@ def test_autoscaling_settings_reach_serve_and_a_burst_adds_a_replica(served, aut
     assert generator["autoscaling_config"]["min_replicas"] == 1
     assert generator["autoscaling_config"]["max_replicas"] == 2
     assert generator["autoscaling_config"]["target_ongoing_requests"] == 2
-    assert generator["max_ongoing_requests"] == 64
+    assert generator["max_ongoing_requests"] == 48
 
     serving = autoscaling_generator
     assert generator["autoscaling_config"]["upscale_delay_s"] == 2
