@@ -1,0 +1,133 @@
+"""The driver's side of the shard fan-out (actors/shards.py) keeps sums, not per-shard stats, and
+finds complete shards with one listing of the marker folder. Ray Data is replaced by a stand-in
+that runs each shard through the actor in this process, in order, so no Ray starts here."""
+
+import asyncio
+import json
+from collections import Counter
+
+import pytest
+
+from actors.shards import Markers, ShardActor, ShardPool, run_shards, write_shards
+from cluster.settings import StorageSection
+from cluster.storage import Storage
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request, tmp_path):
+    if request.param == "local":
+        return Storage.open(str(tmp_path / "root"), StorageSection())
+    bucket = request.getfixturevalue("s3_bucket")
+    return Storage.open(f"s3://{bucket}/runs", StorageSection())
+
+
+class CountingWorker(ShardActor):
+    """Tallies one record per input row and 10 completion tokens per record."""
+
+    def __init__(self, store: Storage):
+        self.store = store
+        self.markers = Markers(store, "stats")
+
+    async def work(self, shard: str) -> dict:
+        rows = list(self.store.read_jsonl(f"inputs/{shard}.jsonl"))
+        return {"tally": {"records": len(rows)},
+                "calls": {"m.requests": len(rows), "m.completion_tokens": 10 * len(rows)}}
+
+
+class InProcessDataset:
+    """Just enough of a Ray Data dataset for `run_shards`: `map_batches` builds the actor,
+    `iter_rows` runs each shard through it in order. `drop` shards never report back."""
+
+    drop: set = set()
+
+    def __init__(self, items: list[dict]):
+        self.items = items
+
+    def map_batches(self, actor, fn_constructor_kwargs, **_):
+        self.actor = actor(**fn_constructor_kwargs)
+        return self
+
+    def iter_rows(self):
+        for item in self.items:
+            out = asyncio.run(self.actor({"shard": [item["shard"]]}))
+            if item["shard"] not in self.drop:
+                yield {"shard": out["shard"][0], "stats": out["stats"][0]}
+
+
+@pytest.fixture
+def in_process(monkeypatch):
+    import ray.data
+
+    monkeypatch.setattr(ray.data, "from_items", lambda items, **_: InProcessDataset(items))
+    monkeypatch.setattr(InProcessDataset, "drop", set())
+    return InProcessDataset
+
+
+def inputs(store: Storage, n_records: int, size: int) -> list[str]:
+    return write_shards(store, "inputs", [{"id": i} for i in range(n_records)], size)
+
+
+def test_totals_count_the_resumed_and_the_new_shards_and_the_last_line_is_printed(store, in_process):
+    shards = inputs(store, 23, 5)  # 5 shards: 5, 5, 5, 5, 3 records
+    markers = Markers(store, "stats")
+    for shard in shards[:2]:  # finished by an earlier run: its marker holds its stats
+        markers.commit(shard, {"shard": shard, "tally": {"records": 5}, "calls": {"m.requests": 5}})
+    lines = []
+    run = run_shards(CountingWorker, {"store": store}, shards, markers, ShardPool(2, 2), log=lines.append,
+                     describe=lambda tally: f"{tally['records']} records so far")
+    assert run.resumed == 2 and run.ran == shards[2:]
+    assert run.total("tally") == Counter({"records": 23})
+    assert run.total("tally", only_ran=True) == Counter({"records": 13})
+    assert run.total("calls") == Counter({"m.requests": 23, "m.completion_tokens": 130})
+    assert run.total("calls", only_ran=True) == Counter({"m.requests": 13, "m.completion_tokens": 130})
+    assert lines[0] == "resuming: 2 of 5 shards already complete"
+    assert lines[-1].startswith("shard shard-00004 done (5/5 shards): 23 records so far | ")
+    assert set(markers.completed(shards)) == set(shards)
+
+    again = run_shards(CountingWorker, {"store": store}, shards, markers, ShardPool(2, 2), log=lines.append)
+    assert again.ran == [] and again.resumed == 5 and again.total("tally") == Counter({"records": 23})
+
+
+def test_complete_shards_are_found_with_one_listing_not_a_check_per_shard(store, in_process, monkeypatch):
+    shards = inputs(store, 40, 4)
+    checks, listings = [], []
+    real_exists, real_list = Storage.exists, Storage.list
+    monkeypatch.setattr(Storage, "exists", lambda self, rel: checks.append(rel) or real_exists(self, rel))
+    monkeypatch.setattr(Storage, "list",
+                        lambda self, rel, suffix="": listings.append(rel) or real_list(self, rel, suffix))
+    run = run_shards(CountingWorker, {"store": store}, shards, Markers(store, "stats"), ShardPool(1, 1),
+                     log=lambda line: None)
+    assert run.total("tally") == Counter({"records": 40}) and len(run.ran) == 10
+    assert checks == [] and listings == ["stats"]
+    assert write_shards(store, "inputs", [{"id": i} for i in range(40)], 4) == shards  # kept, not rewritten
+    assert checks == [] and listings == ["stats", "inputs"]
+
+
+def test_the_result_holds_sums_whatever_the_number_of_shards(store, in_process):
+    small = run_shards(CountingWorker, {"store": store}, inputs(store, 4, 2), Markers(store, "stats"),
+                       ShardPool(1, 1), log=lambda line: None)
+    store.delete("stats")
+    many = run_shards(CountingWorker, {"store": store}, inputs(store, 400, 2), Markers(store, "stats"),
+                      ShardPool(1, 1), log=lambda line: None)
+    assert len(small.ran) == 2 and len(many.ran) == 200
+    for run in (small, many):  # only "tally" and "calls" sums, a few keys each, not one entry per shard
+        assert set(run.totals) == set(run.ran_totals) == {"tally", "calls"}
+        assert all(len(counts) <= 2 for counts in (*run.totals.values(), *run.ran_totals.values()))
+    assert many.total("tally") == Counter({"records": 400})
+
+
+def test_a_shard_that_never_reports_back_is_an_error_not_a_smaller_total(store, in_process):
+    shards = inputs(store, 6, 2)
+    in_process.drop = {shards[1]}
+    with pytest.raises(RuntimeError, match="3 shards ran but 2 reported"):
+        run_shards(CountingWorker, {"store": store}, shards, Markers(store, "stats"), ShardPool(1, 1),
+                   log=lambda line: None)
+
+
+def test_the_marker_holds_the_stats_the_driver_adds(store, in_process):
+    shards = inputs(store, 3, 3)
+    run_shards(CountingWorker, {"store": store}, shards, Markers(store, "stats"), ShardPool(1, 1),
+               log=lambda line: None)
+    stats = Markers(store, "stats").read(shards[0])
+    assert stats["shard"] == shards[0] and stats["tally"] == {"records": 3}
+    assert json.loads(json.dumps(stats))["calls"] == {"m.requests": 3, "m.completion_tokens": 30}
