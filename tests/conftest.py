@@ -71,3 +71,15 @@ def s3_bucket(s3_server, request):
     name = "t-" + re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[:40].strip("-")
     boto3.client("s3", endpoint_url=s3_server["endpoint"], region_name="us-east-1").create_bucket(Bucket=name)
     return name
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request, tmp_path):
+    """A Storage on a local folder, and the same on the S3 server: tests that take it run twice."""
+    from cluster.settings import StorageSection
+    from cluster.storage import Storage
+
+    if request.param == "local":
+        return Storage.open(str(tmp_path / "root"), StorageSection())
+    bucket = request.getfixturevalue("s3_bucket")
+    return Storage.open(f"s3://{bucket}/runs", StorageSection())

@@ -9,16 +9,7 @@ from collections import Counter
 import pytest
 
 from actors.shards import Markers, ShardActor, ShardPool, run_shards, write_shards
-from cluster.settings import StorageSection
 from cluster.storage import Storage
-
-
-@pytest.fixture(params=["local", "s3"])
-def store(request, tmp_path):
-    if request.param == "local":
-        return Storage.open(str(tmp_path / "root"), StorageSection())
-    bucket = request.getfixturevalue("s3_bucket")
-    return Storage.open(f"s3://{bucket}/runs", StorageSection())
 
 
 class CountingWorker(ShardActor):

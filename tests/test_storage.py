@@ -17,14 +17,6 @@ from cluster.storage import Storage, StorageUnavailable
 from tests.conftest import free_port
 
 
-@pytest.fixture(params=["local", "s3"])
-def store(request, tmp_path):
-    if request.param == "local":
-        return Storage.open(str(tmp_path / "root"), StorageSection())
-    bucket = request.getfixturevalue("s3_bucket")
-    return Storage.open(f"s3://{bucket}/runs", StorageSection())
-
-
 def test_write_read_list_delete(store):
     store.write_jsonl("demo/round-1/drafts/shard-00001.jsonl", [{"a": 1}, {"b": "蜜蜂"}])
     store.write_json("demo/round-1/stats/shard-00001.json", {"ok": True})
