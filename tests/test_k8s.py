@@ -343,11 +343,9 @@ def test_the_loops_own_app_requires_the_api_key_too(rendered, name):
     [job] = by_kind(rendered[name], "RayJob")
     assert loop_settings(job).serving.api_key_env == API_KEY_ENV
     from_secret = {"name": API_KEY_ENV, "valueFrom": {"secretKeyRef": {"name": API_KEY_SECRET, "key": "api_key"}}}
-    for kind in ("RayJob", "RayCluster"):
-        [resource] = by_kind(rendered[name], kind)
-        for where, template in pod_templates(resource):
-            for c in template["spec"]["containers"] if not where.endswith("submitter") else []:
-                assert from_secret in c.get("env", []), f"{name} {kind} {where} {c['name']}: no {API_KEY_ENV}"
+    for where, c, _ in ray_containers({name: rendered[name]}):
+        if " RayService " not in f" {where} ":
+            assert from_secret in c.get("env", []), f"{where}: no {API_KEY_ENV}"
 
 
 @pytest.mark.parametrize("name", KUSTOMIZATIONS)
@@ -356,11 +354,8 @@ def test_serve_runs_haproxy_as_its_http_proxy_in_every_cluster(rendered, name):
     same replay 1.2-1.45x faster than Serve's own proxy, with the API key still checked. Every
     Ray process must see the flag, so every Ray pod has it (not the RayJob's submitter)."""
     flag = {"name": "RAY_SERVE_ENABLE_HA_PROXY", "value": "1"}
-    for kind in ("RayService", "RayJob", "RayCluster"):
-        [resource] = by_kind(rendered[name], kind)
-        for where, template in pod_templates(resource):
-            for c in template["spec"]["containers"] if not where.endswith("submitter") else []:
-                assert flag in c.get("env", []), f"{name} {where} {c['name']}: no {flag['name']}"
+    for where, c, _ in ray_containers({name: rendered[name]}):
+        assert flag in c.get("env", []), f"{where}: no {flag['name']}"
 
 
 @pytest.mark.parametrize("name", KUSTOMIZATIONS)
