@@ -81,6 +81,17 @@ def test_each_role_answers_from_its_own_weights(served):
     assert ask(serving, "extender", via="handle") == expected_extender
 
 
+def test_each_engine_is_one_process(served):
+    """Each engine's model runs in its engine-core process (vLLM's "uni" executor), without the
+    separate worker process Serve LLM starts on CPU: a replica starts faster (bench/engine_start.py)."""
+    import psutil
+
+    titles = [" ".join(p.info["cmdline"] or []) for p in psutil.process_iter(["cmdline"])]
+    assert sorted(served["serving"].running_roles()) == ["extender", "generator"]
+    assert sum(t.startswith("VLLM::EngineCore") for t in titles) == 2, titles
+    assert not [t for t in titles if t.startswith("VLLM::Worker")]
+
+
 def test_the_handle_path_answers_and_fails_as_http_does(served):
     """The same calls through the deployment handles and over HTTP: the same text for a chat, a
     continued assistant turn and a raw completion; the same status, recorded as a failed call
