@@ -64,6 +64,9 @@ def one_process_group(monkeypatch):
     from accelerate.state import AcceleratorState
     from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
+    from training.worker import no_optional_deepspeed_ops
+
+    no_optional_deepspeed_ops()  # as the worker's train_func does: no JIT build of an op training never uses
     saved_env = dict(os.environ)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
