@@ -373,8 +373,10 @@ def test_the_loop_runs_as_a_ray_job_survives_its_faults_and_keeps_storage_on_s3(
     submitted_at = time.time()
     submit = second.submit(runtime_env, resubmitted, wait=False)
     assert submit.returncode == 0, submit.stdout[-4000:] + submit.stderr[-2000:]
+    mark("second job submitted")
     kill_a_train_worker(s3, s3_bucket, f"{run}/round-1/train-generator/", f"{run}/round-1/generator/{EXPORT_MARKER}",
                         second, since=submitted_at)
+    mark("a worker of the Generator's fine-tuning killed")
     # two checkpoint folders: a report returns only once every rank has made it, so the older
     # one is registered with Ray Train (the first alone may still be uploading)
     final_train = f"{run}/final/train-sft/"
@@ -382,6 +384,7 @@ def test_the_loop_runs_as_a_ray_job_survives_its_faults_and_keeps_storage_on_s3(
                               if k[len(final_train):].startswith("checkpoint_")}) >= 2,
          "no two checkpoints of the final fine-tune", timeout=900)
     kill_the_driver(since=submitted_at)
+    mark("two checkpoints of the final fine-tune; driver killed")
     assert wait_until_done(second, timeout=120, every=2) == "FAILED"
     final_frozen = s3_objects(s3, s3_bucket, f"{run}/final/")
 
@@ -391,6 +394,8 @@ def test_the_loop_runs_as_a_ray_job_survives_its_faults_and_keeps_storage_on_s3(
     submit = third.submit(runtime_env, resubmitted, wait=False)
     assert submit.returncode == 0, submit.stdout[-4000:] + submit.stderr[-2000:]
     status = wait_until_done(third)
+    mark(f"third job {status.lower()}")
+    print("\n".join(["", "the whole test:", *timeline]))
     last = third.logs()
     assert status == "SUCCEEDED", last[-6000:]
     out = second.logs() + last
