@@ -86,10 +86,16 @@ def test_each_engine_is_one_process(served):
     separate worker process Serve LLM starts on CPU: a replica starts faster (bench/engine_start.py)."""
     import psutil
 
-    titles = [" ".join(p.info["cmdline"] or []) for p in psutil.process_iter(["cmdline"])]
+    def title(process) -> str:
+        return " ".join(process.cmdline())
+
     assert sorted(served["serving"].running_roles()) == ["extender", "generator"]
-    assert sum(t.startswith("VLLM::EngineCore") for t in titles) == 2, titles
-    assert not [t for t in titles if t.startswith("VLLM::Worker")]
+    replicas = [p for p in psutil.process_iter() if f"ServeReplica:{APP_NAME}:RoleServer" in title(p)]
+    assert len(replicas) == 2, [title(p) for p in replicas]
+    for replica in replicas:  # each replica's processes: one engine core and nothing under it
+        below = [title(p) for p in replica.children(recursive=True)]
+        assert sum(t.startswith("VLLM::EngineCore") for t in below) == 1, below
+        assert not [t for t in below if t.startswith("VLLM::Worker")], below
 
 
 def test_the_handle_path_answers_and_fails_as_http_does(served):
