@@ -32,6 +32,8 @@ import shutil
 import tempfile
 import time
 
+# VLLMEngine is not exported publicly (Ray 2.60): the one subclass below depends on it
+from ray.llm._internal.serve.engines.vllm.vllm_engine import VLLMEngine
 from ray.serve.llm import LLMConfig, LLMServer
 
 from actors.weights_record import record_key, recorded_weights
@@ -89,37 +91,25 @@ def error_reply(code: int, message: str) -> dict:
                       "param": None, "code": code}}
 
 
-try:  # Serve LLM's vLLM engine, not exported publicly: a Ray that moves it loses only the saving below
-    from ray.llm._internal.serve.engines.vllm.vllm_engine import VLLMEngine
-except ImportError:  # pragma: no cover - depends on the installed Ray
-    VLLMEngine = None
+class RoleEngine(VLLMEngine):
+    """Serve LLM's vLLM engine, with a one-worker engine's worker run inside its engine-core
+    process (vLLM's "uni" executor) unless `engine_kwargs.distributed_executor_backend` asks for
+    another. Serve LLM always picks the "mp" executor on CPU, which spawns one more process per
+    engine and imports vLLM in it again (bench/engine_start.py measures the difference). GPU
+    engines get the "ray" executor (their worker holds the GPU bundle) and are left as they are."""
 
-
-def one_process(requested: str | None, engine_args, config) -> None:
-    """Run a one-worker engine's worker inside its engine-core process (vLLM's "uni" executor)
-    unless `engine_kwargs.distributed_executor_backend` asks for another. Serve LLM always picks
-    the "mp" executor on CPU, which spawns one more process per engine and imports vLLM in it
-    again (bench/engine_start.py measures the difference). GPU engines get the "ray" executor
-    (their worker holds the GPU bundle) and are left as they are."""
-    parallel = config.parallel_config
-    if requested in (None, "uni") and parallel.distributed_executor_backend == "mp" and parallel.world_size == 1:
-        parallel.distributed_executor_backend = engine_args.distributed_executor_backend = "uni"
-
-
-if VLLMEngine is not None:
-    class RoleEngine(VLLMEngine):
-        def _prepare_engine_config(self, callback_ctx):
-            engine_args, frontend_args, config = super()._prepare_engine_config(callback_ctx)
-            one_process(self.llm_config.engine_kwargs.get("distributed_executor_backend"), engine_args, config)
-            return engine_args, frontend_args, config
-else:  # pragma: no cover
-    RoleEngine = None
+    def _prepare_engine_config(self, callback_ctx):
+        engine_args, frontend_args, config = super()._prepare_engine_config(callback_ctx)
+        parallel, requested = config.parallel_config, self.llm_config.engine_kwargs.get("distributed_executor_backend")
+        if requested in (None, "uni") and parallel.distributed_executor_backend == "mp" and parallel.world_size == 1:
+            parallel.distributed_executor_backend = engine_args.distributed_executor_backend = "uni"
+        return engine_args, frontend_args, config
 
 
 class RoleServer(LLMServer):
     """LLMServer with in-place weight loading (the deployment is named `RoleServer:<role>`)."""
 
-    _default_engine_cls = RoleEngine  # None: Serve LLM's own engine
+    _default_engine_cls = RoleEngine
 
     async def __init__(self, llm_config: LLMConfig, **kwargs):
         # read before the engine starts: Serve LLM may rewrite the config as it mirrors weights

@@ -70,11 +70,6 @@ class Markers:
     def read(self, shard: str) -> dict:
         return self.store.read_json(self.path(shard))
 
-    def completed(self, shards: list[str]) -> dict[str, dict]:
-        """The stats of every shard that is complete, by shard."""
-        complete = self.complete(shards)
-        return {s: self.read(s) for s in shards if s in complete}
-
 
 class ShardActor:
     """Base of the Ray Data actors `run_shards` starts. A subclass sets `self.markers` in its

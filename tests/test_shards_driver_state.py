@@ -73,7 +73,7 @@ def test_totals_count_the_resumed_and_the_new_shards_and_the_last_line_is_printe
     assert run.total("calls", only_ran=True) == Counter({"m.requests": 13, "m.completion_tokens": 130})
     assert lines[0] == "resuming: 2 of 5 shards already complete"
     assert lines[-1].startswith("shard shard-00004 done (5/5 shards): 23 records so far | ")
-    assert set(markers.completed(shards)) == set(shards)
+    assert markers.complete(shards) == set(shards)
 
     again = run_shards(CountingWorker, {"store": store}, shards, markers, ShardPool(2, 2), log=lines.append)
     assert again.ran == [] and again.resumed == 5 and again.total("tally") == Counter({"records": 23})

@@ -230,10 +230,10 @@ def test_an_outage_past_the_limit_stops_with_a_clear_error_and_no_shard_looks_co
     assert "s3://outage/runs/stops/round-1/" in message and "retry_timeout_s=2" in message, message
     assert time.time() - start < 30
     outage.start()  # back: the shard is not taken as complete, and running it again completes it
-    assert round_markers(layout, 1).completed([shard]) == {}
+    assert round_markers(layout, 1).complete([shard]) == set()
     layout2, shard2, run2 = run_one_shard(repo, outage, "stops", 60, None)
     run2()
-    assert set(round_markers(layout2, 1).completed([shard2])) == {shard}
+    assert round_markers(layout2, 1).complete([shard2]) == {shard}
 
 
 def test_ray_train_uploads_wait_out_an_outage(outage, tmp_path, monkeypatch):
