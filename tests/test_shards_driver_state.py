@@ -1,6 +1,10 @@
 """The driver's side of the shard fan-out (actors/shards.py) keeps sums, not per-shard stats, and
 finds complete shards with one listing of the marker folder. Ray Data is replaced by a stand-in
-that runs each shard through the actor in this process, in order, so no Ray starts here."""
+(`InProcessDataset`, a fake) that runs each shard through the actor in this process, in order:
+what is tested here is the driver's bookkeeping, and ten runs of it on a real actor pool would
+cost CI ~40 s it does not have. The same code on real Ray Data is in the round tests and the loop
+test (tests/test_job_submit.py checks that the resumed job's calls are the sum over the shards it
+ran). The stand-in also drops a shard's result, which real Ray Data cannot be made to do."""
 
 import asyncio
 import json
