@@ -100,12 +100,18 @@ def ray_head(s3_server):
     shutil.rmtree(temp_dir, ignore_errors=True)
 
 
+def dashboard_get(address: str, env: dict, path: str, timeout: float = 60) -> str:
+    """The body the head's dashboard answers at `path`, asked with the cluster's token."""
+    request = urllib.request.Request(address + path, headers={"Authorization": f"Bearer {env['RAY_AUTH_TOKEN']}"})
+    with urllib.request.urlopen(request, timeout=timeout) as reply:
+        return reply.read().decode(errors="replace")
+
+
 def dashboard_answers(address: str, env: dict) -> bool:
     """Whether the head's job API answers (the job agent may come up a little later: submit retries)."""
-    request = urllib.request.Request(f"{address}/api/jobs/", headers={"Authorization": f"Bearer {env['RAY_AUTH_TOKEN']}"})
     try:
-        with urllib.request.urlopen(request, timeout=10) as reply:
-            return reply.status == 200
+        dashboard_get(address, env, "/api/jobs/", timeout=10)
+        return True
     except OSError:  # not listening yet, or an HTTP error while it starts
         return False
 
@@ -173,10 +179,7 @@ class Job:
 
     def status(self) -> str:
         """PENDING, RUNNING, STOPPED, SUCCEEDED or FAILED."""
-        request = urllib.request.Request(f"{self.address}/api/jobs/{self.id}",
-                                         headers={"Authorization": f"Bearer {self.env['RAY_AUTH_TOKEN']}"})
-        with urllib.request.urlopen(request, timeout=60) as reply:
-            return json.loads(reply.read())["status"]
+        return json.loads(dashboard_get(self.address, self.env, f"/api/jobs/{self.id}"))["status"]
 
     def logs(self) -> str:
         return self.ray("logs", self.id).stdout
@@ -252,10 +255,8 @@ def dashboard_texts(address: str, env: dict, paths=DASHBOARD_APIS) -> dict[str, 
     """path -> the body the dashboard answers (or the error it gives)."""
     texts = {}
     for path in paths:
-        request = urllib.request.Request(address + path, headers={"Authorization": f"Bearer {env['RAY_AUTH_TOKEN']}"})
         try:
-            with urllib.request.urlopen(request, timeout=120) as response:
-                texts[path] = response.read().decode(errors="replace")
+            texts[path] = dashboard_get(address, env, path, timeout=120)
         except Exception as err:  # noqa: BLE001 - an API this Ray lacks is reported, not fatal
             texts[path] = f"error: {err}"
     return texts
