@@ -48,6 +48,7 @@ from actors.keyed_ingress import KeyedIngress
 from actors.role_server import RoleServer, fingerprint
 from actors.weights_record import weights_record
 from cluster import logs
+from cluster.layout import ROLES
 from cluster.settings import RoleServing, Settings
 from cluster.storage import Storage
 
@@ -273,7 +274,8 @@ class Serving:
         self.wake()
         if self.lora:
             self.publish_adapters(sources)
-            if self.running():
+            refusal = self.lora_app_differs()
+            if self.running() and not refusal:
                 self.sources = dict(sources)
                 self.last_handoff = "adapters published"
                 return time.time() - start
@@ -325,10 +327,12 @@ class Serving:
         roles = self.running_roles()
         if not roles:
             return None, "the running app was not deployed by this project's Serving"
-        built = {c.model_id: fingerprint(c) for c in self.configs({role: self.settings.model.base for role in roles})}
+        built = {c.model_id: fingerprint(c) for c in self.configs({role: self.settings.model.base for role in ROLES})}
         served = {}
         for role in roles:
             handle, timeout = self.handle(role), self.settings.serving.deploy_timeout_s
+            if role not in built:  # a lora app met by a full-mode job, or the other way round
+                return None, f"the running app serves a {role!r} deployment, which these settings do not build"
             if set(handle.broadcast("fingerprint").results(timeout_s=timeout)) != {built[role]}:
                 return None, f"the running app's {role} was deployed with other settings"
             weights = set(handle.broadcast("weights").results(timeout_s=timeout))
@@ -406,6 +410,19 @@ class Serving:
         self.sources, self.asleep = None, False
 
     # -- lora adapters ------------------------------------------------------------------
+    def lora_app_differs(self) -> str:
+        """Why the running app cannot serve this run's adapters ("" when it can, or when nothing
+        runs): a full-mode app, other settings or adapter folder (the fingerprint), another base."""
+        if not self.running():
+            return ""
+        try:
+            served, why = self.running_app()
+        except Exception as err:  # noqa: BLE001 - whatever the running app is, a deploy replaces it
+            return f"could not compare with the running app ({type(err).__name__}: {err})"
+        if served is None:
+            return why
+        return "" if served.get(BASE_ID) == self.settings.model.base else "the running app serves another base model"
+
     def publish_adapters(self, sources: dict[str, str]) -> None:
         """Publish each role's new adapter under a name never used before (Serve LLM keeps
         serving the old weights for a re-used name)."""

@@ -6,12 +6,14 @@ hand-off itself runs on Serve in tests/test_serving.py and in the loop's e2e tes
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 
 from actors.role_server import fingerprint, source_uri
 from actors.serving import Serving, llm_config
 from cluster.settings import load_settings
+from cluster.storage import Storage
 
 
 @pytest.fixture
@@ -76,3 +78,42 @@ def test_releasing_and_sleeping_while_training_exclude_each_other(repo):
     assert "enable_sleep_mode" not in kwargs
     gpu = load_settings(repo / "configs/tiny.yaml", ["serving.sleep_during_training=true", "training.use_gpu=true"])
     assert llm_config("generator", "models/tiny", gpu.serving.generator, gpu).engine_kwargs["enable_sleep_mode"] is True
+
+
+class ReplicasOf:
+    """Stands in for a Serve deployment handle (which needs a cluster): every replica answers
+    `answers[method]` to a broadcast."""
+
+    def __init__(self, answers: dict[str, str]):
+        self.answers = answers
+
+    def broadcast(self, method: str, *args, **kwargs):
+        return SimpleNamespace(results=lambda timeout_s: [self.answers[method]])
+
+
+def running_app_of(monkeypatch, deployments: dict[str, dict[str, str]]) -> None:
+    """A running app whose role deployments answer as `deployments` says."""
+    monkeypatch.setattr(Serving, "running", lambda self: True)
+    monkeypatch.setattr(Serving, "running_roles", lambda self: list(deployments))
+    monkeypatch.setattr(Serving, "handle", lambda self, name: ReplicasOf(deployments[name]))
+
+
+def test_a_lora_job_publishes_into_a_running_app_only_if_it_would_have_built_it(repo, monkeypatch):
+    lora = load_settings(repo / "configs/tiny.yaml", ["model.base=models/tiny", "storage.root=s3://bucket/runs",
+                                                      "serving.mode=lora", "training.method=lora"])
+    serving = Serving(lora, run_store=Storage.open("s3://bucket/runs/r", lora.storage))
+    built = fingerprint(serving.configs({})[0])  # what the replicas of an app it built answer
+    running_app_of(monkeypatch, {"base": {"fingerprint": built, "weights": lora.model.base}})
+    assert serving.lora_app_differs() == ""
+    running_app_of(monkeypatch, {"base": {"fingerprint": built, "weights": "models/other"}})
+    assert serving.lora_app_differs() == "the running app serves another base model"
+    running_app_of(monkeypatch, {"base": {"fingerprint": "another run's adapters folder", "weights": lora.model.base}})
+    assert serving.lora_app_differs() == "the running app's base was deployed with other settings"
+    full_app = {role: {"fingerprint": "f", "weights": lora.model.base} for role in ("generator", "extender")}
+    running_app_of(monkeypatch, full_app)
+    assert serving.lora_app_differs() == "the running app serves a 'generator' deployment, which these settings do not build"
+    # and a full-mode job that meets a lora app deploys its own
+    running_app_of(monkeypatch, {"base": {"fingerprint": built, "weights": lora.model.base}})
+    full = Serving(load_settings(repo / "configs/tiny.yaml", ["model.base=models/tiny"]))
+    assert full.in_place({"generator": "models/tiny"}) == (
+        None, "the running app serves a 'base' deployment, which these settings do not build")
