@@ -90,18 +90,9 @@ STEPS_AT_LEAST = 6
 LOSS_DROP_AT_LEAST = 1.0  # measured on the 48 examples: full 11.10 -> 1.55, LoRA 11.10 -> 8.98 (12 steps, lr 1e-3)
 
 
-@pytest.mark.parametrize("method", ["full", "lora"])
-def test_zero3_on_two_workers_exports_what_was_trained(method, repo, tiny_model, tmp_path, two_nodes, request):
-    if method == "lora":  # LoRA runs serve adapters from object storage, so this one is on S3
-        root, extra = f"s3://{request.getfixturevalue('s3_bucket')}/runs", ["serving.mode=lora"]
-    else:
-        root, extra = str(tmp_path), []
-    # one packed row per worker per step: enough optimizer steps that "the loss went down" is
-    # the model learning, not float noise between two losses of the same weights
-    settings, layout, files = setup_run(repo, tiny_model, root, "t", f"training.method={method}",
-                                        "training.zero_stage=3", "training.num_workers=2",
-                                        "training.grad_accum=1", "training.lr=1e-3", *extra)
-    result = train_role(settings, layout, 1, "generator", str(tiny_model), files)
+def assert_exports_what_was_trained(result, layout: RunLayout, method: str, repo, tiny_model, tmp_path) -> None:
+    """The export of a fine-tune on `sft_examples`: safetensors only, TensorBoard events, logits
+    that reload and match what the trainer recorded, and a lower loss on its examples."""
     marker = layout.store.read_json(f"round-1/generator/{EXPORT_MARKER}")
     assert result.metrics["steps"] >= STEPS_AT_LEAST, result.metrics["steps"]
     assert marker["export_check"]["max_abs_logit_diff"] < 1e-3
@@ -125,6 +116,18 @@ def test_zero3_on_two_workers_exports_what_was_trained(method, repo, tiny_model,
     assert after < before - LOSS_DROP_AT_LEAST, (before, after)
 
 
+def test_lora_on_two_zero3_workers_exports_what_was_trained(repo, tiny_model, tmp_path, two_nodes, s3_bucket):
+    """LoRA runs serve adapters from object storage, so this one is on S3. (Full fine-tuning
+    on two ZeRO-3 workers exports what it trained in the killed-job test below.)"""
+    # one packed row per worker per step: enough optimizer steps that "the loss went down" is
+    # the model learning, not float noise between two losses of the same weights
+    settings, layout, files = setup_run(repo, tiny_model, f"s3://{s3_bucket}/runs", "t", "training.method=lora",
+                                        "training.zero_stage=3", "training.num_workers=2",
+                                        "training.grad_accum=1", "training.lr=1e-3", "serving.mode=lora")
+    result = train_role(settings, layout, 1, "generator", str(tiny_model), files)
+    assert_exports_what_was_trained(result, layout, "lora", repo, tiny_model, tmp_path)
+
+
 def train_workers() -> list[psutil.Process]:
     return [p for p in psutil.process_iter(["cmdline"]) if "ray::RayTrainWorker" in " ".join(p.info["cmdline"] or [])]
 
@@ -140,10 +143,13 @@ def wait_for_checkpoints(layout: RunLayout, count: int = 2, timeout: float = 300
     raise AssertionError(f"fewer than {count} checkpoints appeared")
 
 
-LONG = ("training.epochs=12", "training.checkpoint_every_steps=3")
+LONG = ("training.epochs=12", "training.checkpoint_every_steps=3", "training.lr=1e-3")
 
 
-def test_a_killed_job_run_again_resumes_instead_of_restarting(repo, tiny_model, tmp_path, two_nodes):
+def test_a_killed_job_run_again_resumes_and_exports_what_was_trained(repo, tiny_model, tmp_path, two_nodes):
+    """Full fine-tuning on two ZeRO-3 workers, killed whole (driver, controller, workers) once
+    two checkpoints are there and run again: the rerun resumes from the last intact checkpoint,
+    finishes, and its export is what was trained."""
     settings, layout, files = setup_run(repo, tiny_model, str(tmp_path), "kill-job", *LONG)
     import ray
 
@@ -181,6 +187,7 @@ train_role(settings, layout, 1, "generator", {str(tiny_model)!r}, {files!r})
     assert result.metrics["resumed_from_step"] == oldest_step >= 3, "the rerun did not resume from the oldest checkpoint"
     skipped = result.metrics["skipped_checkpoints"]
     assert all("truncated" in reason for reason in skipped), skipped
+    assert_exports_what_was_trained(result, layout, "full", repo, tiny_model, tmp_path)
 
 
 def settings_overrides(settings, tiny_model) -> list[str]:
