@@ -108,14 +108,15 @@ def test_the_lora_loop_runs_a_round_then_resumes_at_the_second(lora_app, repo, t
 
     from jobs.self_lengthen import main
 
-    inputs = {"seeds": ("tiny_seeds.jsonl", 8), "probes": ("tiny_probes.jsonl", 4)}
+    inputs = {"seeds": ("tiny_seeds.jsonl", 4), "probes": ("tiny_probes.jsonl", 2)}
     for name, (source, n) in inputs.items():
         lines = (repo / "configs/seeds" / source).read_text(encoding="utf-8").splitlines()[:n]
         (tmp_path / f"{name}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     args = ["--config", str(repo / "configs/tiny.yaml")]
     for override in [*lora_app.overrides, f"synthesis.seeds={tmp_path / 'seeds.jsonl'}",
                      f"probe.file={tmp_path / 'probes.jsonl'}", "synthesis.shard_size=4",
-                     "synthesis.self_instruct.new_per_round=4", "training.epochs=1", "training.num_workers=1",
+                     "synthesis.self_instruct.new_per_round=2",
+                     "synthesis.self_instruct.max_candidates=32", "training.epochs=1", "training.num_workers=1",
                      "final.enabled=false"]:
         args += ["--set", override]
     store = lora_app.layout.store
@@ -136,7 +137,7 @@ def test_the_lora_loop_runs_a_round_then_resumes_at_the_second(lora_app, repo, t
     # the pool grew: round 2 drafted from the seeds and what both rounds' self-instruct added
     added = [(r.get("self_instruct") or {}).get("self_instruct.accepted", 0) for r in summary["rounds"]]
     tallies = [r["synthesis"]["tally"]["instructions"] for r in summary["rounds"]]
-    assert tallies == [8 + added[0], 8 + added[0] + added[1]] and sum(added) > 0, (tallies, added)
+    assert tallies == [4 + added[0], 4 + added[0] + added[1]] and sum(added) > 0, (tallies, added)
     lr = load_settings(repo / "configs/tiny.yaml", lora_app.overrides).training.lr
     for role in ("generator", "extender"):
         first_uri, second_uri = (store.uri(f"round-{k}/{role}") for k in (1, 2))
