@@ -1,6 +1,8 @@
 """LoRA mode: one engine holds the base model; each role is an adapter that Serve LLM loads
-from S3 on first request. A new round's adapter answers within seconds, without a redeploy.
-Runs on the shared Ray of tests/tiny_served.py, after the tests that use its served pair."""
+from S3 on first request. A new round's adapter answers within seconds, without a redeploy,
+and the loop itself runs in this mode on the same engine: a round, then the run resumed at
+round 2. Runs on the shared Ray of tests/tiny_served.py, after the tests that use its served
+pair."""
 
 from __future__ import annotations
 
