@@ -119,6 +119,7 @@ def test_the_lora_loop_runs_a_round_then_resumes_at_the_second(lora_app, repo, t
                      f"probe.file={tmp_path / 'probes.jsonl'}", "synthesis.shard_size=4",
                      "synthesis.self_instruct.new_per_round=2",
                      "synthesis.self_instruct.max_candidates=32", "training.epochs=1", "training.num_workers=1",
+                     "training.grad_accum=16",  # a round's few packed rows: one optimizer step
                      "final.enabled=false"]:
         args += ["--set", override]
     store = lora_app.layout.store
@@ -148,6 +149,7 @@ def test_the_lora_loop_runs_a_round_then_resumes_at_the_second(lora_app, repo, t
         # matrices start at zero. Round 2's B lies within its own steps of round 1's, and
         # farther from zero than those steps reach.
         steps = summary["rounds"][1]["training"][role]["metrics"]["steps"]
+        assert steps == summary["rounds"][0]["training"][role]["metrics"]["steps"] == 1
         b = [torch.cat([t.flatten() for name, t in sorted(load(store.read_bytes(
             f"round-{k}/{role}/adapter_model.safetensors")).items()) if "lora_B" in name]) for k in (1, 2)]
         moved, reach = float((b[1] - b[0]).abs().max()), float(b[1].abs().max())
