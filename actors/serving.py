@@ -15,6 +15,8 @@ deploys it; nothing here wraps vLLM by hand. Two ways to hold the roles (`servin
   LLM from object storage when first requested (`dynamic_lora_loading_path`, which Serve LLM
   accepts only as an s3:// / gs:// URI). New weights are handed over by publishing new
   adapters under new names; no replica restarts (measured: the new adapter answers in < 1 s).
+  A job publishes into a running app only if it would have built it (same base model,
+  settings and adapter folder); otherwise it deploys its own and says why.
 
 `release()` takes the app down while training runs so that its GPUs are free; the next
 `deploy()` brings it back (a deploy, not a hand-off).

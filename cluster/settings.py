@@ -332,7 +332,7 @@ class TrainingSection(Section):
     packing: bool = True
     bf16: Literal["auto", True, False] = "auto"
     gradient_checkpointing: bool = True
-    checkpoint_every_steps: int = Field(0, ge=0, description="0: only at the end of training")
+    checkpoint_every_steps: int = Field(0, ge=0, description="0: none (a fine-tune cut short starts over)")
     checkpoint_upload: Literal["sync", "async"] = Field(
         "sync", description="async: a checkpoint is uploaded to the run's storage while training goes on "
         "(Ray Train's checkpoint_upload_mode); at 7B a ZeRO-3 checkpoint with optimizer state is ~100 GB")
