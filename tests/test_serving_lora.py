@@ -118,7 +118,7 @@ def test_the_lora_loop_runs_a_round_then_resumes_at_the_second(lora_app, repo, t
     for override in [*lora_app.overrides, f"synthesis.seeds={tmp_path / 'seeds.jsonl'}",
                      f"probe.file={tmp_path / 'probes.jsonl'}", "synthesis.shard_size=4",
                      "synthesis.self_instruct.new_per_round=2",
-                     "synthesis.self_instruct.max_candidates=32", "training.epochs=1", "training.num_workers=1",
+                     "synthesis.self_instruct.max_candidates=64", "training.epochs=1", "training.num_workers=1",
                      "training.grad_accum=16",  # a round's few packed rows: one optimizer step
                      "final.enabled=false"]:
         args += ["--set", override]
@@ -140,7 +140,10 @@ def test_the_lora_loop_runs_a_round_then_resumes_at_the_second(lora_app, repo, t
     # the pool grew: round 2 drafted from the seeds and what both rounds' self-instruct added
     added = [(r.get("self_instruct") or {}).get("self_instruct.accepted", 0) for r in summary["rounds"]]
     tallies = [r["synthesis"]["tally"]["instructions"] for r in summary["rounds"]]
-    assert tallies == [4 + added[0], 4 + added[0] + added[1]] and sum(added) > 0, (tallies, added)
+    print(f"\nself-instruct per round: {[r.get('self_instruct') for r in summary['rounds']]}")
+    # (the tiny model's judge says yes to few candidates: up to 64 a round, so that some pass)
+    assert tallies == [4 + added[0], 4 + added[0] + added[1]] and sum(added) > 0, \
+        (tallies, [r.get("self_instruct") for r in summary["rounds"]])
     lr = load_settings(repo / "configs/tiny.yaml", lora_app.overrides).training.lr
     for role in ("generator", "extender"):
         first_uri, second_uri = (store.uri(f"round-{k}/{role}") for k in (1, 2))
