@@ -276,8 +276,9 @@ class Serving:
         self.wake()
         if self.lora:
             self.publish_adapters(sources)
-            refusal = self.lora_app_differs()
-            if self.running() and not refusal:
+            running = self.running()
+            refusal = self.lora_app_differs() if running else ""
+            if running and not refusal:
                 self.sources = dict(sources)
                 self.last_handoff = "adapters published"
                 return time.time() - start
@@ -413,10 +414,8 @@ class Serving:
 
     # -- lora adapters ------------------------------------------------------------------
     def lora_app_differs(self) -> str:
-        """Why the running app cannot serve this run's adapters ("" when it can, or when nothing
-        runs): a full-mode app, other settings or adapter folder (the fingerprint), another base."""
-        if not self.running():
-            return ""
+        """Why the running app cannot serve this run's adapters ("" when it can): a full-mode
+        app, other settings or adapter folder (the fingerprint), another base model."""
         try:
             served, why = self.running_app()
         except Exception as err:  # noqa: BLE001 - whatever the running app is, a deploy replaces it

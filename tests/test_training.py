@@ -87,7 +87,9 @@ def reference_check(export_uri: str, marker: dict, tiny_model, lora: bool, tmp_p
 
 
 STEPS_AT_LEAST = 6
-LOSS_DROP_AT_LEAST = 1.0  # measured on the 48 examples: full 11.10 -> 1.55, LoRA 11.10 -> 8.98 (12 steps, lr 1e-3)
+# measured on the 48 examples at lr 1e-3: LoRA 11.10 -> 8.98 (12 steps); full 11.10 -> 1.55 (12
+# steps, grad_accum 1), and 11.10 -> 1.33 in the killed-job test (grad_accum 8, resumed)
+LOSS_DROP_AT_LEAST = 1.0
 
 
 def assert_exports_what_was_trained(result, layout: RunLayout, method: str, repo, tiny_model, tmp_path) -> None:
