@@ -53,6 +53,22 @@ class Recogniser:
     script_of: dict[str, LangCode]  # script code -> the supported language written in it
     labels: dict[str, LangCode]  # a lower-case `lang` label or alias -> its language
     script_names: dict[str, str]
+    counted_char: re.Pattern  # one character that `self_lengthen_word` counts one word
+    # character -> the script codes whose letters it is (OTHER: a letter no known script
+    # claims; empty: not a letter), filled as characters are met
+    char_scripts: dict[str, tuple[str, ...]]
+
+    def scripts_in(self, text: str) -> set[str]:
+        """The script codes of the letters in the text, from its distinct characters."""
+        present: set[str] = set()
+        for char in set(text):
+            codes = self.char_scripts.get(char)
+            if codes is None:
+                codes = tuple(s.code for s, p in zip(self.scripts, self.patterns) if p.match(char))
+                codes += (OTHER,) if self.other_word.match(char) else ()
+                self.char_scripts[char] = codes
+            present.update(codes)
+        return present
 
 
 @functools.lru_cache(maxsize=4)
@@ -73,7 +89,8 @@ def _build(table: tuple[languages.Language, ...]) -> Recogniser:
     other = re.compile(f"(?:(?![{''.join(s.letters for s in scripts)}])[^\\W\\d_])+")
     labels = {alias: lang.code for lang in table for alias in (lang.code, *lang.aliases)}
     names = {**{s.code: s.name for s in scripts}, OTHER: OTHER_NAME}
-    return Recogniser(word, scripts, patterns, other, script_of, labels, names)
+    counted = re.compile(f"[{chars}]" if chars else "(?!)")
+    return Recogniser(word, scripts, patterns, other, script_of, labels, names, counted, {})
 
 
 def recogniser() -> Recogniser:
@@ -82,8 +99,12 @@ def recogniser() -> Recogniser:
 
 def count_words(text: str) -> int:
     """Self-Lengthen's word count (used for every length decision of the method): one per
-    counted character, plus one per whitespace-separated run of anything else (one regex pass)."""
-    return len(recogniser().self_lengthen_word.findall(text))
+    counted character, plus one per whitespace-separated run of anything else (one regex pass;
+    a text with no counted character is split on whitespace, which counts the same)."""
+    r = recogniser()
+    if not r.counted_char.search(text):
+        return len(text.split())
+    return len(r.self_lengthen_word.findall(text))
 
 
 def count_words_lbw(text: str) -> int:
@@ -101,9 +122,10 @@ def script_words(text: str) -> dict[str, float]:
     longform/languages.py): en (Latin letters), zh (ideographs), ja (kana), ko (Hangul), ru
     (Cyrillic), the scripts of any added language, other (any other letters)."""
     r = recogniser()
-    words = {s.code: (len(p.findall(text)) / s.chars_per_word if s.chars_per_word else float(len(p.findall(text))))
+    present = r.scripts_in(text)  # only the scripts present are scanned for (most texts: one)
+    words = {s.code: float(len(p.findall(text))) / (s.chars_per_word or 1) if s.code in present else 0.0
              for s, p in zip(r.scripts, r.patterns)}
-    words[OTHER] = float(len(r.other_word.findall(text)))
+    words[OTHER] = float(len(r.other_word.findall(text))) if OTHER in present else 0.0
     return words
 
 

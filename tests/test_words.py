@@ -65,3 +65,27 @@ def test_language_labels_normalise_and_contradictions_are_named():
     assert label_contradiction("Bees make honey.", "zh") is not None
     assert label_contradiction("Write about 北京烤鸭的历史与文化", "en") is None  # mixed: the label decides
     assert label_contradiction("Write about 北京烤鸭的历史与文化", "zh") is None
+
+
+def test_counts_scan_only_the_scripts_present_and_agree_with_scanning_all_of_them():
+    """`script_words` looks for a script only if one of its letters is in the text, and
+    `count_words` splits a text with no counted character on whitespace: the same counts as
+    every pattern over the whole text, on random mixes of scripts, digits, spaces and symbols."""
+    import random
+
+    from longform.words import OTHER, count_words, recogniser, script_words
+
+    r = recogniser()
+
+    def every_pattern(text):
+        words = {s.code: len(p.findall(text)) / (s.chars_per_word or 1) for s, p in zip(r.scripts, r.patterns)}
+        return {**words, OTHER: float(len(r.other_word.findall(text)))}
+
+    alphabet = ([chr(c) for c in range(0x20, 0x600)] + [chr(c) for c in range(0x3000, 0x3100)]
+                + [chr(c) for c in range(0x4E00, 0x4E30)] + [chr(c) for c in range(0xAC00, 0xAC10)]
+                + [chr(c) for c in range(0xFF00, 0xFF70)] + list("\n\t\u3000\xa0\u2003_½²٣Ⅻ"))
+    rng = random.Random(0)
+    for _ in range(3000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30)))
+        assert script_words(text) == every_pattern(text), repr(text)
+        assert count_words(text) == len(r.self_lengthen_word.findall(text)), repr(text)
