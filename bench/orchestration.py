@@ -117,15 +117,16 @@ class RssSampler:
                 "load_avg_1m_max": round(max(self.loads), 2)}
 
     def cpu_seconds(self) -> dict[str, float]:
-        """CPU seconds spent during the run: the driver, ShardWorker actors, other Ray workers,
-        Ray's own daemons (GCS, raylet, dashboard, ...). A process that ended between two
-        samples loses its last interval."""
+        """CPU seconds spent during the run: the driver, the shard actors (titled by Ray Data's
+        callable, ShardRunner; ShardWorker before 2026-12-05), other Ray workers, Ray's own
+        daemons (GCS, raylet, dashboard, ...). A process that ended between two samples loses
+        its last interval."""
         out = {"driver": 0.0, "shard_workers": 0.0, "other_ray_workers": 0.0, "ray_daemons": 0.0}
         for pid, (name, cpu) in self.cpu_last.items():
             spent = cpu - self.cpu_start.get(pid, 0.0)
             if pid == self.me.pid:
                 key = "driver"
-            elif "ShardWorker" in name:
+            elif "ShardRunner" in name or "ShardWorker" in name:  # Ray Data titles the pool by its callable
                 key = "shard_workers"
             elif name.startswith("ray::"):
                 key = "other_ray_workers"

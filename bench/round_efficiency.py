@@ -97,7 +97,7 @@ def cpu_spent(before: dict, after: dict, seconds: float) -> dict:
     kinds = {"engine (vLLM EngineCore + worker)": ("VLLM::", "VLLM_Worker", "VllmWorker", "Worker_"),
              "serve replicas (OpenAI front-end, AsyncLLM)": ("ServeReplica",),
              "serve proxy + controller": ("ProxyActor", "ServeController"),
-             "pipeline (Ray Data ShardWorkers)": ("ShardWorker", "MapWorker"),
+             "pipeline (Ray Data ShardWorkers)": ("ShardRunner", "ShardWorker", "MapWorker"),
              "ray daemons": ("raylet", "gcs_server", "dashboard", "log_monitor", "runtime_env", "monitor.py")}
     used: dict[str, float] = {}
     others: dict[str, float] = {}

@@ -4,7 +4,10 @@ finds complete shards with one listing of the marker folder. Ray Data is replace
 what is tested here is the driver's bookkeeping, and ten runs of it on a real actor pool would
 cost CI ~40 s it does not have. The same code on real Ray Data is in the round tests and the loop
 test (tests/test_job_submit.py checks that the resumed job's calls are the sum over the shards it
-ran). The stand-in also drops a shard's result, which real Ray Data cannot be made to do."""
+ran). The stand-in also drops a shard's result, which real Ray Data cannot be made to do.
+
+The last test runs on the real Ray Data (the session's shared Ray): a stage of many shards puts
+several in a block, which the stand-in cannot show."""
 
 import asyncio
 import json
@@ -12,7 +15,8 @@ from collections import Counter
 
 import pytest
 
-from actors.shards import Markers, ShardActor, ShardPool, run_shards, write_shards
+from actors.shards import Markers, ShardActor, ShardPool, ShardRunner, run_shards, shards_per_block, write_shards
+from cluster.settings import StorageSection
 from cluster.storage import Storage
 
 
@@ -126,3 +130,48 @@ def test_the_marker_holds_the_stats_the_driver_adds(store, in_process):
     stats = Markers(store, "stats").read(shards[0])
     assert stats["shard"] == shards[0] and stats["tally"] == {"records": 3}
     assert json.loads(json.dumps(stats))["calls"] == {"m.requests": 3, "m.completion_tokens": 30}
+
+
+class OverlapWorker(CountingWorker):
+    """A CountingWorker whose tally also says, for each shard, how many of this actor's shards
+    were running when it started (`at_once.N`)."""
+
+    running = 0
+
+    async def work(self, shard: str) -> dict:
+        OverlapWorker.running += 1
+        at_once = OverlapWorker.running
+        await asyncio.sleep(0.02)
+        OverlapWorker.running -= 1
+        result = await super().work(shard)
+        result["tally"][f"at_once.{at_once}"] = 1
+        return result
+
+
+def test_one_shard_a_block_until_a_stage_has_many_more_shards_than_slots():
+    pool = ShardPool(2, 4)  # 8 slots
+    assert [shards_per_block(n, pool) for n in (1, 5, 255, 256, 511, 512, 1563, 15625)] == [1, 1, 1, 1, 1, 2, 6, 8]
+    assert shards_per_block(10**7, ShardPool(1, 1)) == 8
+
+
+def test_the_runner_runs_a_block_with_no_more_shards_at_once_than_it_is_given(store):
+    shards = inputs(store, 6, 1)
+    runner = ShardRunner(OverlapWorker, {"store": store}, at_once=2)
+    out = asyncio.run(runner({"shard": shards}))
+    assert out["shard"] == shards  # in the block's order
+    tallies = [json.loads(stats)["tally"] for stats in out["stats"]]
+    assert {key for tally in tallies for key in tally if key.startswith("at_once.")} == {"at_once.1", "at_once.2"}
+
+
+def test_blocks_of_several_shards_on_ray_data_run_each_shard_once_as_wide_as_the_pool(shared_ray, tmp_path):
+    store = Storage.open(str(tmp_path / "root"), StorageSection())
+    shards = inputs(store, 256, 1)
+    pool = ShardPool(1, 2)
+    assert shards_per_block(len(shards), pool) == 4  # 64 blocks, 2 in flight: 8 shards for 2 slots
+    lines = []
+    run = run_shards(OverlapWorker, {"store": store}, shards, Markers(store, "stats"), pool, log=lines.append)
+    tally = run.total("tally")
+    assert tally["records"] == 256 and sorted(run.ran) == sorted(shards)
+    assert Markers(store, "stats").complete(shards) == set(shards)
+    assert {key for key in tally if key.startswith("at_once.")} == {"at_once.1", "at_once.2"}, tally
+    assert lines[-1].startswith("shard ") and "(256/256 shards)" in lines[-1]
