@@ -69,6 +69,9 @@ class Markers:
     def commit(self, shard: str, stats: dict) -> None:
         self.store.write_json(self.path(shard), stats)
 
+    def exists(self, shard: str) -> bool:
+        return self.store.exists(self.path(shard))
+
     def complete(self, shards: list[str]) -> set[str]:
         """Which of `shards` are complete: one listing of the folder, not a check per shard."""
         listed = set(self.store.list(self.folder, ".json"))
@@ -100,7 +103,9 @@ class ShardActor:
 
 class ShardRunner:
     """What Ray Data's actor pool runs: builds the stage's actor and runs the shards of each block
-    it is given, at most `at_once` at a time over all the blocks it holds."""
+    it is given, at most `at_once` at a time over all the blocks it holds. Ray retries a block
+    whose actor died: a shard of it that already committed is not run again (its marker's stats
+    are its result), so a retry redoes only the unfinished shards, as with one shard a block."""
 
     def __init__(self, actor: type[ShardActor], actor_kwargs: dict, at_once: int):
         self.actor = actor(**actor_kwargs)
@@ -110,10 +115,21 @@ class ShardRunner:
     async def __call__(self, batch: dict) -> dict:
         if self.slots is None:
             self.slots = asyncio.Semaphore(self.at_once)
-        results = await asyncio.gather(*(self.run(str(shard)) for shard in batch["shard"]))
+        shards = [str(shard) for shard in batch["shard"]]
+        # a check per shard, not a listing of the folder: at 1M records it holds 15,625 markers
+        done = {shard for shard in shards if self.actor.markers.exists(shard)} if len(shards) > 1 else set()
+        tasks = [asyncio.ensure_future(self.run(shard, shard in done)) for shard in shards]
+        try:
+            results = await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:  # a failed shard fails its block: its siblings stop too
+                task.cancel()
+            raise
         return {"shard": [r["shard"] for r in results], "stats": [json.dumps(r) for r in results]}
 
-    async def run(self, shard: str) -> dict:
+    async def run(self, shard: str, done: bool = False) -> dict:
+        if done:
+            return self.actor.markers.read(shard)
         async with self.slots:
             return await self.actor.run(shard)
 
@@ -130,16 +146,16 @@ class ShardPool:
         return self.workers * self.shards_per_worker
 
 
-# A stage gets more than one shard a block only when it has at least this many blocks a slot
-# anyway, so that the blocks still spread evenly over the actors and the last ones are short.
+# A block holds several shards only while the stage still has at least this many blocks for each
+# slot of the pool, so that the blocks spread evenly over the actors and a stage's tail is short.
 BLOCKS_PER_SLOT = 32
 MAX_SHARDS_PER_BLOCK = 8  # 8: Ray Data's cost a shard is then below the method's own
 
 
 def shards_per_block(shards: int, pool: ShardPool) -> int:
-    """How many shards a Ray Data block holds: one, unless the stage has more than
-    BLOCKS_PER_SLOT blocks for each of the pool's slots (1M records in shards of 64 on the
-    default pool: 8; a round of a few hundred shards: 1)."""
+    """How many shards a Ray Data block holds: as many as leave at least BLOCKS_PER_SLOT blocks
+    for each of the pool's slots, from 1 to MAX_SHARDS_PER_BLOCK (1M records in shards of 64 on
+    a pool of 2 x 4: 8; a round of a few hundred shards: 1)."""
     return max(1, min(MAX_SHARDS_PER_BLOCK, shards // (BLOCKS_PER_SLOT * pool.slots)))
 
 

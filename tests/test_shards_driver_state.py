@@ -41,6 +41,7 @@ class InProcessDataset:
 
     def __init__(self, items: list[dict]):
         self.items = items
+        self.loop = asyncio.new_event_loop()  # one loop, as an actor has
 
     def map_batches(self, actor, fn_constructor_kwargs, **_):
         self.actor = actor(**fn_constructor_kwargs)
@@ -48,7 +49,7 @@ class InProcessDataset:
 
     def iter_rows(self):
         for item in self.items:
-            out = asyncio.run(self.actor({"shard": [item["shard"]]}))
+            out = self.loop.run_until_complete(self.actor({"shard": [item["shard"]]}))
             if item["shard"] not in self.drop:
                 yield {"shard": out["shard"][0], "stats": out["stats"][0]}
 
@@ -163,14 +164,61 @@ def test_the_runner_runs_a_block_with_no_more_shards_at_once_than_it_is_given(st
     assert {key for tally in tallies for key in tally if key.startswith("at_once.")} == {"at_once.1", "at_once.2"}
 
 
-def test_blocks_of_several_shards_on_ray_data_run_each_shard_once_as_wide_as_the_pool(shared_ray, tmp_path):
+class FailingWorker(CountingWorker):
+    """Fails one shard; counts the shards that started and finished."""
+
+    started, finished = [], []
+
+    async def work(self, shard: str) -> dict:
+        FailingWorker.started.append(shard)
+        if shard.endswith("1"):
+            raise RuntimeError(f"{shard} broke")
+        await asyncio.sleep(0.2)
+        FailingWorker.finished.append(shard)
+        return await super().work(shard)
+
+
+def test_a_retried_block_skips_its_committed_shards_and_a_failed_shard_stops_its_block(store, monkeypatch):
+    shards = inputs(store, 4, 1)
+    markers = Markers(store, "stats")
+    markers.commit(shards[0], {"shard": shards[0], "tally": {"records": 1}, "calls": {}, "seconds": 9.0})
+    runner = ShardRunner(CountingWorker, {"store": store}, at_once=2)
+    ran = []
+    monkeypatch.setattr(CountingWorker, "work", lambda self, shard: ran.append(shard) or asyncio.sleep(0, {
+        "tally": {"records": 1}, "calls": {}}))
+    out = asyncio.run(runner({"shard": shards}))
+    assert ran == shards[1:]  # the committed shard is not run again: its marker is its result
+    assert json.loads(out["stats"][0])["seconds"] == 9.0
+
+    monkeypatch.setattr(FailingWorker, "started", [])
+    monkeypatch.setattr(FailingWorker, "finished", [])
+    store.delete("stats")
+    failing = ShardRunner(FailingWorker, {"store": store}, at_once=2)
+
+    async def run_and_wait():
+        with pytest.raises(RuntimeError, match="shard-00001 broke"):
+            await failing({"shard": shards})
+        await asyncio.sleep(0.5)  # a sibling left running would finish by now
+
+    asyncio.run(run_and_wait())
+    assert FailingWorker.finished == [] and shards[3] not in FailingWorker.started  # cancelled, running or waiting
+
+
+def test_blocks_of_several_shards_on_ray_data_run_each_shard_once_as_wide_as_the_pool(shared_ray, tmp_path,
+                                                                                     monkeypatch):
+    import ray.data
+
     store = Storage.open(str(tmp_path / "root"), StorageSection())
     shards = inputs(store, 256, 1)
     pool = ShardPool(1, 2)
     assert shards_per_block(len(shards), pool) == 4  # 64 blocks, 2 in flight: 8 shards for 2 slots
+    blocks, from_items = [], ray.data.from_items
+    monkeypatch.setattr(ray.data, "from_items",
+                        lambda items, **kwargs: blocks.append(kwargs["override_num_blocks"]) or from_items(items, **kwargs))
     lines = []
     run = run_shards(OverlapWorker, {"store": store}, shards, Markers(store, "stats"), pool, log=lines.append)
     tally = run.total("tally")
+    assert blocks == [64]
     assert tally["records"] == 256 and sorted(run.ran) == sorted(shards)
     assert Markers(store, "stats").complete(shards) == set(shards)
     assert {key for key in tally if key.startswith("at_once.")} == {"at_once.1", "at_once.2"}, tally
