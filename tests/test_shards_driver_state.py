@@ -52,6 +52,7 @@ class InProcessDataset:
             out = self.loop.run_until_complete(self.actor({"shard": [item["shard"]]}))
             if item["shard"] not in self.drop:
                 yield {"shard": out["shard"][0], "stats": out["stats"][0]}
+        self.loop.close()
 
 
 @pytest.fixture
