@@ -4,6 +4,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from training.packed_attention import register as register_packed, segments
 from training.sft_data import IGNORE, PackedRows, encode, encode_all, pack, pad_batch, stack_rows
 
 CHAT = [{"role": "user", "content": "Write about bees."},
@@ -67,6 +68,43 @@ def test_packed_loss_of_each_sample_equals_its_loss_alone(tiny_model):
         assert not torch.allclose(token_losses(mixed[start - len(last):start], torch.tensor(last.labels)),
                                   token_losses(model(input_ids=torch.tensor([last.input_ids])).logits[0],
                                                torch.tensor(last.labels)), atol=1e-4)
+
+
+def test_packed_attention_segments_start_where_positions_restart():
+    assert segments(torch.tensor([0, 1, 2, 0, 1, 0, 1, 2, 3])) == [(0, 3), (3, 5), (5, 9)]
+    assert segments(torch.tensor([0, 1, 2, 3])) == [(0, 4)]
+    assert segments(torch.tensor([0, 1, 0, 0])) == [(0, 2), (2, 3), (3, 4)]
+
+
+def test_packed_attention_equals_the_block_diagonal_mask_in_logits_and_gradients(tiny_model):
+    """training/packed_attention.py attends within each sample on its own; transformers' sdpa
+    builds a block-diagonal mask over the row. Two rows packed differently, padding tail
+    included: same logits, same gradients."""
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    model.config.use_cache = False
+    answers = ["Bees make honey.", "Rain falls on the hills.\n\nRivers fill.", "蜜蜂会跳舞。", "Go. " * 30]
+    samples = [encode([CHAT[0], {"role": "assistant", "content": a}], tok) for a in answers]
+    rows = [PackedRows([row], 192, tok.pad_token_id)[0] for row in (samples[:3], samples[3:] + samples[:1])]
+    batch = stack_rows(rows)
+
+    def forward_backward(attention: str):
+        model.set_attn_implementation(attention)
+        model.zero_grad()
+        out = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], labels=batch["labels"])
+        out.loss.backward()
+        return out.logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    masked_logits, masked_grads = forward_backward("sdpa")
+    packed_logits, packed_grads = forward_backward(register_packed())
+    assert len(segments(batch["position_ids"][0])) == 4  # three samples and the padding tail
+    torch.testing.assert_close(packed_logits, masked_logits, rtol=1e-4, atol=1e-4)
+    for name, grad in masked_grads.items():
+        torch.testing.assert_close(packed_grads[name], grad, rtol=1e-3, atol=1e-5, msg=name)
+    # no positions (a plain batch, e.g. the export's check): ordinary causal attention
+    plain = model(input_ids=batch["input_ids"]).logits
+    model.set_attn_implementation("sdpa")
+    torch.testing.assert_close(plain, model(input_ids=batch["input_ids"]).logits)
 
 
 def token_losses(logits, labels):

@@ -27,7 +27,7 @@ from cluster.logs import progress
 from cluster.settings import Settings
 from cluster.storage import Storage
 from runtime.log import Progress, stamp
-from training import sft_data
+from training import packed_attention, sft_data
 from training.deepspeed_config import deepspeed_config
 from training.checkpoints import INNER, pick_resume, write_manifest
 from training.export import export_weights, require_safetensors_adapter
@@ -199,6 +199,8 @@ def training_args(settings: Settings, output_dir: str) -> TrainingArguments:
 def sft_trainer(cfg: dict, settings: Settings, model, tokenizer, examples: list[dict], output_dir: str):
     """(Trainer, metrics of the data) for supervised fine-tuning on chat `messages`."""
     dataset, collate, counts, stats = build_dataset(examples, tokenizer, settings)
+    if settings.training.packing:  # each packed sample attends to itself alone, at its own cost
+        model.set_attn_implementation(packed_attention.register())
     trainer = Trainer(model=model, args=training_args(settings, output_dir), train_dataset=dataset,
                       data_collator=collate)
     world = ray.train.get_context().get_world_size()
