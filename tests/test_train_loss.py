@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from cluster.settings import load_settings
+from training.packed_attention import PACKED
 from training.sft_data import IGNORE
 
 QUESTION = {"role": "user", "content": "Write about bees."}
@@ -185,6 +186,9 @@ def test_one_step_weighs_every_label_token_the_same(case, repo, tiny_model, tmp_
                                                     str(tmp_path / "out"))
 
     assert trainer.args.gradient_accumulation_steps == 2 and trainer.args.deepspeed
+    # packed rows train with the per-sample attention (training/packed_attention.py), while the
+    # reference below keeps transformers' block-diagonal mask: their gradients must agree
+    assert (model.config._attn_implementation == PACKED) == (case == "packed")
     assert trainer.args.average_tokens_across_devices is True
     assert trainer.state.global_step == 1 and len(batches) == 2
     token_mean, mean_of_means, counts = reference_gradients(reference, batches)
