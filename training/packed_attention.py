@@ -5,7 +5,8 @@ sample must not see the others. transformers' `sdpa` attention says so with a bl
 mask over the whole row: every row pays for a row_len x row_len attention (2,048^2 on the tiny
 configs), and an explicit mask keeps SDPA off its fused causal kernel. Here each sample is a
 causal attention of its own: the same result (tests compare them), at the cost of the samples'
-own lengths. On the tiny model's final SFT that was 0.53 -> 0.27 s a step (bench/RESULTS.md).
+own lengths. On the tiny model's final SFT (rows of 2,048) a ZeRO-3 step took ~1.0 s before and
+~0.5 s after (bench/RESULTS.md).
 
     model.set_attn_implementation(register())
 
