@@ -32,7 +32,9 @@ import shutil
 import tempfile
 import time
 
-# VLLMEngine is not exported publicly (Ray 2.60): the one subclass below depends on it
+# VLLMEngine and CallbackBase are not exported publicly (Ray 2.60): the two subclasses below
+# depend on them (LLMConfig's `callback_config`, which takes the second, is public)
+from ray.llm._internal.common.callbacks.base import CallbackBase
 from ray.llm._internal.serve.engines.vllm.vllm_engine import VLLMEngine
 from ray.serve.llm import LLMConfig, LLMServer
 
@@ -50,8 +52,10 @@ def source_uri(llm_config: LLMConfig) -> str:
 
 
 def fingerprint(llm_config: LLMConfig) -> str:
-    """A hash of everything the deployment was built with except its weights."""
-    spec = llm_config.model_dump(exclude={"server_cls": True, "model_loading_config": {"model_source"}})
+    """A hash of everything the deployment was built with except its weights (and the callback,
+    which follows where the weights are: `LocalFolderModel` for a folder)."""
+    spec = llm_config.model_dump(exclude={"server_cls": True, "callback_config": True,
+                                          "model_loading_config": {"model_source"}})
     cls = llm_config.server_cls
     spec["server_cls"] = f"{cls.__module__}.{cls.__qualname__}" if isinstance(cls, type) else str(cls)
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
@@ -89,6 +93,21 @@ def local_folder(uri: str) -> str:
 def error_reply(code: int, message: str) -> dict:
     return {"error": {"message": message, "type": "BadRequestError" if code < 500 else "InternalServerError",
                       "param": None, "code": code}}
+
+
+class LocalFolderModel(CallbackBase):
+    """Serve LLM's node initialization, skipped for weights in a local folder. Before an engine
+    starts, Serve LLM runs a task on each node of the replica's placement group to mirror the
+    model there; for a local folder that task only returns the folder's path, but its process
+    imports torch, transformers and ray.llm first: ~13 s of CPU a replica on two cores, a quarter
+    of the tiny demo's engine start (bench/RESULTS.md). The one other thing the task does, the
+    torch kernels folder that torch cannot create itself, is done here."""
+
+    async def on_before_node_init(self) -> None:
+        import torch.hub
+
+        os.makedirs(os.path.join(torch.hub._get_torch_home(), "kernels"), exist_ok=True)  # as Ray's task does
+        self.ctx.run_init_node = False
 
 
 class RoleEngine(VLLMEngine):

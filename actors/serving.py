@@ -47,7 +47,7 @@ from ray.serve.llm import LLMConfig, build_openai_app
 from actors.client import SERVE_SCHEME
 from actors.handles import deployment_handle, deployment_name
 from actors.keyed_ingress import KeyedIngress
-from actors.role_server import RoleServer, fingerprint
+from actors.role_server import LocalFolderModel, RoleServer, fingerprint
 from actors.weights_record import weights_record
 from cluster import logs
 from cluster.layout import ROLES
@@ -222,6 +222,8 @@ def llm_config(model_id: str, source: str, role: RoleServing, settings: Settings
             "logging_config": serve_logging(settings),
         },
         runtime_env={"env_vars": engine_env(settings)},
+        # a local folder needs no mirroring onto the replica's node: Serve LLM's task for it is skipped
+        **({"callback_config": {"callback_class": LocalFolderModel}} if isinstance(model_source(source), str) else {}),
     )
 
 

@@ -5,12 +5,13 @@ hand-off itself runs on Serve in tests/test_serving.py and in the loop's e2e tes
 
 from __future__ import annotations
 
+import asyncio
 import json
 from types import SimpleNamespace
 
 import pytest
 
-from actors.role_server import fingerprint, source_uri
+from actors.role_server import LocalFolderModel, fingerprint, source_uri
 from actors.serving import Serving, llm_config
 from cluster.settings import load_settings
 from cluster.storage import Storage
@@ -59,6 +60,20 @@ def test_a_deployment_fingerprint_ignores_its_weights_but_not_its_settings(repo,
     longer = load_settings(repo / "configs/tiny.yaml", ["serving.engine_kwargs.max_model_len=1024"])
     assert fingerprint(first) != fingerprint(llm_config("generator", "models/tiny", longer.serving.generator, longer))
     assert fingerprint(first) != fingerprint(llm_config("extender", "models/tiny", role, settings))
+
+
+def test_weights_in_a_local_folder_skip_serve_llms_node_initialization(settings, tmp_path, monkeypatch):
+    role = settings.serving.generator
+    local = llm_config("generator", "models/tiny", role, settings)
+    on_s3 = llm_config("generator", "s3://bucket/run/round-1/generator", role, settings)
+    assert local.callback_config.callback_class is LocalFolderModel
+    assert on_s3.callback_config.callback_class is not LocalFolderModel  # mirrored onto each node
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    callback = LocalFolderModel(llm_config=local)
+    assert callback.ctx.run_init_node
+    asyncio.run(callback.run_callback("on_before_node_init"))
+    assert not callback.ctx.run_init_node
+    assert (tmp_path / "torch" / "kernels").is_dir()  # what Serve LLM's skipped task would have made
 
 
 def test_the_embedded_default_keeps_its_engines_up_and_hands_off_in_place(repo):
