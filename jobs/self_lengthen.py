@@ -29,7 +29,7 @@ from runtime.preflight import check_loop_inputs
 from runtime.context import RunContext
 from reports.summary import print_summary
 from stages import probe, self_instruct
-from stages.round import resume_point, round_summary, synthesize, train_role
+from stages.round import resume_point, round_summary, synthesize, train_roles
 
 
 class Loop:
@@ -70,8 +70,9 @@ class Loop:
         empty = [r for r in roles if not synth["tally"].get(f"sft.{r}")]
         for role in empty:
             ctx.log(f"round {k}: WARNING no SFT examples for the {role}; it keeps its current weights")
-        trained = {role: ctx.stage(k, f"train-{role}", lambda r=role: train_role(ctx, k, r, sources, synth["shard_names"]))
-                   for role in roles if role not in empty}
+        pending = [r for r in roles if r not in empty and ctx.layout.stage_done(k, f"train-{r}") is None]
+        fresh = train_roles(ctx, k, pending, sources, synth["shard_names"]) if pending else {}
+        trained = {role: ctx.stage(k, f"train-{role}", lambda r=role: fresh[r]) for role in roles if role not in empty}
         new_sources = {**sources, **{role: t["export_uri"] for role, t in trained.items()}}
         handoff = ctx.serve(new_sources)
         evaluation = self.evaluate(k)

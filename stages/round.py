@@ -3,7 +3,8 @@
     synthesis   this round's instructions, in shards, through the served Generator and Extender
                 (drafts, two-stage extensions, SFT sets; Ray Data, resumable per shard)
     train-<role>  the role fine-tuned on its SFT shards (training/: Ray Train + DeepSpeed), starting
-                from last round's weights (full) or adapter (LoRA) when training.continue_from_previous
+                from last round's weights (full) or adapter (LoRA) when training.continue_from_previous;
+                the roles in turn in one Ray Train run (<round>/train-generator-extender/)
 """
 
 from __future__ import annotations
@@ -45,20 +46,28 @@ def synthesize(ctx: RunContext, k: int, pool: list[dict], sources: dict[str, str
     return {**result, "shard_names": shards}
 
 
-def train_role(ctx: RunContext, k: int, role: str, sources: dict[str, str], shards: list[str]) -> dict:
+def train_roles(ctx: RunContext, k: int, roles: list[str], sources: dict[str, str], shards: list[str]) -> dict[str, dict]:
+    """`roles` fine-tuned on their SFT shards one after the other, in one Ray Train run (its
+    workers start once a round); each has its own checkpoints, export and metrics."""
     from actors import synthesis
-    from training.trainer import train_role as train
+    from training.trainer import FineTune, role_target, train_in_turn
 
-    files = synthesis.sft_files(ctx.layout, k, shards, role)
     t, base = ctx.settings.training, ctx.settings.model.base
-    previous = sources[role] if t.continue_from_previous and sources[role] != base else None
-    # full: start from last round's weights; lora: last round's adapter on the original base
-    init_model, init_adapter = (base, previous) if t.method == "lora" else (previous or base, None)
-    # one line when done: while it trains, its step lines ("[train generator r1] ...") show progress
-    result = train(ctx.settings, ctx.layout, k, role, init_model, files, init_adapter)
-    ctx.log(f"round {k}: {role} trained from {init_adapter or init_model} on {len(files)} shard files, "
-            f"{loss_text(result.metrics)}, exported to {result.export_uri}")
-    return {"export_uri": result.export_uri, "metrics": result.metrics, "loss_history": result.loss_history}
+    jobs = []
+    for role in roles:
+        previous = sources[role] if t.continue_from_previous and sources[role] != base else None
+        # full: start from last round's weights; lora: last round's adapter on the original base
+        init_model, init_adapter = (base, previous) if t.method == "lora" else (previous or base, None)
+        files = synthesis.sft_files(ctx.layout, k, shards, role)
+        jobs.append(FineTune(role_target(ctx.layout, k, role), init_model, files, init_adapter))
+    results = train_in_turn(ctx.settings, ctx.layout, ctx.layout.round_dir(k), "-".join(["train", *roles]), jobs)
+    trained = {}
+    for role, job, result in zip(roles, jobs, results):
+        # one line each when done: while it trains, its step lines ("[train generator r1] ...") show progress
+        ctx.log(f"round {k}: {role} trained from {job.init_adapter or job.init_model} on {len(job.data_files)} "
+                f"shard files, {loss_text(result.metrics)}, exported to {result.export_uri}")
+        trained[role] = {"export_uri": result.export_uri, "metrics": result.metrics, "loss_history": result.loss_history}
+    return trained
 
 
 def loss_text(metrics: dict) -> str:

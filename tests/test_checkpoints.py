@@ -12,7 +12,7 @@ import pytest
 import torch
 from ray.train import Checkpoint
 
-from training.checkpoints import CheckpointError, checkpoint_problem, pick_resume, write_manifest
+from training.checkpoints import OWNER, CheckpointError, checkpoint_problem, pick_resume, write_manifest
 
 
 def make_checkpoint(root, name: str, step: int):
@@ -79,6 +79,20 @@ def test_no_usable_checkpoint_is_a_clear_error(three, tmp_path):
 
 def test_no_checkpoint_means_from_the_start(tmp_path):
     assert pick_resume(None, str(tmp_path), print) == (None, 0, [])
+
+
+def test_in_a_run_of_several_fine_tunes_each_resumes_from_its_own_checkpoints(three, tmp_path):
+    """The Generator's and the Extender's fine-tunes share one Ray Train run, which hands the
+    workers its last checkpoint whoever wrote it (the run's checkpoint metadata says who)."""
+    run, _ = three
+    for i, owner in enumerate(("generator r1", "generator r1", "extender r1")):
+        Checkpoint(str(run / f"checkpoint_2026-11-22_10-00-0{i}.000000")).set_metadata({OWNER: owner})
+    last = Checkpoint(str(run / "checkpoint_2026-11-22_10-00-02.000000"))
+    assert pick_resume(last, str(tmp_path / "a"), print, "extender r1")[1] == 9
+    assert pick_resume(last, str(tmp_path / "b"), print, "generator r1")[1] == 6  # its own newest
+    # a fine-tune that has written none yet starts from the beginning, not from another's weights
+    assert pick_resume(last, str(tmp_path / "c"), print, "generator r2") == (None, 0, [])
+    assert pick_resume(last, str(tmp_path / "d"), print)[1] == 9  # a run of one fine-tune: its last
 
 
 class Exploit:

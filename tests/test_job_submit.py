@@ -383,7 +383,7 @@ def test_the_loop_runs_as_a_ray_job_survives_its_faults_and_keeps_storage_on_s3(
     submit = second.submit(runtime_env, resubmitted, wait=False)
     assert submit.returncode == 0, submit.stdout[-4000:] + submit.stderr[-2000:]
     mark("second job submitted")
-    kill_a_train_worker(s3, s3_bucket, f"{run}/round-1/train-generator/", f"{run}/round-1/generator/{EXPORT_MARKER}",
+    kill_a_train_worker(s3, s3_bucket, f"{run}/round-1/train-generator-extender/", f"{run}/round-1/generator/{EXPORT_MARKER}",
                         second, since=submitted_at)
     mark("a worker of the Generator's fine-tuning killed")
     wait_for_a_registered_checkpoint(s3, s3_bucket, f"{run}/final/train-sft/", second, timeout=900)
@@ -424,7 +424,11 @@ def test_the_loop_runs_as_a_ray_job_survives_its_faults_and_keeps_storage_on_s3(
         assert f"{run}/round-1/{kind}/shard-00000.jsonl" in keys
     for role in ("generator", "extender"):
         assert f"{run}/round-1/{role}/model.safetensors" in keys
-        assert any(k.startswith(f"{run}/round-1/train-{role}/checkpoint_") for k in keys), "no Ray Train checkpoint on S3"
+    # both roles' fine-tunes in one Ray Train run: its checkpoints on S3, each naming the fine-tune
+    # that wrote it (the run keeps its last two; the Extender trained last)
+    owners = {json.loads(s3.get_object(Bucket=s3_bucket, Key=k)["Body"].read())["fine_tune"] for k in keys
+              if k.startswith(f"{run}/round-1/train-generator-extender/checkpoint_") and k.endswith("/.metadata.json")}
+    assert "extender r1" in owners and owners <= {"generator r1", "extender r1"}, owners
     summary = json.loads(s3.get_object(Bucket=s3_bucket, Key=f"{run}/summary.json")["Body"].read())
     (round1,) = summary["rounds"]
     synthesis, tally = round1["synthesis"], round1["synthesis"]["tally"]
@@ -469,6 +473,9 @@ def test_the_loop_runs_as_a_ray_job_survives_its_faults_and_keeps_storage_on_s3(
     trained = [line for line in out.splitlines() if "[train " in line or "trained from" in line]
     assert generator["resumed_from_step"] >= 2 and generator["resumed_from_step"] % 2 == 0, (generator, trained)
     assert f"resuming from the checkpoint of step {generator['resumed_from_step']}" in out
+    # the Extender, next in the same restarted worker group, started from the beginning: the run's
+    # last checkpoint then was the Generator's, which is not its own
+    assert round1["training"]["extender"]["metrics"]["resumed_from_step"] == 0, trained
 
     # bad seed lines: set aside with file, line and reason; counted; the run went on
     assert summary["inputs"]["set_aside"] == len(BAD_SEED_LINES)

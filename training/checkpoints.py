@@ -30,6 +30,7 @@ from ray.train import Checkpoint
 
 INNER = "checkpoint"  # each reported checkpoint holds the Trainer's folder under this name
 MANIFEST_PREFIX = "manifest-rank-"  # + "<rank>.json": {"sha256": {relative path: hex digest}}
+OWNER = "fine_tune"  # checkpoint metadata: the fine-tune that wrote it, in a Ray Train run of several
 
 
 class CheckpointError(RuntimeError):
@@ -138,17 +139,25 @@ def earlier_checkpoints(checkpoint: Checkpoint) -> list[Checkpoint]:
     return [Checkpoint(f"{parent}/{n}", fs) for n in names]
 
 
-def pick_resume(checkpoint: Checkpoint | None, local: str, warn=print) -> tuple[str | None, int, list[str]]:
-    """(Trainer folder to resume from, its step, the checkpoints skipped with their reasons)."""
+def pick_resume(checkpoint: Checkpoint | None, local: str, warn=print,
+                owner: str | None = None) -> tuple[str | None, int, list[str]]:
+    """(Trainer folder to resume from, its step, the checkpoints skipped with their reasons).
+    With `owner`, only the checkpoints that fine-tune wrote are candidates (a Ray Train run of
+    several fine-tunes hands its workers the run's last checkpoint, whichever wrote it)."""
     if checkpoint is None:
         return None, 0, []
+    candidates = [checkpoint, *earlier_checkpoints(checkpoint)]
+    if owner is not None:
+        candidates = [c for c in candidates if c.get_metadata().get(OWNER) == owner]
     skipped = []
-    for i, candidate in enumerate([checkpoint, *earlier_checkpoints(checkpoint)]):
+    for i, candidate in enumerate(candidates):
         path = os.path.join(candidate.to_directory(f"{local}/resume-{i}"), INNER)
         problem = checkpoint_problem(path)
         if problem is None:
             return path, step_of(path), skipped
         skipped.append(f"{candidate.path}: {problem}")
         warn(f"WARNING: checkpoint {candidate.path} is unusable ({problem}); trying the one before it")
+    if not skipped:  # none of them this fine-tune's: it starts from the beginning
+        return None, 0, []
     raise CheckpointError("no usable checkpoint to resume from: " + "; ".join(skipped)
                           + ". Delete these folders to run this training stage from the start.")

@@ -12,6 +12,7 @@ is damaged: training/checkpoints.py).
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import shutil
@@ -21,15 +22,17 @@ import time
 import ray.train
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCallback, TrainingArguments
+from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 from transformers.trainer_callback import PrinterCallback
 
+from cluster.layout import EXPORT_MARKER
 from cluster.logs import progress
 from cluster.settings import Settings
 from cluster.storage import Storage
 from runtime.log import Progress, stamp
 from training import packed_attention, sft_data
 from training.deepspeed_config import deepspeed_config
-from training.checkpoints import INNER, pick_resume, write_manifest
+from training.checkpoints import INNER, OWNER, pick_resume, write_manifest
 from training.export import export_weights, require_safetensors_adapter
 
 
@@ -98,8 +101,8 @@ class ReportToRay(TrainerCallback):
 
     PRINT_EVERY_S = 30  # a step line at most this often, and the last step's always
 
-    def __init__(self, label: str, rank: int, upload: str = "sync"):
-        self.label, self.rank, self.steps = label, rank, None
+    def __init__(self, label: str, rank: int, upload: str = "sync", owner: str | None = None):
+        self.label, self.rank, self.steps, self.owner = label, rank, None, owner
         self.upload = ray.train.CheckpointUploadMode.ASYNC if upload == "async" else ray.train.CheckpointUploadMode.SYNC
 
     def on_train_begin(self, args, state, control, **kwargs):
@@ -123,10 +126,13 @@ class ReportToRay(TrainerCallback):
         staged = tempfile.mkdtemp(prefix=f"report-{state.global_step}-")
         shutil.copytree(source, os.path.join(staged, INNER), copy_function=link_or_copy)
         write_manifest(os.path.join(staged, INNER), self.rank)  # checked on resume: training/checkpoints.py
+        checkpoint = ray.train.Checkpoint.from_directory(staged)
+        if self.owner:  # which fine-tune of a run of several wrote it
+            checkpoint.set_metadata({OWNER: self.owner})
         try:
             ray.train.report(
                 {"step": state.global_step, "loss": last_loss(state)},
-                checkpoint=ray.train.Checkpoint.from_directory(staged),
+                checkpoint=checkpoint,
                 checkpoint_upload_mode=self.upload, delete_local_checkpoint_after_upload=True,
             )
         except BaseException:  # not uploaded: the links would keep a whole checkpoint on disk
@@ -231,34 +237,50 @@ def no_optional_deepspeed_ops() -> None:
 
 
 def train_func(cfg: dict) -> None:
-    """`cfg["method"]`: "sft" (default) or "dpo" (training/dpo.py); the rest is shared."""
+    """`cfg["fine_tunes"]`, one after the other (training/trainer.py: `train_in_turn`). One that
+    is exported already is passed over: a restarted worker group goes on where it stopped."""
     no_optional_deepspeed_ops()
     settings: Settings = cfg["settings"]
-    ctx = ray.train.get_context()
-    rank = ctx.get_world_rank()
+    store = Storage.open(cfg["run_root"], settings.storage)
+    fine_tunes = cfg["fine_tunes"]
+    for job in fine_tunes:
+        if not store.exists(f"{job['export']}/{EXPORT_MARKER}"):
+            # a run of several fine-tunes resumes each from its own checkpoints only
+            fine_tune(job, settings, cfg["run_root"], owner=job["label"] if len(fine_tunes) > 1 else None)
+            gc.collect()  # the last model, its optimizer and DeepSpeed's buffers, before the next
+
+
+def fine_tune(job: dict, settings: Settings, run_root: str, owner: str | None) -> None:
+    """One fine-tune: `job["method"]` "sft" or "dpo" (training/dpo.py); the rest is shared."""
+    rank = ray.train.get_context().get_world_rank()
+    # the last fine-tune's TrainingArguments registered its ZeRO-3 config globally, and it lives on
+    # for as long as something still holds them: a model loaded then is built under ZeRO-3's
+    # partitioning init on that rank alone, and the ranks' collectives deadlock. Each fine-tune
+    # loads its model as the first does.
+    unset_hf_deepspeed_config()
     torch.manual_seed(settings.run.seed)
-    local = tempfile.mkdtemp(prefix=f"train-{cfg['label'].replace('/', '-').replace(' ', '-')}-")
-    model, tokenizer, base_dir = load_model(cfg, settings, local)
-    examples = read_examples(settings, cfg["data_files"])
+    local = tempfile.mkdtemp(prefix=f"train-{job['label'].replace('/', '-').replace(' ', '-')}-")
+    model, tokenizer, base_dir = load_model(job, settings, local)
+    examples = read_examples(settings, job["data_files"])
     os.environ["TENSORBOARD_LOGGING_DIR"] = f"{local}/tensorboard"  # read by transformers' TensorBoardCallback
-    if cfg.get("method", "sft") == "dpo":
+    if job["method"] == "dpo":
         from training.dpo import dpo_trainer
 
-        trainer, data_metrics = dpo_trainer(cfg, settings, model, tokenizer, examples, f"{local}/rank-{rank}")
+        trainer, data_metrics = dpo_trainer(job, settings, model, tokenizer, examples, f"{local}/rank-{rank}")
     else:
-        trainer, data_metrics = sft_trainer(cfg, settings, model, tokenizer, examples, f"{local}/rank-{rank}")
-    trainer.add_callback(ReportToRay(cfg["label"], rank, settings.training.checkpoint_upload))
+        trainer, data_metrics = sft_trainer(job, settings, model, tokenizer, examples, f"{local}/rank-{rank}")
+    trainer.add_callback(ReportToRay(job["label"], rank, settings.training.checkpoint_upload, owner))
     trainer.remove_callback(PrinterCallback)  # ReportToRay prints a step line every few seconds instead
     start = time.time()
     warn = progress if rank == 0 else (lambda message: None)
-    resume, resumed_from, skipped = pick_resume(ray.train.get_checkpoint(), local, warn)
+    resume, resumed_from, skipped = pick_resume(ray.train.get_checkpoint(), local, warn, owner)
     if resume and rank == 0:
-        progress(stamp(f"resuming from the checkpoint of step {resumed_from}", f"train {cfg['label']}"))
+        progress(stamp(f"resuming from the checkpoint of step {resumed_from}", f"train {job['label']}"))
     output = trainer.train(resume_from_checkpoint=resume)
     seconds = time.time() - start
     history = [{"step": log["step"], "loss": log["loss"]} for log in trainer.state.log_history if "loss" in log]
     metrics = {
-        "method": cfg.get("method", "sft"),
+        "method": job["method"],
         "train_loss": output.training_loss,
         "steps": trainer.state.global_step,
         "resumed_from_step": resumed_from,
@@ -267,10 +289,10 @@ def train_func(cfg: dict) -> None:
         **data_metrics(seconds),
         "loss_history": history,
     }
-    export_weights(trainer, tokenizer, settings, cfg["run_root"], cfg["export"], base_dir, local, rank,
+    export_weights(trainer, tokenizer, settings, run_root, job["export"], base_dir, local, rank,
                    metrics, bf16=use_bf16(settings))
     if rank == 0 and os.path.isdir(f"{local}/tensorboard"):
         # rank 0's event file, uploaded once training is over (after a worker restart it holds
         # the steps from the resumed checkpoint on)
-        Storage.open(cfg["run_root"], settings.storage).put_dir(f"{local}/tensorboard", cfg["tensorboard"])
+        Storage.open(run_root, settings.storage).put_dir(f"{local}/tensorboard", job["tensorboard"])
     shutil.rmtree(local, ignore_errors=True)
