@@ -18,6 +18,11 @@ log = logging.getLogger(__name__)
 # VLLM_CPU_KVCACHE_SPACE (GiB).
 WORKER_ENV = {"HF_HUB_OFFLINE": "1"}
 CPU_WORKER_ENV = {"DS_ACCELERATOR": "cpu", "VLLM_CPU_KVCACHE_SPACE": "1"}
+# Ray Train on an embedded Ray (one machine, nothing to be preempted), read by each fine-tune's
+# controller from the driver's environment: no preemption watcher (one process less a fine-tune,
+# ~2 s of CPU), and the workers polled every 0.25 s instead of 2 s, so that a fine-tune's start,
+# end and checkpoints are seen without waiting for the next poll. A variable already set wins.
+EMBEDDED_TRAIN_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25"}
 
 
 def worker_env(settings: Settings) -> dict[str, str]:
@@ -58,6 +63,8 @@ def connect(settings: Settings) -> str:
     else:
         # address="local": always a new instance, never a cluster some other process started
         export_credentials(settings)
+        for name, value in EMBEDDED_TRAIN_ENV.items():
+            os.environ.setdefault(name, value)
         context = ray.init(address="local", num_cpus=settings.ray.num_cpus, runtime_env=runtime_env,
                            log_to_driver=logs.verbose(), logging_level=logs.ray_log_level())
         line, run_dir = f"Ray: embedded local cluster with {settings.ray.num_cpus} logical CPUs", local_run_dir(settings)
