@@ -10,7 +10,9 @@
     <run>/round-<k>/{drafts,extensions,sft-generator,sft-extender}/shard-NNNNN.jsonl
     <run>/round-<k>/alpaca-{generator,extender}/shard-NNNNN.jsonl   the SFT sets as instruction/input/output
     <run>/round-<k>/stats/shard-NNNNN.json   written last: the shard is complete
-    <run>/round-<k>/train-<role>/            Ray Train checkpoints
+    <run>/round-<k>/train-generator-extender/  Ray Train checkpoints of the round's fine-tunes (one run,
+                                             the roles in turn; each checkpoint's metadata names its role)
+    <run>/round-<k>/train-<role>/tensorboard/  each role's TensorBoard events
     <run>/round-<k>/<role>/                  exported weights, loadable by vLLM and transformers
     <run>/round-<k>/stages/<stage>.json      a finished stage of the round (for resume)
     <run>/collect/{data,alpaca,rejected}.jsonl   the final data (python -m jobs.collect, or the final stage)
@@ -71,9 +73,6 @@ class RunLayout:
 
     def model_dir(self, k: int | str, role: str) -> str:
         return f"{self.round_dir(k)}/{role}"
-
-    def train_dir(self, k: int | str, role: str) -> str:
-        return f"{self.round_dir(k)}/train-{role}"
 
     # stages of a round, for resuming a job that was stopped
     def stage_file(self, k: int | str, stage: str) -> str:
