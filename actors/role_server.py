@@ -99,8 +99,8 @@ class LocalFolderModel(CallbackBase):
     """Serve LLM's node initialization, skipped for weights in a local folder. Before an engine
     starts, Serve LLM runs a task on each node of the replica's placement group to mirror the
     model there; for a local folder that task only returns the folder's path, but its process
-    imports torch, transformers and ray.llm first: ~13 s of CPU a replica on two cores, a quarter
-    of the tiny demo's engine start (bench/RESULTS.md). The one other thing the task does, the
+    imports torch, transformers and ray.llm first: ~13 s of CPU a replica, and on two cores about
+    a fifth of the tiny demo's engine start (44-47 -> 34-37 s, bench/RESULTS.md). The one other thing the task does, the
     torch kernels folder that torch cannot create itself, is done here."""
 
     async def on_before_node_init(self) -> None:

@@ -200,8 +200,9 @@ def endpoint(settings: Settings, app: str, url: str) -> str:
 
 def llm_config(model_id: str, source: str, role: RoleServing, settings: Settings,
                engine_extra: dict | None = None, lora_path: str | None = None) -> LLMConfig:
+    weights = model_source(source)
     return LLMConfig(
-        model_loading_config={"model_id": model_id, "model_source": model_source(source)},
+        model_loading_config={"model_id": model_id, "model_source": weights},
         server_cls=RoleServer,  # an LLMServer that also takes new weights in place
         # safetensors only: a pickled checkpoint in the bucket would run code in the engine
         engine_kwargs={**settings.serving.engine_kwargs, **role.engine_kwargs, **(engine_extra or {}),
@@ -223,7 +224,7 @@ def llm_config(model_id: str, source: str, role: RoleServing, settings: Settings
         },
         runtime_env={"env_vars": engine_env(settings)},
         # a local folder needs no mirroring onto the replica's node: Serve LLM's task for it is skipped
-        **({"callback_config": {"callback_class": LocalFolderModel}} if isinstance(model_source(source), str) else {}),
+        **({"callback_config": {"callback_class": LocalFolderModel}} if isinstance(weights, str) else {}),
     )
 
 
