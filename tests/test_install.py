@@ -112,3 +112,40 @@ def test_every_dependency_is_pinned_exactly():
     assert len(reqs) > 10
     loose = [str(r) for r in reqs if [s.operator for s in r.specifier] != ["=="]]
     assert not loose, f"not pinned with ==: {loose}"
+
+
+def lock() -> dict[str, str]:
+    """scripts/cpu.lock as {canonical name: version}."""
+    from packaging.utils import canonicalize_name
+
+    pins = {}
+    for line in (REPO / "scripts" / "cpu.lock").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, version = line.split("==")
+            pins[canonicalize_name(name)] = version
+    return pins
+
+
+def test_the_cpu_lock_agrees_with_every_pin_in_pyproject():
+    """A pin changed in pyproject.toml without `make lock` would install the old version on CPU."""
+    from packaging.utils import canonicalize_name
+
+    project = pyproject()["project"]
+    extras = project["optional-dependencies"]
+    pinned = [Requirement(line) for line in [*project["dependencies"], *extras["cpu"], *extras["dev"]]]
+    pins = lock()
+    assert len(pins) > len(pinned)
+    wrong = {r.name: (next(iter(r.specifier)).version, pins.get(canonicalize_name(r.name)))
+             for r in pinned if r.name != "torch"
+             and pins.get(canonicalize_name(r.name)) != next(iter(r.specifier)).version}
+    assert not wrong, f"pyproject.toml pin vs scripts/cpu.lock: {wrong}; run `make lock`"
+    # torch comes from install.sh's own step; these three must never come in on CPU
+    assert not {"torch", "torchvision", "torchaudio", "torchcodec"} & set(pins)
+
+
+def test_an_unknown_part_is_refused_before_anything_is_installed(tmp_path):
+    done = subprocess.run(["bash", str(SCRIPT), "--part", "everything", str(tmp_path / "venv")],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "--part takes base or rest, not 'everything'" in done.stderr
+    assert not (tmp_path / "venv").exists()
