@@ -33,7 +33,7 @@ $(BASE): pyproject.toml scripts/install.sh scripts/cpu.lock
 	touch $@
 
 $(STAMP): $(BASE)
-	bash scripts/install.sh --part rest $(VENV)
+	nice -n 19 bash scripts/install.sh --part rest $(VENV)
 	touch $@
 
 # scripts/cpu.lock anew from pyproject.toml's pins (after changing one)
