@@ -15,9 +15,10 @@ import json
 import time
 
 import torch
+from transformers import Qwen2ForCausalLM
 
 from longform.prompts import load_prompts
-from toyworld.build import BuildSpec, Qwen2ForCausalLM, build_tokenizer, corpus_batches, model_config, token_mean_loss
+from toyworld.build import BuildSpec, build_tokenizer, corpus_batches, model_config, train
 
 
 def main() -> None:
@@ -29,19 +30,11 @@ def main() -> None:
     spec, prompts = BuildSpec(), load_prompts()
     tokenizer = build_tokenizer(spec, prompts)
     batches = corpus_batches(spec, tokenizer, prompts)
-    warm = 10
-    ready = [next(batches) for _ in range(warm + args.steps)]
+    ready = iter([next(batches) for _ in range(10 + args.steps)])  # batches made before the clock starts
     torch.manual_seed(spec.seed)
-    model = Qwen2ForCausalLM(model_config(spec, tokenizer)).float().train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr, betas=(0.9, 0.95), weight_decay=0.01)
-    for i, batch in enumerate(ready):
-        if i == warm:
-            started = time.perf_counter()
-        token_mean_loss(model, batch).backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-    per_step = (time.perf_counter() - started) / args.steps
+    model = Qwen2ForCausalLM(model_config(spec, tokenizer)).float()
+    train(model, ready, 10, spec.lr, 1)  # warm-up, untimed: the build's own step (bf16 loss, AdamW, clipping)
+    per_step = train(model, ready, args.steps, spec.lr, 1) / args.steps
     print(json.dumps({"steps": args.steps, "threads": args.threads, "seconds_per_step": round(per_step, 3),
                       "when": time.strftime("%Y-%m-%d %H:%M:%S")}))
 
