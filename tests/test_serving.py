@@ -86,8 +86,11 @@ def test_each_engine_is_one_process(served):
     separate worker process Serve LLM starts on CPU: a replica starts faster (bench/engine_start.py)."""
     import psutil
 
-    def title(process) -> str:
-        return " ".join(process.cmdline())
+    def title(process) -> str:  # a process that exits or is a zombie while we look has no title
+        try:
+            return " ".join(process.cmdline())
+        except psutil.Error:
+            return ""
 
     assert sorted(served["serving"].running_roles()) == ["extender", "generator"]
     replicas = [p for p in psutil.process_iter() if f"ServeReplica:{APP_NAME}:RoleServer" in title(p)]
