@@ -457,6 +457,9 @@ class DPOSection(Section):
     balance: bool = Field(False, description="as many pairs rejecting a too-short answer as a too-long one "
                           "(a seeded draw of the larger side), so that length alone does not tell chosen from "
                           "rejected (longform.preference.balanced)")
+    judge: bool = Field(False, description="where a query has two or more in-window answers, serving.judge rates "
+                        "them on LongBench-Write's quality rubric and the best-rated one is chosen (evaluation."
+                        "judge_prompt, judge_decoding, judge_attempts and concurrency apply)")
 
 
 class AgentWriteSection(Section):

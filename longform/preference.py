@@ -18,7 +18,8 @@ rounds), and the same text is used once. Every pair says which records it came f
 side was chosen; a query with no rejectable answer is counted, with the reason.
 
     answers = index_answers(records)                  # drafts, extensions, final answers
-    pairs, unpaired, tally = build_pairs(queries, answers, per_query=1)
+    rows = judge_requests(queries, answers)           # optional: a judge rates these: scores by id
+    pairs, unpaired, tally = build_pairs(queries, answers, per_query=1, judge=scores)
     pairs, dropped = balanced(pairs, seed)            # optional: as many too-short as too-long
 
 A run's answers grow round by round, so most rejected answers are shorter than the window: DPO
@@ -78,38 +79,74 @@ def why_rejected(a: Answer, lo: int, hi: int) -> str:
     return "under_window" if a.words < lo else "over_window"
 
 
+@dataclass(frozen=True)
+class Candidates:
+    """One constrained query's answers: the collected one, every answer inside its window that
+    passed the rules (the collected one first), and those the constraint does not admit,
+    nearest the window first."""
+
+    lo: int
+    hi: int
+    answers: int  # to this instruction, all told
+    collected: Answer
+    inside: list[Answer]
+    outside: list[Answer]
+
+
+def candidates(q: dict, answers: dict[tuple[str, str], list[Answer]]) -> Candidates:
+    meta = q["meta"]
+    lo, hi = meta["constraint"]["window"]
+    text = q["messages"][-1]["content"].strip()
+    pool = answers.get(instruction_key(meta["lang"], meta["instruction"]), [])
+    inside = [a for a in pool if a.passed and lo <= a.words <= hi]
+    collected = next((a for a in inside if a.text == text), None) or Answer(
+        meta["source_id"], text, count_words(text), True, "kept")
+    outside = [a for a in pool if a.text != collected.text and (not a.passed or not lo <= a.words <= hi)]
+    outside.sort(key=lambda a: (distance(a.words, lo, hi), a.id))
+    return Candidates(lo, hi, len(pool), collected, [collected, *(a for a in inside if a is not collected)], outside)
+
+
+def judge_requests(queries: list[dict], answers: dict[tuple[str, str], list[Answer]]) -> list[dict]:
+    """What a judge is asked to rate before `build_pairs(..., judge=)`: the in-window answers of
+    the queries where it has a choice (two or more of them, and an answer to reject), each once,
+    as rows {id, prompt: the instruction without its constraint, response}."""
+    rows, seen = [], set()
+    for q in queries:
+        c = candidates(q, answers)
+        if len(c.inside) < 2 or not c.outside:
+            continue
+        for a in c.inside:
+            if a.id not in seen:
+                seen.add(a.id)
+                rows.append({"id": a.id, "prompt": q["meta"]["instruction"], "response": a.text})
+    return rows
+
+
 def build_pairs(queries: list[dict], answers: dict[tuple[str, str], list[Answer]], per_query: int = 1,
                 judge: dict[str, float] | None = None) -> tuple[list[dict], list[dict], Counter]:
     """`queries`: collect/data.jsonl records (`messages` plus `meta` with window and instruction).
     `judge`: answer id -> quality score, when a judge rated the in-window answers."""
     pairs, unpaired, tally = [], [], Counter()
     for q in queries:
-        meta = q["meta"]
-        lo, hi = meta["constraint"]["window"]
-        query, collected = q["messages"][0]["content"], q["messages"][-1]["content"].strip()
-        pool = answers.get(instruction_key(meta["lang"], meta["instruction"]), [])
-        inside = [a for a in pool if a.passed and lo <= a.words <= hi]
-        chosen = next((a for a in inside if a.text == collected), None) or Answer(
-            meta["source_id"], collected, count_words(collected), True, "kept")
-        chosen_why = "collected"
+        meta, c = q["meta"], candidates(q, answers)
+        lo, hi = c.lo, c.hi
+        chosen, chosen_why = c.collected, "collected"
         if judge:
-            rated = [a for a in [chosen, *inside] if a.id in judge]
+            rated = [a for a in c.inside if a.id in judge]
             if rated:
                 best = max(rated, key=lambda a: (judge[a.id], a.id == chosen.id))
                 chosen, chosen_why = best, f"judge {judge[best.id]:g}, highest in the window"
-        outside = [a for a in pool if a.text != chosen.text and (not a.passed or not lo <= a.words <= hi)]
-        if not outside:
-            unpaired.append({"query_id": meta["source_id"], "window": [lo, hi], "answers": len(pool),
+        if not c.outside:
+            unpaired.append({"query_id": meta["source_id"], "window": [lo, hi], "answers": c.answers,
                              "reason": "no answer to this instruction outside the window or failing a rule"})
             tally["unpaired"] += 1
             continue
-        outside.sort(key=lambda a: (distance(a.words, lo, hi), a.id))
-        for i, rejected in enumerate(outside[:per_query]):
+        for i, rejected in enumerate(c.outside[:per_query]):
             why = why_rejected(rejected, lo, hi)
             tally[f"rejected.{why}"] += 1
             pairs.append({
                 "id": f"{meta['source_id']}/pair-{i}",
-                "prompt": [{"role": "user", "content": query}],
+                "prompt": [{"role": "user", "content": q["messages"][0]["content"]}],
                 "chosen": [{"role": "assistant", "content": chosen.text}],
                 "rejected": [{"role": "assistant", "content": rejected.text}],
                 "meta": {"query_id": meta["source_id"], "lang": meta["lang"], "constraint": meta["constraint"],

@@ -9,18 +9,24 @@ resumable stages of the loop's job (longform/preference.py says how a pair is ma
     score-dpo   the DPO model on the same length-constrained probe set as the base and SFT model
 
 Under <run>/final/preference/: pairs.jsonl (prompt / chosen / rejected messages, with where each
-side came from and why), unpaired.jsonl (queries without a pair, and why), summary.json.
+side came from and why), unpaired.jsonl (queries without a pair, and why), summary.json, and with
+`dpo.judge` verdicts.jsonl (the judge's verdict on each in-window answer it was asked to rate).
 """
 
 from __future__ import annotations
 
+import asyncio
+import statistics
+
 from cluster.layout import FINAL
 from stages import collect
-from longform.preference import balanced, build_pairs, index_answers
+from longform.model import ChatModel
+from longform.preference import balanced, build_pairs, index_answers, judge_requests
 from training.trainer import Target, train
 
 FOLDER = f"{FINAL}/preference"
 MODEL = f"{FINAL}/dpo-model"
+RUBRIC = "longbench-write"  # the judge rates quality on its six dimensions, length aside
 
 
 def run_answers(layout, rounds: int) -> list[dict]:
@@ -47,11 +53,15 @@ class PreferenceStage:
                  f"{sft_probe.get('unique_sentence_ratio')} -> {scored.get('unique_sentence_ratio')}")
         return {"pairs": pairs, "training": trained, "model": trained["export_uri"], "length_probe": scored}
 
-    def pairs(self, collected: dict) -> dict:
+    def pairs(self, collected: dict, judge: ChatModel | None = None) -> dict:
+        """The pairs, written to FOLDER; with `dpo.judge` the judge's ratings choose among a
+        query's in-window answers (`judge`: in place of serving.judge)."""
         s, store = self.settings, self.layout.store
         queries = list(store.read_jsonl(f"{collect.ROOT}/data.jsonl"))
         answers = index_answers(run_answers(self.layout, s.run.rounds))
-        pairs, unpaired, tally = build_pairs(queries, answers, s.dpo.pairs_per_query)
+        rated = self.rate(judge_requests(queries, answers), judge) if s.dpo.judge else None
+        scores = rated.pop("scores") if rated else None  # by answer id; the summary keeps the counts
+        pairs, unpaired, tally = build_pairs(queries, answers, s.dpo.pairs_per_query, scores)
         if s.dpo.balance:
             pairs, dropped = balanced(pairs, s.run.seed)
             unpaired += dropped
@@ -59,12 +69,46 @@ class PreferenceStage:
         store.write_jsonl(f"{FOLDER}/pairs.jsonl", pairs)
         store.write_jsonl(f"{FOLDER}/unpaired.jsonl", unpaired)
         summary = {"queries": len(queries), "pairs": len(pairs), "unpaired": len(unpaired), "tally": dict(tally),
+                   "judge": rated,
                    "files": {n: store.uri(f"{FOLDER}/{n}.jsonl") for n in ("pairs", "unpaired")}}
         store.write_json(f"{FOLDER}/summary.json", summary)
         self.log(f"preference: {len(pairs)} pairs from {len(queries)} constrained queries (rejected: "
                  + ", ".join(f"{k.split('.', 1)[1]} {v}" for k, v in sorted(tally.items()) if k.startswith("rejected."))
-                 + f"; {len(unpaired)} queries without a pair)")
+                 + f"; {len(unpaired)} queries without a pair"
+                 + (f"; chosen by the judge {tally['chosen.judge']}" if rated else "") + ")")
         return summary
+
+    def rate(self, rows: list[dict], judge: ChatModel | None) -> dict:
+        """The judge's verdicts on `rows` (longform.preference.judge_requests), written to
+        verdicts.jsonl, and each scored answer's mean over the rubric's dimensions. An answer
+        the judge left unscored (unparseable, or the call failed) is not rated: where none of a
+        query's answers is, the collected one stays chosen."""
+        from evaluation.judging import judge_all, judge_provenance
+        from longform.prompts import load_prompts
+        from stages.benchmarks import judge_wording
+
+        ev = self.settings.evaluation
+        prompts, wording = load_prompts(self.settings.synthesis.prompt_dir), judge_wording(self.settings)
+        model = judge or self.ctx.judge()
+
+        async def all_verdicts() -> list[dict]:
+            try:
+                return await judge_all(model, RUBRIC, rows, prompts, ev.judge_decoding, ev.judge_attempts,
+                                       ev.concurrency, wording, log=self.log)
+            finally:
+                if judge is None:  # the client opened here
+                    await model.client.aclose()
+
+        verdicts = asyncio.run(all_verdicts()) if rows else []
+        self.layout.store.write_jsonl(f"{FOLDER}/verdicts.jsonl", verdicts)
+        scores = {v["id"]: round(statistics.fmean(v["scores"].values()), 3) for v in verdicts if v["status"] == "ok"}
+        counts = {"asked": len(rows), "scored": len(scores),
+                  "unparseable": sum(v["status"] == "unparseable" for v in verdicts),
+                  "errors": sum(v["status"] == "error" for v in verdicts)}
+        self.log(f"preference: the judge rated {counts['scored']} of {len(rows)} in-window answers "
+                 f"({counts['unparseable']} unparseable, {counts['errors']} failed calls)")
+        return {"scores": scores, **counts, "file": self.layout.store.uri(f"{FOLDER}/verdicts.jsonl"),
+                "provenance": judge_provenance(model, prompts, RUBRIC, ev.judge_decoding, wording)}
 
     def train(self, pairs: dict, sft: dict) -> dict:
         s = self.settings

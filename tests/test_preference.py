@@ -174,3 +174,62 @@ def test_the_preference_stage_balances_its_pairs_when_asked(tmp_path):
     assert summary["tally"]["balance.dropped"] == 4
     left_out = [u for u in layout.store.read_jsonl(f"{FOLDER}/unpaired.jsonl") if u["reason"].startswith("balance")]
     assert len(left_out) == 4
+
+
+def test_the_judge_is_asked_only_where_it_has_a_choice_and_its_best_rated_answer_is_chosen(tmp_path):
+    """dpo.judge on a run folder. Query q0 has three in-window answers (the collected one and two
+    drafts) and a shorter one to reject: the judge rates the three, and the best-rated draft is
+    chosen. Query q1 has one in-window answer: no choice, nothing asked. Query q2's in-window
+    answers get replies the judge cannot parse: the collected one stays chosen, the verdicts say
+    why."""
+    import json
+    import re
+    from types import SimpleNamespace
+
+    from cluster.layout import RunLayout
+    from cluster.settings import load_settings
+    from cluster.storage import Storage
+    from runtime.context import RunContext
+    from stages.preference import FOLDER, PreferenceStage
+    from tests.scripted import ScriptedModel
+
+    rating = {"c0": 3, "g0": 4.5, "h0": 2, "c2": "?", "g2": "?", "h2": "?"}  # by the texts' tags
+
+    def verdict(prompt: str, sampling: dict) -> str:
+        tag = re.search(r"\b([a-z]\d)0\b", prompt).group(1)  # a text's first word is <tag>0
+        score = rating[tag]
+        if score == "?":
+            return "I liked it."
+        return json.dumps({dim: score for dim in ("Relevance", "Accuracy", "Coherence", "Clarity",
+                                                 "Breadth and Depth", "Reading Experience")})
+
+    settings = load_settings(None, ["model.base=x", f"storage.root={tmp_path}", "run.rounds=1", "dpo.judge=true",
+                                    "evaluation.judge_attempts=2"])
+    layout = RunLayout.create(Storage.open(str(tmp_path), settings.storage), "run")
+    queries, drafts = [], []
+    for i in range(3):
+        topic = f"Topic {i}."
+        queries.append(query(f"q{i}", 200, (160, 240), f"c{i}", instruction=topic))
+        drafts.append(answer(f"r1/q{i}-short", 100, tag=f"s{i}", instruction=topic))
+        if i != 1:
+            drafts += [answer(f"r1/q{i}-g", 190, tag=f"g{i}", instruction=topic),
+                       answer(f"r1/q{i}-h", 230, tag=f"h{i}", instruction=topic)]
+    layout.store.write_jsonl("collect/data.jsonl", queries)
+    layout.store.write_jsonl("round-1/drafts/shard-00000.jsonl", drafts)
+    judge = ScriptedModel(chat=verdict)
+    stage = PreferenceStage(SimpleNamespace(ctx=RunContext(settings, layout, log=lambda m: None)))
+    summary = stage.pairs({}, judge=judge)
+
+    asked = {re.search(r"\b([a-z]\d)0\b", c["messages"][-1]["content"]).group(1) for c in judge.calls}
+    assert asked == {"c0", "g0", "h0", "c2", "g2", "h2"}  # q1 had nothing to choose from
+    assert len(judge.calls) == 3 + 3 * 2  # the unparseable ones asked again (judge_attempts 2)
+    chosen = {p["meta"]["query_id"]: p["meta"]["chosen"] for p in layout.store.read_jsonl(f"{FOLDER}/pairs.jsonl")}
+    assert chosen["q0"]["id"] == "r1/q0-g" and chosen["q0"]["why"] == "judge 4.5, highest in the window"
+    assert chosen["q1"] == {"id": "q1", "words": 200, "why": "collected"}
+    assert chosen["q2"]["id"] == "q2" and chosen["q2"]["why"] == "collected"
+    assert summary["judge"]["asked"] == 6 and summary["judge"]["scored"] == 3
+    assert summary["judge"]["unparseable"] == 3 and summary["tally"]["chosen.judge"] == 1
+    assert "scores" not in summary["judge"] and summary["judge"]["provenance"]["prompt"].startswith("built-in")
+    verdicts = {v["id"]: v for v in layout.store.read_jsonl(f"{FOLDER}/verdicts.jsonl")}
+    assert verdicts["q2"]["status"] == "unparseable" and verdicts["q2"]["reason"] == "no JSON object in the reply"
+    assert verdicts["r1/q0-h"]["scores"]["Coherence"] == 2
