@@ -70,8 +70,11 @@ def print_final(final: dict, out: TextIO) -> None:
         rejected = ", ".join(f"{k.split('.', 1)[1]} {v}" for k, v in sorted(p["tally"].items()) if k.startswith("rejected."))
         history = d.get("loss_history") or []
         loss = f"{history[0]['loss']:.3f} -> {history[-1]['loss']:.3f}" if history else d["metrics"].get("train_loss")
+        judge = p.get("judge")
+        judged = (f"; the judge rated {judge['scored']} of {judge['asked']} in-window answers and chose "
+                  f"{p['tally'].get('chosen.judge', 0)}" if judge else "")
         out.write(f"preference pairs: {p['pairs']} from {p['queries']} constrained queries (rejected: {rejected}; "
-                  f"{p['unpaired']} without a pair); DPO {d['metrics'].get('steps')} steps, loss {loss}\n")
+                  f"{p['unpaired']} without a pair{judged}); DPO {d['metrics'].get('steps')} steps, loss {loss}\n")
     probe = final["length_probe"]
     rows = [[label, p.get("length_score"), p.get("in_window"), p.get("mean_words"), p.get("unique_sentence_ratio"),
              p.get("asked_vs_written")] for label, p in probe_models(final)]

@@ -42,6 +42,12 @@ class PreferenceStage:
 
     def run(self, collected: dict, sft: dict, sft_probe: dict) -> dict:
         ctx, stage = self.ctx, self.ctx.stage
+        served_judge = self.settings.dpo.judge and self.settings.serving.judge.source != "endpoint"
+        if served_judge and self.layout.stage_done(FINAL, "pairs") is None:
+            # the judge is the Generator's deployment: the final SFT model, as the final stage
+            # serves it (a resumed job has served nothing yet)
+            if ctx.served.get("generator") != sft["export_uri"]:
+                ctx.serve({"generator": sft["export_uri"]})
         pairs = stage(FINAL, "pairs", lambda: self.pairs(collected))
         trained = stage(FINAL, "train-dpo", lambda: self.train(pairs, sft))
         if self.layout.stage_done(FINAL, "score-dpo") is None:

@@ -322,8 +322,10 @@ def test_the_loop_runs_as_a_ray_job_survives_its_faults_and_keeps_storage_on_s3(
         # the final stage, small: 8 more answers, the base model fine-tuned on what is collected
         # (6 epochs, ~12 steps: a checkpoint every 2 is registered while it still trains)
         "--set", "final.generate_count=8", "--set", "final.epochs=6",
-        # and the preference stage after it, one epoch of DPO on the pairs the run holds
-        "--set", "final.preference=dpo", "--set", "dpo.epochs=1",
+        # and the preference stage after it, one epoch of DPO on the pairs the run holds; the
+        # served judge (the tiny final model: its verdicts do not parse) asked once, briefly
+        "--set", "final.preference=dpo", "--set", "dpo.epochs=1", "--set", "dpo.judge=true",
+        "--set", "evaluation.judge_attempts=1", "--set", "evaluation.judge_decoding.max_tokens=32",
         "--storage", f"s3://{s3_bucket}/runs", "--run-name", "job",
     ]
     address, env, gcs_address, temp_dir = ray_head
@@ -508,11 +510,14 @@ def test_the_loop_runs_as_a_ray_job_survives_its_faults_and_keeps_storage_on_s3(
     lo, hi = pair["meta"]["constraint"]["window"]
     assert lo <= pair["meta"]["chosen"]["words"] <= hi and pair["meta"]["rejected"]["why"] in (
         "under_window", "over_window", "failed_rule")
+    judge = pairs["judge"]  # every in-window answer it was asked about has a verdict, scored or not
+    assert judge["asked"] == judge["scored"] + judge["unparseable"] + judge["errors"]
+    assert f"{run}/final/preference/verdicts.jsonl" in keys and judge["provenance"]["model"] == "generator"
     assert preference["training"]["metrics"]["method"] == "dpo" and preference["training"]["metrics"]["steps"] > 0
     assert f"{run}/final/dpo-model/model.safetensors" in keys
     assert preference["model"] == f"s3://{s3_bucket}/{run}/final/dpo-model"
     assert preference["length_probe"]["n"] == 30 and f"{run}/final/length-probe/dpo.jsonl" in keys
-    assert "preference: " in last and "final + DPO" in last
+    assert "preference: " in last and "final + DPO" in last and "the judge rated" in last
 
     # progress and the summary reach the terminal of whoever submitted the job
     assert "done (" in out and "tok/s" in out and "ETA" in out and "probe words before" in out
