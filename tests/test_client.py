@@ -69,6 +69,7 @@ class FlakyServer:
 
     def close(self):
         self.httpd.shutdown()
+        self.httpd.server_close()  # its listening socket too
 
 
 @pytest.fixture()

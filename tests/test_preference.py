@@ -233,3 +233,39 @@ def test_the_judge_is_asked_only_where_it_has_a_choice_and_its_best_rated_answer
     verdicts = {v["id"]: v for v in layout.store.read_jsonl(f"{FOLDER}/verdicts.jsonl")}
     assert verdicts["q2"]["status"] == "unparseable" and verdicts["q2"]["reason"] == "no JSON object in the reply"
     assert verdicts["r1/q0-h"]["scores"]["Coherence"] == 2
+
+
+def test_an_endpoint_judge_is_called_over_http_with_its_key_and_its_client_closed(tmp_path, monkeypatch):
+    """dpo.judge with serving.judge.source endpoint: the stage opens its own client of that
+    endpoint (an HTTP stand-in for an external judge, which answers "ok": no verdict parses),
+    sends the key from the named variable, and keeps the collected answers."""
+    from types import SimpleNamespace
+
+    from cluster.layout import RunLayout
+    from cluster.settings import load_settings
+    from cluster.storage import Storage
+    from runtime.context import RunContext
+    from stages.preference import FOLDER, PreferenceStage
+    from tests.test_client import FlakyServer
+
+    server = FlakyServer([])
+    monkeypatch.setenv("JUDGE_KEY_FOR_TEST", "sk-judge")
+    try:
+        settings = load_settings(None, [
+            "model.base=x", f"storage.root={tmp_path}", "run.rounds=1", "dpo.judge=true",
+            "evaluation.judge_attempts=1", "serving.judge.source=endpoint", f"serving.judge.base_url={server.url}",
+            "serving.judge.model=judge-model", "serving.judge.api_key_env=JUDGE_KEY_FOR_TEST"])
+        layout = RunLayout.create(Storage.open(str(tmp_path), settings.storage), "run")
+        layout.store.write_jsonl("collect/data.jsonl", [query("q0", 200, (160, 240), "c0")])
+        layout.store.write_jsonl("round-1/drafts/shard-00000.jsonl", [answer("r1/s", 100, tag="s0"),
+                                                                     answer("r1/g", 190, tag="g0")])
+        summary = PreferenceStage(SimpleNamespace(ctx=RunContext(settings, layout, log=lambda m: None))).pairs({})
+    finally:
+        server.close()
+    assert [r["body"]["model"] for r in server.requests] == ["judge-model", "judge-model"]
+    assert {r["auth"] for r in server.requests} == {"Bearer sk-judge"}
+    assert summary["judge"]["asked"] == 2 and summary["judge"]["unparseable"] == 2
+    assert summary["judge"]["provenance"]["model"] == "judge-model"
+    (pair,) = layout.store.read_jsonl(f"{FOLDER}/pairs.jsonl")
+    assert pair["meta"]["chosen"]["why"] == "collected" and pair["meta"]["rejected"]["id"] == "r1/s"
+    assert "sk-judge" not in (tmp_path / "run" / FOLDER / "summary.json").read_text()
