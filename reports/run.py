@@ -162,9 +162,15 @@ def final_section(final: dict, images: dict[str, str]) -> list[str]:
 def preference_section(preference: dict) -> list[str]:
     p, d = preference["pairs"], preference["training"]
     reward = (d["metrics"].get("reward_history") or [{}])[-1]
+    judge = p.get("judge")
+    judged = [] if not judge else [
+        f"The judge (`{judge['provenance']['model']}`, {judge['provenance']['prompt']}) was asked about "
+        f"{judge['asked']} in-window answers: {judge['scored']} scored, {judge['unparseable']} unparseable, "
+        f"{judge['errors']} failed calls; its best-rated answer is the chosen one of "
+        f"{p['tally'].get('chosen.judge', 0)} queries (`{judge['file']}`).", ""]
     return ["### The preference stage (DPO)", "",
             f"Pairs: {p['pairs']} from {p['queries']} constrained queries; {p['unpaired']} queries had no answer "
-            f"to reject (`{p['files']['pairs']}`, `{p['files']['unpaired']}`).", "",
+            f"to reject (`{p['files']['pairs']}`, `{p['files']['unpaired']}`).", "", *judged,
             *md_table(["rejected because", "pairs"], [[k.split(".", 1)[1], v] for k, v in sorted(p["tally"].items())
                                                        if k.startswith("rejected.")]),
             "", f"DPO from the final model: {d['metrics'].get('steps')} steps, mean loss "

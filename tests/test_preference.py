@@ -269,3 +269,34 @@ def test_an_endpoint_judge_is_called_over_http_with_its_key_and_its_client_close
     (pair,) = layout.store.read_jsonl(f"{FOLDER}/pairs.jsonl")
     assert pair["meta"]["chosen"]["why"] == "collected" and pair["meta"]["rejected"]["id"] == "r1/s"
     assert "sk-judge" not in (tmp_path / "run" / FOLDER / "summary.json").read_text()
+
+
+def test_the_summary_and_the_report_say_what_the_judge_did():
+    from io import StringIO
+
+    from reports.run import preference_section
+    from reports.summary import print_final
+
+    judge = {"asked": 5, "scored": 4, "unparseable": 1, "errors": 0, "file": "runs/r/final/preference/verdicts.jsonl",
+             "provenance": {"model": "judge-model", "prompt": "built-in judge_longbench_write (en, zh)"}}
+    pairs = {"pairs": 2, "queries": 3, "unpaired": 1, "judge": judge,
+             "tally": {"rejected.under_window": 2, "chosen.judge": 1, "chosen.collected": 1},
+             "files": {"pairs": "runs/r/final/preference/pairs.jsonl", "unpaired": "runs/r/final/preference/unpaired.jsonl"}}
+    scored = {"length_score": 0.5, "in_window": 0.5, "mean_words": 200.0, "asked_vs_written": 0.1}
+    preference = {"pairs": pairs, "training": {"metrics": {"steps": 3, "train_loss": 0.6}}, "model": "runs/r/final/dpo-model",
+                  "length_probe": scored}
+    report = "\n".join(preference_section(preference))
+    assert ("The judge (`judge-model`, built-in judge_longbench_write (en, zh)) was asked about 5 in-window answers: "
+            "4 scored, 1 unparseable, 0 failed calls; its best-rated answer is the chosen one of 1 queries "
+            "(`runs/r/final/preference/verdicts.jsonl`).") in report
+    final = {"collect": {"collected": 3, "responses": 5, "window": [100, 400], "tally": {}},
+             "training": {"examples": 3, "metrics": {"steps": 4, "train_loss": 1.5}}, "model": "runs/r/final/model",
+             "length_probe": {"base": scored, "final": scored, "words": [100, 400]}, "preference": preference}
+    out = StringIO()
+    print_final(final, out)
+    assert ("preference pairs: 2 from 3 constrained queries (rejected: under_window 2; 1 without a pair; "
+            "the judge rated 4 of 5 in-window answers and chose 1); DPO 3 steps, loss 0.6") in out.getvalue()
+    del pairs["judge"]  # without dpo.judge: neither says a word about a judge
+    out = StringIO()
+    print_final(final, out)
+    assert "judge" not in out.getvalue() and "judge" not in "\n".join(preference_section(preference))
