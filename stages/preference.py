@@ -30,9 +30,12 @@ RUBRIC = "longbench-write"  # the judge rates quality on its six dimensions, len
 
 
 def run_answers(layout, rounds: int) -> list[dict]:
-    """Every draft and extension record of rounds 1..rounds and of the final stage."""
-    return [r for k in [*range(1, rounds + 1), FINAL] for kind in ("drafts", "extensions")
-            for r in layout.shard_records(k, kind)]
+    """Every draft and extension record of rounds 1..rounds and of the final stage, its id
+    prefixed with its round's folder: every round names its records after the same seeds
+    ("en-001/d0/x0"), so only the prefix tells two rounds' answers apart (pairs and the judge's
+    scores refer to answers by id)."""
+    return [{**r, "id": f"{layout.round_dir(k)}/{r['id']}"} for k in [*range(1, rounds + 1), FINAL]
+            for kind in ("drafts", "extensions") for r in layout.shard_records(k, kind)]
 
 
 class PreferenceStage:
@@ -107,6 +110,10 @@ class PreferenceStage:
 
         verdicts = asyncio.run(all_verdicts()) if rows else []
         self.layout.store.write_jsonl(f"{FOLDER}/verdicts.jsonl", verdicts)
+        if verdicts and all(v["status"] == "error" for v in verdicts):
+            # not a stage to record as done: a resumed job asks again
+            raise SystemExit(f"error: the judge answered none of the preference stage's {len(verdicts)} calls "
+                             f"(the first: {verdicts[0]['reason']}); see {self.layout.store.uri(FOLDER)}/verdicts.jsonl")
         scores = {v["id"]: round(statistics.fmean(v["scores"].values()), 3) for v in verdicts if v["status"] == "ok"}
         counts = {"asked": len(rows), "scored": len(scores),
                   "unparseable": sum(v["status"] == "unparseable" for v in verdicts),

@@ -512,7 +512,8 @@ def test_the_loop_runs_as_a_ray_job_survives_its_faults_and_keeps_storage_on_s3(
         "under_window", "over_window", "failed_rule")
     judge = pairs["judge"]  # every in-window answer it was asked about has a verdict, scored or not
     assert judge["asked"] == judge["scored"] + judge["unparseable"] + judge["errors"]
-    assert f"{run}/final/preference/verdicts.jsonl" in keys and judge["provenance"]["model"] == "generator"
+    verdicts = s3.get_object(Bucket=s3_bucket, Key=f"{run}/final/preference/verdicts.jsonl")["Body"].read()
+    assert len(verdicts.decode().splitlines()) == judge["asked"] and judge["provenance"]["model"] == "generator"
     assert preference["training"]["metrics"]["method"] == "dpo" and preference["training"]["metrics"]["steps"] > 0
     assert f"{run}/final/dpo-model/model.safetensors" in keys
     assert preference["model"] == f"s3://{s3_bucket}/{run}/final/dpo-model"

@@ -177,11 +177,12 @@ def test_the_preference_stage_balances_its_pairs_when_asked(tmp_path):
 
 
 def test_the_judge_is_asked_only_where_it_has_a_choice_and_its_best_rated_answer_is_chosen(tmp_path):
-    """dpo.judge on a run folder. Query q0 has three in-window answers (the collected one and two
-    drafts) and a shorter one to reject: the judge rates the three, and the best-rated draft is
-    chosen. Query q1 has one in-window answer: no choice, nothing asked. Query q2's in-window
-    answers get replies the judge cannot parse: the collected one stays chosen, the verdicts say
-    why."""
+    """dpo.judge on a run folder of two rounds. Query q0 has three in-window answers: the
+    collected one and two drafts, one from each round, which both rounds name alike (every round
+    names its records after the same seeds): the judge rates all three, and the best-rated
+    draft is chosen. Query q1 has one in-window answer: no choice, nothing asked. Of query q2's
+    three, the judge can parse one verdict: one rated answer is no comparison, so the collected
+    one stays chosen, and the verdicts say why."""
     import json
     import re
     from types import SimpleNamespace
@@ -193,46 +194,70 @@ def test_the_judge_is_asked_only_where_it_has_a_choice_and_its_best_rated_answer
     from stages.preference import FOLDER, PreferenceStage
     from tests.scripted import ScriptedModel
 
-    rating = {"c0": 3, "g0": 4.5, "h0": 2, "c2": "?", "g2": "?", "h2": "?"}  # by the texts' tags
+    rating = {"c0": 3, "g0": 4.5, "h0": 2, "c2": "?", "g2": 4.0, "h2": "?"}  # by the texts' tags
 
     def verdict(prompt: str, sampling: dict) -> str:
-        tag = re.search(r"\b([a-z]\d)0\b", prompt).group(1)  # a text's first word is <tag>0
-        score = rating[tag]
+        score = rating[re.search(r"\b([a-z]\d)0\b", prompt).group(1)]  # a text's first word is <tag>0
         if score == "?":
             return "I liked it."
         return json.dumps({dim: score for dim in ("Relevance", "Accuracy", "Coherence", "Clarity",
                                                  "Breadth and Depth", "Reading Experience")})
 
-    settings = load_settings(None, ["model.base=x", f"storage.root={tmp_path}", "run.rounds=1", "dpo.judge=true",
+    settings = load_settings(None, ["model.base=x", f"storage.root={tmp_path}", "run.rounds=2", "dpo.judge=true",
                                     "evaluation.judge_attempts=2"])
     layout = RunLayout.create(Storage.open(str(tmp_path), settings.storage), "run")
-    queries, drafts = [], []
+    queries, round1, round2 = [], [], []
     for i in range(3):
         topic = f"Topic {i}."
         queries.append(query(f"q{i}", 200, (160, 240), f"c{i}", instruction=topic))
-        drafts.append(answer(f"r1/q{i}-short", 100, tag=f"s{i}", instruction=topic))
+        round1.append(answer(f"q{i}/d1", 100, tag=f"s{i}", instruction=topic))
         if i != 1:
-            drafts += [answer(f"r1/q{i}-g", 190, tag=f"g{i}", instruction=topic),
-                       answer(f"r1/q{i}-h", 230, tag=f"h{i}", instruction=topic)]
+            round1.append(answer(f"q{i}/d0", 190, tag=f"g{i}", instruction=topic))
+            round2.append(answer(f"q{i}/d0", 230, tag=f"h{i}", instruction=topic))
     layout.store.write_jsonl("collect/data.jsonl", queries)
-    layout.store.write_jsonl("round-1/drafts/shard-00000.jsonl", drafts)
+    layout.store.write_jsonl("round-1/drafts/shard-00000.jsonl", round1)
+    layout.store.write_jsonl("round-2/drafts/shard-00000.jsonl", round2)
     judge = ScriptedModel(chat=verdict)
     stage = PreferenceStage(SimpleNamespace(ctx=RunContext(settings, layout, log=lambda m: None)))
     summary = stage.pairs({}, judge=judge)
 
-    asked = {re.search(r"\b([a-z]\d)0\b", c["messages"][-1]["content"]).group(1) for c in judge.calls}
-    assert asked == {"c0", "g0", "h0", "c2", "g2", "h2"}  # q1 had nothing to choose from
-    assert len(judge.calls) == 3 + 3 * 2  # the unparseable ones asked again (judge_attempts 2)
+    asked = [re.search(r"\b([a-z]\d)0\b", c["messages"][-1]["content"]).group(1) for c in judge.calls]
+    assert sorted(set(asked)) == ["c0", "c2", "g0", "g2", "h0", "h2"]  # q1 had nothing to choose from
+    assert len(asked) == 4 + 2 * 2  # the unparseable ones asked again (judge_attempts 2)
     chosen = {p["meta"]["query_id"]: p["meta"]["chosen"] for p in layout.store.read_jsonl(f"{FOLDER}/pairs.jsonl")}
-    assert chosen["q0"]["id"] == "r1/q0-g" and chosen["q0"]["why"] == "judge 4.5, highest in the window"
+    assert chosen["q0"]["id"] == "round-1/q0/d0" and chosen["q0"]["why"] == "judge 4.5, highest in the window"
     assert chosen["q1"] == {"id": "q1", "words": 200, "why": "collected"}
     assert chosen["q2"]["id"] == "q2" and chosen["q2"]["why"] == "collected"
-    assert summary["judge"]["asked"] == 6 and summary["judge"]["scored"] == 3
-    assert summary["judge"]["unparseable"] == 3 and summary["tally"]["chosen.judge"] == 1
+    assert summary["judge"]["asked"] == 6 and summary["judge"]["scored"] == 4
+    assert summary["judge"]["unparseable"] == 2 and summary["tally"]["chosen.judge"] == 1
     assert "scores" not in summary["judge"] and summary["judge"]["provenance"]["prompt"].startswith("built-in")
     verdicts = {v["id"]: v for v in layout.store.read_jsonl(f"{FOLDER}/verdicts.jsonl")}
     assert verdicts["q2"]["status"] == "unparseable" and verdicts["q2"]["reason"] == "no JSON object in the reply"
-    assert verdicts["r1/q0-h"]["scores"]["Coherence"] == 2
+    assert verdicts["round-2/q0/d0"]["scores"]["Coherence"] == 2 and verdicts["round-1/q0/d0"]["scores"]["Clarity"] == 4.5
+
+
+def test_a_judge_that_answers_no_call_stops_the_stage_unrecorded(tmp_path):
+    """Every verdict a failed call: the job stops with the first reason, and the stage is not
+    marked done, so a resumed job asks the judge again."""
+    from types import SimpleNamespace
+
+    from cluster.layout import FINAL, RunLayout
+    from cluster.settings import load_settings
+    from cluster.storage import Storage
+    from runtime.context import RunContext
+    from stages.preference import PreferenceStage
+    from tests.scripted import ScriptedModel
+
+    settings = load_settings(None, ["model.base=x", f"storage.root={tmp_path}", "run.rounds=1", "dpo.judge=true"])
+    layout = RunLayout.create(Storage.open(str(tmp_path), settings.storage), "run")
+    layout.store.write_jsonl("collect/data.jsonl", [query("q0", 200, (160, 240), "c0")])
+    layout.store.write_jsonl("round-1/drafts/shard-00000.jsonl", [answer("q0/d1", 100, tag="s0"),
+                                                                 answer("q0/d0", 190, tag="g0")])
+    ctx = RunContext(settings, layout, log=lambda m: None)
+    judge = ScriptedModel(fail_on=INSTRUCTION)  # every call (each names the instruction): HTTP 400
+    with pytest.raises(SystemExit, match="the judge answered none of the preference stage's 2 calls"):
+        ctx.stage(FINAL, "pairs", lambda: PreferenceStage(SimpleNamespace(ctx=ctx)).pairs({}, judge=judge))
+    assert layout.stage_done(FINAL, "pairs") is None
 
 
 def test_an_endpoint_judge_is_called_over_http_with_its_key_and_its_client_closed(tmp_path, monkeypatch):
@@ -248,8 +273,17 @@ def test_an_endpoint_judge_is_called_over_http_with_its_key_and_its_client_close
     from stages.preference import FOLDER, PreferenceStage
     from tests.test_client import FlakyServer
 
+    from actors.client import LLMClient
+
     server = FlakyServer([])
     monkeypatch.setenv("JUDGE_KEY_FOR_TEST", "sk-judge")
+    closed = []
+    aclose = LLMClient.aclose
+
+    async def counted_aclose(client):
+        closed.append(client.base_url)
+        await aclose(client)
+    monkeypatch.setattr(LLMClient, "aclose", counted_aclose)
     try:
         settings = load_settings(None, [
             "model.base=x", f"storage.root={tmp_path}", "run.rounds=1", "dpo.judge=true",
@@ -267,8 +301,9 @@ def test_an_endpoint_judge_is_called_over_http_with_its_key_and_its_client_close
     assert summary["judge"]["asked"] == 2 and summary["judge"]["unparseable"] == 2
     assert summary["judge"]["provenance"]["model"] == "judge-model"
     (pair,) = layout.store.read_jsonl(f"{FOLDER}/pairs.jsonl")
-    assert pair["meta"]["chosen"]["why"] == "collected" and pair["meta"]["rejected"]["id"] == "r1/s"
+    assert pair["meta"]["chosen"]["why"] == "collected" and pair["meta"]["rejected"]["id"] == "round-1/r1/s"
     assert "sk-judge" not in (tmp_path / "run" / FOLDER / "summary.json").read_text()
+    assert closed == [server.url]  # the client the stage opened, closed by it
 
 
 def test_the_summary_and_the_report_say_what_the_judge_did():
