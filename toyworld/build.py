@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+from transformers.utils import logging as hf_logging
 
 from longform.metrics import probe_summary
 from longform.prompts import PromptBook, load_prompts
@@ -231,6 +232,7 @@ def weights_hash(model) -> str:
 
 def save(model, tokenizer, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
+    hf_logging.disable_progress_bar()  # transformers' bar for writing a one-file model
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     GenerationConfig(
