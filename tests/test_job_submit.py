@@ -226,7 +226,9 @@ def wait_for_a_registered_checkpoint(s3, bucket: str, train_prefix: str, job: Jo
             return False
         return b"checkpoint_" in s3.get_object(Bucket=bucket, Key=snapshot)["Body"].read()
 
-    poll(job, registered, f"no checkpoint registered under {train_prefix}", timeout=timeout)
+    # the job's status (a dashboard call, slow on a busy machine) only now and then: each one
+    # delays noticing the checkpoint
+    poll(job, registered, f"no checkpoint registered under {train_prefix}", timeout=timeout, status_every=30)
 
 
 def kill_a_train_worker(s3, bucket: str, train_prefix: str, export_marker: str, job: Job, since: float) -> None:
@@ -315,7 +317,10 @@ def test_the_loop_runs_as_a_ray_job_survives_its_faults_and_keeps_storage_on_s3(
         "--set", f"model.base=s3://{s3_bucket}/models/tiny", "--set", "run.rounds=1",
         "--set", f"synthesis.seeds=s3://{s3_bucket}/inputs/seeds.jsonl",
         "--set", f"probe.file=s3://{s3_bucket}/inputs/probes.jsonl",
-        "--set", "training.checkpoint_every_steps=2", "--set", "synthesis.self_instruct.new_per_round=8",
+        # a round's fine-tunes at 6 epochs, not 4: ~12 steps, so that a checkpoint every 2 is
+        # registered while the Generator's still has several to go
+        "--set", "training.checkpoint_every_steps=2", "--set", "training.epochs=6",
+        "--set", "synthesis.self_instruct.new_per_round=8",
         "--set", "synthesis.shard_size=4", "--set", "serving.max_retries=8",
         # one shard at a time: the faults must land mid-round however fast the machine is
         "--set", "synthesis.workers=1", "--set", "synthesis.shards_per_worker=1",
@@ -332,7 +337,12 @@ def test_the_loop_runs_as_a_ray_job_survives_its_faults_and_keeps_storage_on_s3(
     # where S3 is, but no credential: the job has the settings' keys; the engines, like a pod's,
     # the node's (the head's environment, moto's "testing")
     where = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION")
-    runtime_env = json.dumps({"env_vars": {k: v for k, v in s3_server["env"].items() if k in where}})
+    # and Ray Train's controller collecting its workers' reports every 0.5 s instead of 2: the
+    # delay before a checkpoint counts as registered is a fixed time, not a number of steps, so
+    # on a fast machine a whole fine-tune could run out within it (Ray passes it on to the
+    # controller)
+    runtime_env = json.dumps({"env_vars": {**{k: v for k, v in s3_server["env"].items() if k in where},
+                                           "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}})
     run, stats_prefix = "runs/job", "runs/job/round-1/stats/"
 
     # 1. the first job: a Generator replica is killed as synthesis starts; as soon as a shard
