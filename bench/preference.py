@@ -2,6 +2,7 @@
 whose chosen/rejected labels are shuffled, over several training seeds.
 
     .venv/bin/python bench/preference.py --run runs/demo [--seeds 0 1 2] [--set dpo.lr=5e-5] [--balance]
+        [--set dpo.extra_windows=1]
 
 `--run` is a finished loop run with its final stage (`make demo`). The pairs are built from its
 files as the loop builds them (stages/preference.py); each DPO run is `jobs.train --method dpo`
@@ -10,7 +11,8 @@ files as the loop builds them (stages/preference.py); each DPO run is `jobs.trai
 (transformers, 1,536 new tokens at most; the loop's probe decoding is greedy too), scored as
 the final stage scores it. Prints one JSON line per model, then the means and the smallest
 margin over the seeds. `--balance` trains on pairs balanced by length direction (dpo.balance:
-as many rejecting a too-short answer as a too-long one), and its control on the same pairs.
+as many rejecting a too-short answer as a too-long one), and its control on the same pairs;
+`--set dpo.extra_windows=N` on pairs with up to N more windows an instruction.
 """
 
 from __future__ import annotations
@@ -27,11 +29,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from cluster.layout import RunLayout
 from cluster.settings import load_settings
 from cluster.storage import Storage
-from stages import collect
 from jobs import train as train_job
-from stages.preference import run_answers
+from stages.preference import pair_up, queries_and_answers
 from longform.length_probe import constrained_probes, summarize
-from longform.preference import balanced, build_pairs, index_answers, shuffled_labels
+from longform.preference import shuffled_labels
 from toyworld.build import greedy_replies
 from toyworld.method_vs_control import read_instructions
 
@@ -51,20 +52,18 @@ def main() -> None:
     parser.add_argument("--run", default="runs/demo", help="a finished run folder (local)")
     parser.add_argument("--config", default="configs/tiny.yaml")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--set", action="append", default=[], help="settings overrides for the DPO runs")
+    parser.add_argument("--set", action="append", default=[], help="settings overrides for the pairs and the DPO runs")
     parser.add_argument("--balance", action="store_true", help="pairs balanced by length direction")
     args = parser.parse_args()
     started = time.time()
     root, name = os.path.split(os.path.abspath(args.run))
-    settings = load_settings(args.config, [f"storage.root={root}", f"run.name={name}"])
-    layout = RunLayout.create(Storage.open(root, settings.storage), name)
-    answers = index_answers(run_answers(layout, settings.run.rounds))
-    pairs, unpaired, tally = build_pairs(list(layout.store.read_jsonl(f"{collect.ROOT}/data.jsonl")), answers,
-                                         settings.dpo.pairs_per_query)
     if args.balance:
-        pairs, dropped = balanced(pairs, settings.run.seed)
-        tally["balance.dropped"] = len(dropped)
-    folder = "bench-preference" + ("-balanced" if args.balance else "")
+        args.set.append("dpo.balance=true")
+    settings = load_settings(args.config, [f"storage.root={root}", f"run.name={name}", *args.set])
+    layout = RunLayout.create(Storage.open(root, settings.storage), name)
+    queries, answers, extra = queries_and_answers(settings, layout)
+    pairs, unpaired, tally = pair_up(settings, queries, answers)
+    folder = "bench-preference" + ("-balanced" if settings.dpo.balance else "") + (f"-extra{extra}" if extra else "")
     bench = layout.store.child(folder)
     print(json.dumps({"pairs": len(pairs), "unpaired": len(unpaired), "tally": dict(tally)}), flush=True)
     rows = constrained_probes(read_instructions(settings.probe.file), settings.final.probe_words, settings.run.seed)

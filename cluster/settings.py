@@ -457,6 +457,10 @@ class DPOSection(Section):
     balance: bool = Field(False, description="as many pairs rejecting a too-short answer as a too-long one "
                           "(a seeded draw of the larger side), so that length alone does not tell chosen from "
                           "rejected (longform.preference.balanced)")
+    extra_windows: int = Field(0, ge=0, description="per instruction, up to this many more constrained queries, "
+                               "each around another answer that passed the rules (collect's word bounds), so that a "
+                               "text chosen under its own window is rejected under another's: the length asked, not "
+                               "the answer, tells them apart (longform.preference.extra_windows)")
     judge: bool = Field(False, description="where a query has two or more in-window answers, serving.judge rates "
                         "them on LongBench-Write's quality rubric and the best-rated one is chosen (evaluation."
                         "judge_prompt, judge_decoding, judge_attempts and concurrency apply)")

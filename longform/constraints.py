@@ -93,6 +93,16 @@ def appended_query(instruction: str, constraint: Constraint, lang: LangCode) -> 
                                                           requirement=constraint.label(lang))
 
 
+def query_record(source_id: str, round_: int | str | None, lang: LangCode, instruction: str, query: str, text: str,
+                 c: Constraint, words: int, **meta) -> dict:
+    """A constrained query as the final data holds it: the query and the answer as chat
+    messages, and where it came from, its constraint and window, the answer's length."""
+    return {"messages": [{"role": "user", "content": query}, {"role": "assistant", "content": text}],
+            "meta": {"source_id": source_id, "round": round_, "lang": lang, "instruction": instruction,
+                     "constraint": {"type": c.kind, "numbers": list(c.numbers), "window": [c.lo, c.hi]},
+                     "words": words, **meta}}
+
+
 def pick_kind(rng: random.Random) -> str:
     return rng.choices(list(TYPES), weights=list(TYPES.values()))[0]
 

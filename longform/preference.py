@@ -18,6 +18,7 @@ rounds), and the same text is used once. Every pair says which records it came f
 side was chosen; a query with no rejectable answer is counted, with the reason.
 
     answers = index_answers(records)                  # drafts, extensions, final answers
+    queries += extra_windows(queries, answers, 1, 60, 600, seed)  # optional: more windows an instruction
     rows = judge_requests(queries, answers)           # optional: a judge rates these: scores by id
     pairs, unpaired, tally = build_pairs(queries, answers, per_query=1, judge=scores)
     pairs, dropped = balanced(pairs, seed)            # optional: as many too-short as too-long
@@ -27,6 +28,13 @@ on such pairs can lower the loss by preferring the longer answer, whatever was a
 `balanced` keeps as many pairs rejecting a too-short answer as pairs rejecting a too-long one (a
 seeded draw of the larger side; rule failures inside the window are all kept), so that length
 alone no longer tells chosen from rejected.
+
+Nor do such pairs make the model read the length it is asked for: each instruction has one
+window, and its chosen answer is usually its longest. `extra_windows` gives an instruction more
+constrained queries, each built around another of its answers as the final data's are built
+(a constraint type drawn, the roundest numbers that admit the answer, appended to the
+instruction). A text chosen under its own window is then rejected under another's: what tells
+chosen from rejected is the number in the query.
 """
 
 from __future__ import annotations
@@ -35,6 +43,8 @@ import random
 from collections import Counter
 from dataclasses import dataclass
 
+from longform.constraints import TYPES, appended_query, constraint_for, pick_kind, query_record
+from longform.sampling import seeded_rng
 from longform.words import count_words
 
 PASSED = ("kept", "dropped_short")  # dropped_short: passed the rules, not drawn by length-biased sampling
@@ -104,6 +114,45 @@ def candidates(q: dict, answers: dict[tuple[str, str], list[Answer]]) -> Candida
     outside = [a for a in pool if a.text != collected.text and (not a.passed or not lo <= a.words <= hi)]
     outside.sort(key=lambda a: (distance(a.words, lo, hi), a.id))
     return Candidates(lo, hi, len(pool), collected, [collected, *(a for a in inside if a is not collected)], outside)
+
+
+def extra_windows(queries: list[dict], answers: dict[tuple[str, str], list[Answer]], per_instruction: int,
+                  min_words: int, max_words: int, seed: int) -> list[dict]:
+    """Up to `per_instruction` more constrained queries for each instruction of `queries`, in
+    their form (constraints.query_record): each around an answer that passed the rules, is
+    `min_words`-`max_words` long (the final data's bounds) and that no window of the
+    instruction admits yet, shortest first. The constraint type is drawn as collect draws it; where
+    its window would admit the answer of one of the instruction's windows, the next type in
+    TYPES' order that admits none is taken, else the answer is passed over. Their ids are the
+    answers' ids."""
+    windows: dict[tuple[str, str], list[tuple[int, int]]] = {}
+    held: dict[tuple[str, str], list[int]] = {}  # the lengths of the answers the windows were built around
+    first: dict[tuple[str, str], dict] = {}
+    for q in queries:
+        key = instruction_key(q["meta"]["lang"], q["meta"]["instruction"])
+        windows.setdefault(key, []).append(tuple(q["meta"]["constraint"]["window"]))
+        held.setdefault(key, []).append(count_words(q["messages"][-1]["content"]))
+        first.setdefault(key, q["meta"])
+    out = []
+    for key, meta in first.items():
+        added = 0
+        for a in sorted(answers.get(key, []), key=lambda a: (a.words, a.id)):
+            if added == per_instruction:
+                break
+            if not a.passed or not min_words <= a.words <= max_words or any(lo <= a.words <= hi for lo, hi in windows[key]):
+                continue
+            drawn = pick_kind(seeded_rng(seed, "preference", a.id))
+            fits = (constraint_for(kind, a.words) for kind in (drawn, *(k for k in TYPES if k != drawn)))
+            c = next((c for c in fits if not any(c.admits(words) for words in held[key])), None)
+            if c is None:
+                continue
+            windows[key].append((c.lo, c.hi))
+            held[key].append(a.words)
+            added += 1
+            out.append(query_record(a.id, None, meta["lang"], meta["instruction"],
+                                    appended_query(meta["instruction"], c, meta["lang"]), a.text, c, a.words,
+                                    origin="extra window"))
+    return out
 
 
 def judge_requests(queries: list[dict], answers: dict[tuple[str, str], list[Answer]]) -> list[dict]:

@@ -169,7 +169,10 @@ def preference_section(preference: dict) -> list[str]:
         f"{judge['errors']} failed calls; its best-rated answer is the chosen one of "
         f"{p['tally'].get('chosen.judge', 0)} queries (`{judge['file']}`).", ""]
     return ["### The preference stage (DPO)", "",
-            f"Pairs: {p['pairs']} from {p['queries']} constrained queries; {p['unpaired']} queries had no answer "
+            f"Pairs: {p['pairs']} from {p['queries']} constrained queries"
+            + (f" ({p['extra_windows']} of them extra windows, each around another answer of its instruction: "
+               "`dpo.extra_windows`)" if p.get("extra_windows") else "")
+            + f"; {p['unpaired']} queries had no answer "
             f"to reject (`{p['files']['pairs']}`, `{p['files']['unpaired']}`).", "", *judged,
             *md_table(["rejected because", "pairs"], [[k.split(".", 1)[1], v] for k, v in sorted(p["tally"].items())
                                                        if k.startswith("rejected.")]),

@@ -73,7 +73,8 @@ def print_final(final: dict, out: TextIO) -> None:
         judge = p.get("judge")
         judged = (f"; the judge rated {judge['scored']} of {judge['asked']} in-window answers and chose "
                   f"{p['tally'].get('chosen.judge', 0)}" if judge else "")
-        out.write(f"preference pairs: {p['pairs']} from {p['queries']} constrained queries (rejected: {rejected}; "
+        extra = f", {p['extra_windows']} of them extra windows" if p.get("extra_windows") else ""
+        out.write(f"preference pairs: {p['pairs']} from {p['queries']} constrained queries{extra} (rejected: {rejected}; "
                   f"{p['unpaired']} without a pair{judged}); DPO {d['metrics'].get('steps')} steps, loss {loss}\n")
     probe = final["length_probe"]
     rows = [[label, p.get("length_score"), p.get("in_window"), p.get("mean_words"), p.get("unique_sentence_ratio"),

@@ -24,7 +24,8 @@ from collections import Counter
 
 from cluster.layout import FINAL, RunLayout
 from cluster.settings import Settings
-from longform.constraints import Constraint, appended_query, constraint_for, numbers_stated, pick_kind
+from longform.constraints import (Constraint, appended_query, constraint_for, numbers_stated, pick_kind,
+                                  query_record)
 from longform.model import ChatModel, ModelCallError, user
 from longform.prompts import PromptBook, load_prompts
 from longform.sampling import seeded_rng
@@ -87,12 +88,8 @@ async def build(records: list[dict], model: ChatModel | None, settings: Settings
         tally["rewritten" if fallback is None else "appended"] += 1
         if fallback:
             tally[f"appended.{fallback.split(':', 1)[0]}"] += 1
-        kept.append({
-            "messages": [{"role": "user", "content": query}, {"role": "assistant", "content": r["text"]}],
-            "meta": {"source_id": r["id"], "round": r["round"], "lang": r["lang"], "instruction": r["instruction"],
-                     "constraint": {"type": c.kind, "numbers": list(c.numbers), "window": [c.lo, c.hi]},
-                     "words": words, "rewritten": fallback is None, "fallback_reason": fallback},
-        })
+        kept.append(query_record(r["id"], r["round"], r["lang"], r["instruction"], query, r["text"], c, words,
+                                 rewritten=fallback is None, fallback_reason=fallback))
     return kept, rejected, tally
 
 

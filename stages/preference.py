@@ -1,9 +1,11 @@
 """After the final SFT (`final.preference: dpo`): DPO on pairs the run already holds, as
 resumable stages of the loop's job (longform/preference.py says how a pair is made).
 
-    pairs       for each constrained query of the final data: chosen = an in-window answer that
-                passed the rules, rejected = an answer to the same instruction the constraint does
-                not admit (shorter, longer, or rule-failing); written to final/preference/
+    pairs       for each constrained query of the final data (and with `dpo.extra_windows`, more
+                queries an instruction, each around another of its answers): chosen = an
+                in-window answer that passed the rules, rejected = an answer to the same
+                instruction the constraint does not admit (shorter, longer, or rule-failing);
+                written to final/preference/
     train-dpo   the final SFT model trained with DPO on them (`dpo.*`; LoRA: the SFT adapter
                 continued, the reference its frozen copy), exported to final/dpo-model/
     score-dpo   the DPO model on the same length-constrained probe set as the base and SFT model
@@ -17,11 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import statistics
+from collections import Counter
 
 from cluster.layout import FINAL
 from stages import collect
 from longform.model import ChatModel
-from longform.preference import balanced, build_pairs, index_answers, judge_requests
+from longform.preference import balanced, build_pairs, extra_windows, index_answers, judge_requests
 from training.trainer import Target, train
 
 FOLDER = f"{FINAL}/preference"
@@ -36,6 +39,26 @@ def run_answers(layout, rounds: int) -> list[dict]:
     scores refer to answers by id)."""
     return [{**r, "id": f"{layout.round_dir(k)}/{r['id']}"} for k in [*range(1, rounds + 1), FINAL]
             for kind in ("drafts", "extensions") for r in layout.shard_records(k, kind)]
+
+
+def queries_and_answers(settings, layout) -> tuple[list[dict], dict, int]:
+    """The constrained queries to pair (the final data's, then `dpo.extra_windows` more an
+    instruction), the run's answers by instruction, and how many queries were added."""
+    queries = list(layout.store.read_jsonl(f"{collect.ROOT}/data.jsonl"))
+    answers = index_answers(run_answers(layout, settings.run.rounds))
+    extra = extra_windows(queries, answers, settings.dpo.extra_windows, settings.collect.min_words,
+                          settings.collect.max_words, settings.run.seed) if settings.dpo.extra_windows else []
+    return queries + extra, answers, len(extra)
+
+
+def pair_up(settings, queries: list[dict], answers: dict, scores: dict | None = None) -> tuple[list, list, Counter]:
+    """build_pairs as `dpo.*` says, then `dpo.balance`: (pairs, unpaired, tally)."""
+    pairs, unpaired, tally = build_pairs(queries, answers, settings.dpo.pairs_per_query, scores)
+    if settings.dpo.balance:
+        pairs, dropped = balanced(pairs, settings.run.seed)
+        unpaired += dropped
+        tally["balance.dropped"] = len(dropped)
+    return pairs, unpaired, tally
 
 
 class PreferenceStage:
@@ -66,22 +89,18 @@ class PreferenceStage:
         """The pairs, written to FOLDER; with `dpo.judge` the judge's ratings choose among a
         query's in-window answers (`judge`: in place of serving.judge)."""
         s, store = self.settings, self.layout.store
-        queries = list(store.read_jsonl(f"{collect.ROOT}/data.jsonl"))
-        answers = index_answers(run_answers(self.layout, s.run.rounds))
+        queries, answers, extra = queries_and_answers(s, self.layout)
         rated = self.rate(judge_requests(queries, answers), judge) if s.dpo.judge else None
         scores = rated.pop("scores") if rated else None  # by answer id; the summary keeps the counts
-        pairs, unpaired, tally = build_pairs(queries, answers, s.dpo.pairs_per_query, scores)
-        if s.dpo.balance:
-            pairs, dropped = balanced(pairs, s.run.seed)
-            unpaired += dropped
-            tally["balance.dropped"] = len(dropped)
+        pairs, unpaired, tally = pair_up(s, queries, answers, scores)
         store.write_jsonl(f"{FOLDER}/pairs.jsonl", pairs)
         store.write_jsonl(f"{FOLDER}/unpaired.jsonl", unpaired)
-        summary = {"queries": len(queries), "pairs": len(pairs), "unpaired": len(unpaired), "tally": dict(tally),
+        summary = {"queries": len(queries), "extra_windows": extra, "pairs": len(pairs), "unpaired": len(unpaired), "tally": dict(tally),
                    "judge": rated,
                    "files": {n: store.uri(f"{FOLDER}/{n}.jsonl") for n in ("pairs", "unpaired")}}
         store.write_json(f"{FOLDER}/summary.json", summary)
-        self.log(f"preference: {len(pairs)} pairs from {len(queries)} constrained queries (rejected: "
+        self.log(f"preference: {len(pairs)} pairs from {len(queries)} constrained queries"
+                 + (f" ({extra} around answers outside the final data's windows)" if extra else "") + " (rejected: "
                  + ", ".join(f"{k.split('.', 1)[1]} {v}" for k, v in sorted(tally.items()) if k.startswith("rejected."))
                  + f"; {len(unpaired)} queries without a pair"
                  + (f"; chosen by the judge {tally['chosen.judge']}" if rated else "") + ")")

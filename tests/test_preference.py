@@ -3,7 +3,7 @@ which answer is chosen, which is rejected, and why."""
 
 from __future__ import annotations
 
-from longform.preference import balanced, build_pairs, index_answers, shuffled_labels
+from longform.preference import balanced, build_pairs, extra_windows, index_answers, shuffled_labels
 from training.sources import BadRecord, to_pair
 
 import pytest
@@ -84,6 +84,35 @@ def test_a_query_with_nothing_to_reject_is_counted_with_its_reason():
     pairs, unpaired, tally = build_pairs([query("a", 200, (160, 240), "a")], index_answers(records))
     assert pairs == [] and tally["unpaired"] == 1
     assert unpaired[0]["query_id"] == "a" and "outside the window" in unpaired[0]["reason"]
+
+
+def test_extra_windows_make_a_text_chosen_under_its_own_length_and_rejected_under_another():
+    queries = [query("r2/x0", 200, (160, 240), "x0")]
+    answers = index_answers(RECORDS)
+    extra = extra_windows(queries, answers, per_instruction=4, min_words=60, max_words=600, seed=0)
+    # passing answers of 60-600 words no window admits yet, shortest first: 120 words, then 400
+    # (40 is under the bounds, 210 failed a rule and sits in the collected window, "other" is
+    # another instruction's); each query built as collect builds one, around its answer
+    assert [q["meta"]["source_id"] for q in extra] == ["r1/d1", "r3/x0"]
+    for q in extra:
+        meta = q["meta"]
+        lo, hi = meta["constraint"]["window"]
+        assert lo <= meta["words"] <= hi and not lo <= 200 <= hi
+        assert q["messages"][0]["content"].startswith(INSTRUCTION) and q["messages"][1]["content"] == \
+            next(r["text"] for r in RECORDS if r["id"] == meta["source_id"])
+        assert all(str(n) in q["messages"][0]["content"] for n in meta["constraint"]["numbers"])
+        assert meta["origin"] == "extra window"
+    assert extra == extra_windows(queries, answers, 4, 60, 600, seed=0)  # seeded
+    assert len(extra_windows(queries, answers, 1, 60, 600, seed=0)) == 1
+    # no new window admits an answer another window was built around: each text is chosen under
+    # its own window and can be rejected under every other
+    words = [200, *(q["meta"]["words"] for q in extra)]
+    for q in extra:
+        lo, hi = q["meta"]["constraint"]["window"]
+        assert sum(lo <= w <= hi for w in words) == 1
+    pairs, _, _ = build_pairs(queries + extra, answers, per_query=4)
+    sides = {(p["meta"]["chosen"]["id"], p["meta"]["rejected"]["id"]) for p in pairs}
+    assert {("r1/d1", "r2/x0"), ("r2/x0", "r1/d1"), ("r3/x0", "r2/x0"), ("r2/x0", "r3/x0")} <= sides
 
 
 def test_shuffled_labels_swap_about_half_and_keep_every_text():
@@ -174,6 +203,44 @@ def test_the_preference_stage_balances_its_pairs_when_asked(tmp_path):
     assert summary["tally"]["balance.dropped"] == 4
     left_out = [u for u in layout.store.read_jsonl(f"{FOLDER}/unpaired.jsonl") if u["reason"].startswith("balance")]
     assert len(left_out) == 4
+
+
+def test_the_preference_stage_adds_extra_windows_when_asked(tmp_path):
+    """stages/preference.py with dpo.extra_windows: 1 on a run folder of 3 instructions, each
+    with a collected 200-word answer and a 100-word draft: each draft gets a window of its own
+    (the draft chosen, the collected answer rejected there), and the summary counts them."""
+    from types import SimpleNamespace
+
+    from cluster.layout import RunLayout
+    from cluster.settings import load_settings
+    from cluster.storage import Storage
+    from runtime.context import RunContext
+    from stages.preference import FOLDER, PreferenceStage
+
+    def run(extra: int) -> tuple[dict, list[dict]]:
+        settings = load_settings(None, ["model.base=x", f"storage.root={tmp_path}", "run.rounds=1", "collect.min_words=60",
+                                        f"dpo.extra_windows={extra}"])
+        layout = RunLayout.create(Storage.open(str(tmp_path), settings.storage), f"run{extra}")
+        queries, drafts, extended = [], [], []
+        for i in range(3):
+            topic = f"Topic {i}."
+            queries.append(query(f"q{i}/x0", 200, (160, 240), f"c{i}", instruction=topic))
+            drafts.append(answer(f"q{i}/d0", 100, tag=f"s{i}", instruction=topic))
+            extended.append(answer(f"q{i}/x0", 200, tag=f"c{i}", instruction=topic))  # the collected one
+        layout.store.write_jsonl("collect/data.jsonl", queries)
+        layout.store.write_jsonl("round-1/drafts/shard-00000.jsonl", drafts)
+        layout.store.write_jsonl("round-1/extensions/shard-00000.jsonl", extended)
+        summary = PreferenceStage(SimpleNamespace(ctx=RunContext(settings, layout, log=lambda m: None))).pairs({})
+        return summary, list(layout.store.read_jsonl(f"{FOLDER}/pairs.jsonl"))
+
+    summary, pairs = run(0)
+    assert summary["extra_windows"] == 0 and summary["queries"] == summary["pairs"] == 3
+    summary, pairs = run(1)
+    assert summary["extra_windows"] == 3 and summary["queries"] == summary["pairs"] == 6
+    sides = {(p["meta"]["chosen"]["id"], p["meta"]["rejected"]["id"]) for p in pairs}
+    for i in range(3):  # each text chosen under its own window and rejected under the other's
+        assert {(f"round-1/q{i}/x0", f"round-1/q{i}/d0"), (f"round-1/q{i}/d0", f"round-1/q{i}/x0")} <= sides
+    assert summary["tally"]["rejected.under_window"] == summary["tally"]["rejected.over_window"] == 3
 
 
 def test_the_judge_is_asked_only_where_it_has_a_choice_and_its_best_rated_answer_is_chosen(tmp_path):
@@ -335,3 +402,10 @@ def test_the_summary_and_the_report_say_what_the_judge_did():
     out = StringIO()
     print_final(final, out)
     assert "judge" not in out.getvalue() and "judge" not in "\n".join(preference_section(preference))
+    assert "extra window" not in out.getvalue() and "extra window" not in "\n".join(preference_section(preference))
+    pairs["extra_windows"] = 1  # with dpo.extra_windows: both say how many queries were added
+    out = StringIO()
+    print_final(final, out)
+    assert "preference pairs: 2 from 3 constrained queries, 1 of them extra windows (rejected:" in out.getvalue()
+    assert "from 3 constrained queries (1 of them extra windows, each around another answer of its instruction" in \
+        "\n".join(preference_section(preference))
