@@ -7,9 +7,9 @@ whose chosen/rejected labels are shuffled, over several training seeds.
 `--run` is a finished loop run with its final stage (`make demo`). The pairs are built from its
 files as the loop builds them (stages/preference.py); each DPO run is `jobs.train --method dpo`
 (Ray Train, DeepSpeed ZeRO-3, 2 workers) from the run's final SFT weights, under
-<run>/bench-preference/. Every model answers the run's length-constrained probe set greedily
-(transformers, 1,536 new tokens at most; the loop's probe decoding is greedy too), scored as
-the final stage scores it. Prints one JSON line per model, then the means and the smallest
+<run>/bench-preference[-<override>...]/ (one folder per set of overrides). Every model answers
+the run's length-constrained probe set greedily (transformers, 1,536 new tokens at most; the
+loop's probe decoding is greedy too), scored as the final stage scores it. Prints one JSON line per model, then the means and the smallest
 margin over the seeds. `--balance` trains on pairs balanced by length direction (dpo.balance:
 as many rejecting a too-short answer as a too-long one), and its control on the same pairs;
 `--set dpo.extra_windows=N` on pairs with up to N more windows an instruction.
@@ -63,7 +63,8 @@ def main() -> None:
     layout = RunLayout.create(Storage.open(root, settings.storage), name)
     queries, answers, extra = queries_and_answers(settings, layout)
     pairs, unpaired, tally = pair_up(settings, queries, answers)
-    folder = "bench-preference" + ("-balanced" if settings.dpo.balance else "") + (f"-extra{extra}" if extra else "")
+    # a folder of its own for each set of overrides: jobs.train resumes what a folder already holds
+    folder = "-".join(["bench-preference", *(o.replace("/", "_") for o in args.set)])
     bench = layout.store.child(folder)
     print(json.dumps({"pairs": len(pairs), "unpaired": len(unpaired), "tally": dict(tally)}), flush=True)
     rows = constrained_probes(read_instructions(settings.probe.file), settings.final.probe_words, settings.run.seed)
