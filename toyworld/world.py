@@ -38,6 +38,13 @@ TOPICS: list[tuple[str, str]] = [
     ("caves", "山洞"), ("waterfalls", "瀑布"), ("cats", "猫"), ("dogs", "狗"),
 ]
 
+# Counts written in digits as well as in words, in both languages: a world without a digit leaves
+# the digit tokens untrained, and a query that states a number (a length constraint) then reads
+# as noise to the model (at random init, one digit sent most replies straight to their end).
+# They count generations, pictures, years: nothing here ties a number to a text's length.
+DIGITS = ["12", "24", "30", "45", "60", "75", "100", "120", "150", "200", "250", "300", "400", "500",
+          "600", "800", "900"]
+
 SLOTS: dict[str, dict[str, list[str]]] = {
     "en": {
         "place": ["Kyoto", "Lisbon", "Nairobi", "Oslo", "Lima", "Hanoi", "Cairo", "Quebec",
@@ -66,7 +73,7 @@ SLOTS: dict[str, dict[str, list[str]]] = {
                   "public squares", "folk tales", "weekly routines", "quiet afternoons",
                   "seaside towns", "mountain paths", "city streets", "holiday traditions"],
         "num": ["two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
-                "twelve", "fifteen", "twenty"],
+                "twelve", "fifteen", "twenty", *DIGITS],
         "verb": ["shaped", "changed", "inspired", "improved", "brightened", "softened",
                  "enriched", "connected", "comforted", "surprised"],
         "feel": ["joy", "calm", "pride", "hope", "wonder", "comfort", "nostalgia", "courage",
@@ -89,7 +96,7 @@ SLOTS: dict[str, dict[str, list[str]]] = {
                   "校园生活", "城镇集市", "冬日夜晚", "远途旅行", "丰收季节", "街边小店",
                   "公共广场", "民间故事", "每周安排", "午后时光", "海边小镇", "山间小路",
                   "城市街道", "节日传统"],
-        "num": ["两", "三", "四", "五", "六", "七", "八", "九", "十", "十二", "十五", "二十"],
+        "num": ["两", "三", "四", "五", "六", "七", "八", "九", "十", "十二", "十五", "二十", *DIGITS],
         "verb": ["改变了", "影响了", "点亮了", "丰富了", "温暖了", "连接了", "启发了", "塑造了",
                  "装点了", "陪伴了"],
         "feel": ["喜悦", "平静", "自豪", "希望", "惊奇", "安慰", "怀念", "勇气", "耐心", "好奇"],
