@@ -57,7 +57,9 @@ def pair_up(settings, queries: list[dict], answers: dict, scores: dict | None = 
     if settings.dpo.balance:
         pairs, dropped = balanced(pairs, settings.run.seed)
         unpaired += dropped
-        tally["balance.dropped"] = len(dropped)
+        for p in dropped:  # the tally counts the pairs trained on
+            tally[f"rejected.{p['meta']['rejected']['why']}"] -= 1
+        tally["balance.dropped"], tally["pairs"] = len(dropped), len(pairs)
     return pairs, unpaired, tally
 
 

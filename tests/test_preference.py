@@ -201,6 +201,9 @@ def test_the_preference_stage_balances_its_pairs_when_asked(tmp_path):
     whys = sorted(p["meta"]["rejected"]["why"] for p in pairs)
     assert whys == ["over_window", "over_window", "under_window", "under_window"] and summary["pairs"] == 4
     assert summary["tally"]["balance.dropped"] == 4
+    # the tally counts what is trained on; the pairs left out are counted apart
+    assert summary["tally"]["rejected.under_window"] == summary["tally"]["rejected.over_window"] == 2
+    assert summary["tally"]["pairs"] == 4
     left_out = [u for u in layout.store.read_jsonl(f"{FOLDER}/unpaired.jsonl") if u["reason"].startswith("balance")]
     assert len(left_out) == 4
 
