@@ -8,9 +8,11 @@ whose chosen/rejected labels are shuffled, over several training seeds.
 files as the loop builds them (stages/preference.py); each DPO run is `jobs.train --method dpo`
 (Ray Train, DeepSpeed ZeRO-3, 2 workers) from the run's final SFT weights, under
 <run>/bench-preference[-<override>...]/ (one folder per set of overrides). Every model answers
-the run's length-constrained probe set greedily (transformers, 1,536 new tokens at most; the
-loop's probe decoding is greedy too), scored as the final stage scores it. Prints one JSON line per model, then the means and the smallest
-margin over the seeds. `--balance` trains on pairs balanced by length direction (dpo.balance:
+the run's length-constrained probe set as the loop's probe does, greedily with
+`probe.decoding.repetition_penalty` (transformers, 1,536 new tokens at most), scored as the
+final stage scores it (up to 2026-12-06 the bench decoded without the penalty, and its figures
+then differed from the loop's). Prints one JSON line per model, then the means and the
+smallest margin over the seeds. `--balance` trains on pairs balanced by length direction (dpo.balance:
 as many rejecting a too-short answer as a too-long one), and its control on the same pairs;
 `--set dpo.extra_windows=N` on pairs with up to N more windows an instruction.
 """
@@ -39,10 +41,11 @@ from toyworld.method_vs_control import read_instructions
 KEYS = ("length_score", "in_window", "mean_words", "unique_sentence_ratio", "asked_vs_written")
 
 
-def score(model_dir: str, rows: list[dict]) -> dict:
+def score(model_dir: str, rows: list[dict], repetition_penalty: float) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, use_safetensors=True)
-    replies = greedy_replies(model, tokenizer, [r["query"] for r in rows], max_new_tokens=1536, batch_size=32)
+    replies = greedy_replies(model, tokenizer, [r["query"] for r in rows], max_new_tokens=1536, batch_size=32,
+                             repetition_penalty=repetition_penalty)
     summary = summarize(rows, {r["id"]: text for r, text in zip(rows, replies)})
     return {k: summary.get(k) for k in KEYS}
 
@@ -69,7 +72,8 @@ def main() -> None:
     print(json.dumps({"pairs": len(pairs), "unpaired": len(unpaired), "tally": dict(tally)}), flush=True)
     rows = constrained_probes(read_instructions(settings.probe.file), settings.final.probe_words, settings.run.seed)
     sft_model = layout.store.uri("final/model")
-    results = {"sft": score(sft_model, rows)}
+    penalty = settings.probe.decoding.repetition_penalty  # the loop's probe decoding: greedy with this penalty
+    results = {"sft": score(sft_model, rows, penalty)}
     print(json.dumps({"model": "sft", **results["sft"]}), flush=True)
     for seed in args.seeds:
         for label, data in (("dpo", pairs), ("shuffled", shuffled_labels(pairs, seed))):
@@ -81,7 +85,7 @@ def main() -> None:
                 "--init-model", sft_model, "--set", f"run.seed={seed}", *sum((["--set", s] for s in args.set), [])])
             if code != 0:
                 raise SystemExit(f"DPO run {name_} failed (exit {code})")
-            results[name_] = score(bench.uri(f"{name_}/model"), rows)
+            results[name_] = score(bench.uri(f"{name_}/model"), rows, penalty)
             print(json.dumps({"model": name_, "seed": seed, **results[name_]}), flush=True)
     means = {label: {k: round(statistics.fmean(results[f"{label}-s{s}"][k] for s in args.seeds), 4)
                      for k in ("length_score", "in_window", "mean_words", "unique_sentence_ratio")}
