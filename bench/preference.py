@@ -12,9 +12,9 @@ the run's length-constrained probe set as the loop's probe does, greedily with
 `probe.decoding.repetition_penalty` (transformers, 1,536 new tokens at most), scored as the
 final stage scores it (up to 2026-12-06 the bench decoded without the penalty, and its figures
 then differed from the loop's). Prints one JSON line per model, then the means and the
-smallest margin over the seeds. `--balance` trains on pairs balanced by length direction (dpo.balance:
-as many rejecting a too-short answer as a too-long one), and its control on the same pairs;
-`--set dpo.extra_windows=N` on pairs with up to N more windows an instruction.
+smallest margin over the seeds. `--balance` trains on pairs balanced by length direction
+(dpo.balance: as many rejecting a too-short answer as a too-long one), and its control on the
+same pairs; `--set dpo.extra_windows=N` on pairs with up to N more windows an instruction.
 """
 
 from __future__ import annotations
@@ -69,7 +69,8 @@ def main() -> None:
     # a folder of its own for each set of overrides: jobs.train resumes what a folder already holds
     folder = "-".join(["bench-preference", *(o.replace("/", "_") for o in args.set)])
     bench = layout.store.child(folder)
-    print(json.dumps({"pairs": len(pairs), "unpaired": len(unpaired), "tally": dict(tally)}), flush=True)
+    print(json.dumps({"pairs": len(pairs), "unpaired": len(unpaired), "extra_windows": extra, "tally": dict(tally)}),
+          flush=True)
     rows = constrained_probes(read_instructions(settings.probe.file), settings.final.probe_words, settings.run.seed)
     sft_model = layout.store.uri("final/model")
     penalty = settings.probe.decoding.repetition_penalty  # the loop's probe decoding: greedy with this penalty

@@ -47,7 +47,7 @@ def queries_and_answers(settings, layout) -> tuple[list[dict], dict, int]:
     queries = list(layout.store.read_jsonl(f"{collect.ROOT}/data.jsonl"))
     answers = index_answers(run_answers(layout, settings.run.rounds))
     extra = extra_windows(queries, answers, settings.dpo.extra_windows, settings.collect.min_words,
-                          settings.collect.max_words, settings.run.seed) if settings.dpo.extra_windows else []
+                          settings.collect.max_words, settings.run.seed)
     return queries + extra, answers, len(extra)
 
 
