@@ -16,6 +16,12 @@ ATEN_CPU_CAPABILITY=avx2, standing in for another machine:
     AVX2      method  1.608  1.368  1.384  1.494  2.405   1.49
               control 1.057  1.257  1.190  1.225  1.187   1.16   (gap 0.33)
 
+and, on this machine, again after the toy world got digits (2026-12-06; a new build, base 48.6
+words):
+
+    AVX-512   method  1.923  1.755  1.774  1.401  1.881   1.84
+              control 1.068  1.059  1.043  1.092  1.054   1.06   (gap 0.78)
+
 A seed run twice on one build gives the same figures (every request has its own seed)."""
 
 from __future__ import annotations
