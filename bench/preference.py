@@ -2,7 +2,7 @@
 whose chosen/rejected labels are shuffled, over several training seeds.
 
     .venv/bin/python bench/preference.py --run runs/demo [--seeds 0 1 2] [--set dpo.lr=5e-5] [--balance]
-        [--set dpo.extra_windows=1]
+        [--set dpo.extra_windows=1] [--draws 5] [--no-control]
 
 `--run` is a finished loop run with its final stage (`make demo`). The pairs are built from its
 files as the loop builds them (stages/preference.py); each DPO run is `jobs.train --method dpo`
@@ -15,6 +15,10 @@ then differed from the loop's). Prints one JSON line per model, then the means a
 smallest margin over the seeds. `--balance` trains on pairs balanced by length direction
 (dpo.balance: as many rejecting a too-short answer as a too-long one), and its control on the
 same pairs; `--set dpo.extra_windows=N` on pairs with up to N more windows an instruction.
+`--draws K` scores every model on K constraints drawn for each probe instruction (the loop's
+set is draw 0; 30 probes move ~0.07 between two trainings of one recipe, 150 less), and also
+prints the loop set's score; each model's answers, words and scores go to answers-<model>.jsonl
+in the folder. `--no-control` leaves the control out (for sweeps).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from cluster.storage import Storage
 from jobs import train as train_job
 from stages.preference import pair_up, queries_and_answers
 from longform.length_probe import constrained_probes, summarize
+from longform.scores import longen_row_score
 from longform.preference import shuffled_labels
 from toyworld.build import greedy_replies
 from toyworld.method_vs_control import read_instructions
@@ -41,13 +46,32 @@ from toyworld.method_vs_control import read_instructions
 KEYS = ("length_score", "in_window", "mean_words", "unique_sentence_ratio", "asked_vs_written")
 
 
-def score(model_dir: str, rows: list[dict], repetition_penalty: float) -> dict:
+def score(model_dir: str, rows: list[dict], repetition_penalty: float, store=None, name: str = "") -> dict:
+    """The model's length-following on `rows`; its answers (with words and score) to `store` as
+    answers-<name>.jsonl where given."""
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, use_safetensors=True)
     replies = greedy_replies(model, tokenizer, [r["query"] for r in rows], max_new_tokens=1536, batch_size=32,
                              repetition_penalty=repetition_penalty)
-    summary = summarize(rows, {r["id"]: text for r, text in zip(rows, replies)})
-    return {k: summary.get(k) for k in KEYS}
+    answers = {r["id"]: text for r, text in zip(rows, replies)}
+    summary = summarize(rows, answers)
+    if store is not None:
+        store.write_jsonl(f"answers-{name}.jsonl", [{**longen_row_score({**r, "response": answers[r["id"]]}),
+                                                    "response": answers[r["id"]]} for r in rows])
+    out = {k: summary.get(k) for k in KEYS}
+    loop_set = [r for r in rows if "~" not in r["id"]]
+    if len(loop_set) < len(rows):  # more draws: also the loop's own probe set's score
+        out["loop_set_length_score"] = summarize(loop_set, answers)["length_score"]
+    return out
+
+
+def probe_rows(settings, draws: int) -> list[dict]:
+    """The loop's length-constrained probe set (draw 0), and with `draws` > 1 the same instructions
+    under constraints drawn with the next seeds (ids `<id>~<draw>`)."""
+    instructions = read_instructions(settings.probe.file)
+    return [{**row, "id": row["id"] if draw == 0 else f"{row['id']}~{draw}"}
+            for draw in range(draws)
+            for row in constrained_probes(instructions, settings.final.probe_words, settings.run.seed + draw)]
 
 
 def main() -> None:
@@ -57,6 +81,10 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--set", action="append", default=[], help="settings overrides for the pairs and the DPO runs")
     parser.add_argument("--balance", action="store_true", help="pairs balanced by length direction")
+    parser.add_argument("--draws", type=int, default=1,
+                        help="constraints drawn per probe instruction (1: the loop's probe set; more: a measure with "
+                             "less noise, each draw a different length asked of the same instruction)")
+    parser.add_argument("--no-control", action="store_true", help="skip the shuffled-label control (sweeps)")
     args = parser.parse_args()
     started = time.time()
     root, name = os.path.split(os.path.abspath(args.run))
@@ -71,13 +99,14 @@ def main() -> None:
     bench = layout.store.child(folder)
     print(json.dumps({"pairs": len(pairs), "unpaired": len(unpaired), "extra_windows": extra, "tally": dict(tally)}),
           flush=True)
-    rows = constrained_probes(read_instructions(settings.probe.file), settings.final.probe_words, settings.run.seed)
+    rows = probe_rows(settings, args.draws)
     sft_model = layout.store.uri("final/model")
     penalty = settings.probe.decoding.repetition_penalty  # the loop's probe decoding: greedy with this penalty
-    results = {"sft": score(sft_model, rows, penalty)}
+    results = {"sft": score(sft_model, rows, penalty, bench, "sft")}
     print(json.dumps({"model": "sft", **results["sft"]}), flush=True)
     for seed in args.seeds:
-        for label, data in (("dpo", pairs), ("shuffled", shuffled_labels(pairs, seed))):
+        labelled = [("dpo", pairs)] + ([] if args.no_control else [("shuffled", shuffled_labels(pairs, seed))])
+        for label, data in labelled:
             bench.write_jsonl(f"pairs-{label}-s{seed}.jsonl", data)
             name_ = f"{label}-s{seed}"
             code = train_job.main([
@@ -86,15 +115,16 @@ def main() -> None:
                 "--init-model", sft_model, "--set", f"run.seed={seed}", *sum((["--set", s] for s in args.set), [])])
             if code != 0:
                 raise SystemExit(f"DPO run {name_} failed (exit {code})")
-            results[name_] = score(bench.uri(f"{name_}/model"), rows, penalty)
+            results[name_] = score(bench.uri(f"{name_}/model"), rows, penalty, bench, name_)
             print(json.dumps({"model": name_, "seed": seed, **results[name_]}), flush=True)
     means = {label: {k: round(statistics.fmean(results[f"{label}-s{s}"][k] for s in args.seeds), 4)
                      for k in ("length_score", "in_window", "mean_words", "unique_sentence_ratio")}
-             for label in ("dpo", "shuffled")}
+             for label in ("dpo", "shuffled") if not (label == "shuffled" and args.no_control)}
     print(json.dumps({
-        "seconds": round(time.time() - started, 1), "sft": results["sft"], "mean": means,
+        "probes": len(rows), "seconds": round(time.time() - started, 1), "sft": results["sft"], "mean": means,
         "dpo_minus_sft": round(means["dpo"]["length_score"] - results["sft"]["length_score"], 4),
-        "shuffled_minus_sft": round(means["shuffled"]["length_score"] - results["sft"]["length_score"], 4),
+        "shuffled_minus_sft": (None if args.no_control
+                               else round(means["shuffled"]["length_score"] - results["sft"]["length_score"], 4)),
         "min_dpo_margin": round(min(results[f"dpo-s{s}"]["length_score"] for s in args.seeds)
                                 - results["sft"]["length_score"], 4)}))
 
