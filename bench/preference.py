@@ -104,9 +104,10 @@ def main() -> None:
     penalty = settings.probe.decoding.repetition_penalty  # the loop's probe decoding: greedy with this penalty
     results = {"sft": score(sft_model, rows, penalty, bench, "sft")}
     print(json.dumps({"model": "sft", **results["sft"]}), flush=True)
+    labels = ("dpo",) if args.no_control else ("dpo", "shuffled")
     for seed in args.seeds:
-        labelled = [("dpo", pairs)] + ([] if args.no_control else [("shuffled", shuffled_labels(pairs, seed))])
-        for label, data in labelled:
+        for label in labels:
+            data = pairs if label == "dpo" else shuffled_labels(pairs, seed)
             bench.write_jsonl(f"pairs-{label}-s{seed}.jsonl", data)
             name_ = f"{label}-s{seed}"
             code = train_job.main([
@@ -119,12 +120,12 @@ def main() -> None:
             print(json.dumps({"model": name_, "seed": seed, **results[name_]}), flush=True)
     means = {label: {k: round(statistics.fmean(results[f"{label}-s{s}"][k] for s in args.seeds), 4)
                      for k in ("length_score", "in_window", "mean_words", "unique_sentence_ratio")}
-             for label in ("dpo", "shuffled") if not (label == "shuffled" and args.no_control)}
+             for label in labels}
     print(json.dumps({
         "probes": len(rows), "seconds": round(time.time() - started, 1), "sft": results["sft"], "mean": means,
         "dpo_minus_sft": round(means["dpo"]["length_score"] - results["sft"]["length_score"], 4),
-        "shuffled_minus_sft": (None if args.no_control
-                               else round(means["shuffled"]["length_score"] - results["sft"]["length_score"], 4)),
+        "shuffled_minus_sft": (round(means["shuffled"]["length_score"] - results["sft"]["length_score"], 4)
+                               if "shuffled" in means else None),
         "min_dpo_margin": round(min(results[f"dpo-s{s}"]["length_score"] for s in args.seeds)
                                 - results["sft"]["length_score"], 4)}))
 
