@@ -18,7 +18,14 @@ same pairs; `--set dpo.extra_windows=N` on pairs with up to N more windows an in
 `--draws K` scores every model on K constraints drawn for each probe instruction (the loop's
 set is draw 0; 30 probes move ~0.07 between two trainings of one recipe, 150 less), and also
 prints the loop set's score; each model's answers, words and scores go to answers-<model>.jsonl
-in the folder. `--no-control` leaves the control out (for sweeps).
+in the folder. `--no-control` leaves the control out (for sweeps). Also printed: the probe set's
+fixed-length ceiling (longform.length_probe.fixed_length_ceiling), the best score of a writer
+that ignores the number asked, which is as far as DPO can lift a model that does not read it.
+
+`--pairs number-only` asks whether DPO can teach the model to read the number at all: in place of
+the run's pairs, pairs in which nothing but the number tells chosen from rejected
+(`number_only_pairs`). Every DPO model's line carries its training pairs' reward accuracy over
+the last quarter of its steps: ~0.5 is a model that did not learn to rank its own pairs.
 """
 
 from __future__ import annotations
@@ -37,9 +44,13 @@ from cluster.settings import load_settings
 from cluster.storage import Storage
 from jobs import train as train_job
 from stages.preference import pair_up, queries_and_answers
-from longform.length_probe import constrained_probes, summarize
+from longform.length_probe import constrained_probes, fixed_length_ceiling, summarize
 from longform.scores import longen_row_score
+from longform.constraints import TYPES, appended_query, constraint_for, pick_kind
 from longform.preference import shuffled_labels
+from longform.quality import check_quality
+from longform.sampling import seeded_rng
+from longform.words import count_words
 from toyworld.build import greedy_replies
 from toyworld.method_vs_control import read_instructions
 
@@ -65,6 +76,54 @@ def score(model_dir: str, rows: list[dict], repetition_penalty: float, store=Non
     return out
 
 
+def number_only_pairs(queries: list[dict], min_words: int, seed: int, ratio: float = 1.5) -> list[dict]:
+    """Two pairs for each distinct answer T of the final data: T and S, its first paragraphs
+    (at least `min_words` words, at most 1/`ratio` of T's, passing the quality rules), each given
+    a constraint that admits it and not the other (a type drawn as collect draws it, else the
+    next that separates them). Under S's constraint S is chosen over T, under T's T over S. S is
+    T's own beginning, so the two sides differ only in where the answer stops, and each ending is
+    chosen once and rejected once: length alone ranks half of the pairs wrong, the number asked
+    ranks them all right."""
+    pairs, seen = [], set()
+    for q in queries:
+        meta, text = q["meta"], q["messages"][-1]["content"].strip()
+        if text in seen:
+            continue
+        seen.add(text)
+        paragraphs, words = text.split("\n\n"), count_words(text)
+        prefixes = ["\n\n".join(paragraphs[:i]).strip() for i in range(1, len(paragraphs))]
+        prefixes = [p for p in prefixes if min_words <= count_words(p) <= words / ratio and check_quality(p) is None]
+        if not prefixes:
+            continue
+        rng = seeded_rng(seed, "number-only", meta["source_id"])
+        short = rng.choice(prefixes)
+
+        def separating(n: int, other: int):
+            drawn = pick_kind(rng)
+            return next((c for c in (constraint_for(k, n) for k in (drawn, *(k for k in TYPES if k != drawn)))
+                         if not c.admits(other)), None)
+
+        sides = ((separating(count_words(short), words), short, text), (separating(words, count_words(short)), text, short))
+        if any(c is None for c, _, _ in sides):
+            continue
+        for c, chosen, rejected in sides:
+            pairs.append({"id": f"{meta['source_id']}/number-only-{len(pairs) % 2}",
+                          "prompt": [{"role": "user", "content": appended_query(meta["instruction"], c, meta["lang"])}],
+                          "chosen": [{"role": "assistant", "content": chosen}],
+                          "rejected": [{"role": "assistant", "content": rejected}],
+                          "meta": {"query_id": meta["source_id"], "lang": meta["lang"],
+                                   "constraint": {"type": c.kind, "numbers": list(c.numbers), "window": [c.lo, c.hi]},
+                                   "chosen": {"words": count_words(chosen)}, "rejected": {"words": count_words(rejected)}}})
+    return pairs
+
+
+def learned(summary: dict) -> float | None:
+    """The DPO run's reward accuracy on its training pairs over the last quarter of its steps."""
+    history = summary.get("training", {}).get("reward_history") or []
+    tail = history[-max(1, len(history) // 4):]
+    return round(statistics.fmean(h["rewards/accuracies"] for h in tail), 3) if history else None
+
+
 def probe_rows(settings, draws: int) -> list[dict]:
     """The loop's length-constrained probe set (draw 0), and with `draws` > 1 the same instructions
     under constraints drawn with the next seeds (ids `<id>~<draw>`)."""
@@ -85,6 +144,8 @@ def main() -> None:
                         help="constraints drawn per probe instruction (1: the loop's probe set; more: a measure with "
                              "less noise, each draw a different length asked of the same instruction)")
     parser.add_argument("--no-control", action="store_true", help="skip the shuffled-label control (sweeps)")
+    parser.add_argument("--pairs", choices=("run", "number-only"), default="run",
+                        help="run: the loop's pairs; number-only: pairs only the number asked tells apart")
     args = parser.parse_args()
     started = time.time()
     root, name = os.path.split(os.path.abspath(args.run))
@@ -93,13 +154,20 @@ def main() -> None:
     settings = load_settings(args.config, [f"storage.root={root}", f"run.name={name}", *args.set])
     layout = RunLayout.create(Storage.open(root, settings.storage), name)
     queries, answers, extra = queries_and_answers(settings, layout)
-    pairs, unpaired, tally = pair_up(settings, queries, answers)
+    if args.pairs == "run":
+        pairs, unpaired, tally = pair_up(settings, queries, answers)
+    else:
+        pairs = number_only_pairs(queries, settings.collect.min_words, settings.run.seed)
+        unpaired, tally = [], {"pairs": len(pairs)}
     # a folder of its own for each set of overrides: jobs.train resumes what a folder already holds
-    folder = "-".join(["bench-preference", *(o.replace("/", "_") for o in args.set)])
+    folder = "-".join(["bench-preference", *(["number-only"] if args.pairs != "run" else []),
+                       *(o.replace("/", "_") for o in args.set)])
     bench = layout.store.child(folder)
     print(json.dumps({"pairs": len(pairs), "unpaired": len(unpaired), "extra_windows": extra, "tally": dict(tally)}),
           flush=True)
     rows = probe_rows(settings, args.draws)
+    ceiling = fixed_length_ceiling(rows)  # what moving the length alone can reach on these probes
+    print(json.dumps({"probes": len(rows), "fixed_length_ceiling": ceiling}), flush=True)
     sft_model = layout.store.uri("final/model")
     penalty = settings.probe.decoding.repetition_penalty  # the loop's probe decoding: greedy with this penalty
     results = {"sft": score(sft_model, rows, penalty, bench, "sft")}
@@ -117,12 +185,14 @@ def main() -> None:
             if code != 0:
                 raise SystemExit(f"DPO run {name_} failed (exit {code})")
             results[name_] = score(bench.uri(f"{name_}/model"), rows, penalty, bench, name_)
+            results[name_]["train_reward_accuracy"] = learned(bench.read_json(f"{name_}/summary.json"))
             print(json.dumps({"model": name_, "seed": seed, **results[name_]}), flush=True)
     means = {label: {k: round(statistics.fmean(results[f"{label}-s{s}"][k] for s in args.seeds), 4)
                      for k in ("length_score", "in_window", "mean_words", "unique_sentence_ratio")}
              for label in labels}
     print(json.dumps({
         "probes": len(rows), "seconds": round(time.time() - started, 1), "sft": results["sft"], "mean": means,
+        "fixed_length_ceiling": ceiling["length_score"],
         "dpo_minus_sft": round(means["dpo"]["length_score"] - results["sft"]["length_score"], 4),
         "shuffled_minus_sft": (round(means["shuffled"]["length_score"] - results["sft"]["length_score"], 4)
                                if "shuffled" in means else None),

@@ -11,6 +11,12 @@ at 1.5x the upper one) the summary gives the share of answers inside their windo
 words, their unique-sentence ratio (does a longer answer repeat itself?), and the rank correlation between the length asked for and the length written: a model
 that only writes longer raises the score on long targets, one that reads the number raises
 the correlation too.
+
+    fixed_length_ceiling(rows)   # the best a writer that ignores the number could score here
+
+A model that does not read the number can still score well if its one length suits the set:
+`fixed_length_ceiling` is the score of the best such writer (one length per language, chosen
+knowing the rows), the bound on what moving a model's length alone can reach.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import statistics
 from longform.constraints import appended_query, constraint_for, pick_kind
 from longform.metrics import unique_sentence_ratio
 from longform.sampling import seeded_rng
-from longform.scores import longen_row_score, longen_summary
+from longform.scores import longen_language, longen_length_score, longen_row_score, longen_summary, longen_window
 
 
 def constrained_probes(probes: list[dict], words: tuple[int, int], seed: int) -> list[dict]:
@@ -70,3 +76,19 @@ def summarize(rows: list[dict], answers: dict[str, str | None]) -> dict:
         asked_vs_written=rank_correlation([s["required"] for s in scored], [s["produced"] for s in scored]),
     )
     return summary
+
+
+def fixed_length_ceiling(rows: list[dict], lengths: range = range(1, 2001)) -> dict:
+    """The length score of a writer that answers every row of a language with one length (in
+    that language's words), that length chosen to score best on `rows`: {"length_score": the
+    mean over all rows, "by_language": {lang: {"words": the best length, "length_score": ...}}}."""
+    windows: dict[str, list[tuple[float, float]]] = {}
+    for row in rows:
+        windows.setdefault(str(longen_language(row)), []).append(longen_window(row["type"], row["constraint"]))
+    by_language = {}
+    for lang, ws in windows.items():
+        best = max(lengths, key=lambda n: (sum(longen_length_score(n, w) for w in ws), -n))
+        by_language[lang] = {"words": best, "length_score": round(
+            statistics.fmean(longen_length_score(best, w) for w in ws), 4)}
+    total = sum(v["length_score"] * len(windows[lang]) for lang, v in by_language.items()) / max(1, len(rows))
+    return {"length_score": round(total, 4), "by_language": by_language}

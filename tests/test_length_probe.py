@@ -11,7 +11,7 @@ import pytest
 
 from cluster.settings import SettingsError, load_settings
 from longform.constraints import constraint_for
-from longform.length_probe import constrained_probes, rank_correlation, summarize
+from longform.length_probe import constrained_probes, fixed_length_ceiling, rank_correlation, summarize
 from longform.scores import longen_window
 
 
@@ -29,6 +29,21 @@ def test_every_probe_gets_a_constraint_stated_in_its_language_and_seeded(repo):
         assert row["language"] == p["lang"] and ("字" in row["constraint"]) == (p["lang"] == "zh")
         low, high = longen_window(row["type"], row["constraint"])  # LonGen reads back what was written
         assert 40 <= low and high <= 1.5 * 320 + 50
+
+
+def test_fixed_length_ceiling_is_the_best_one_length_per_language():
+    def row(n, lang="en"):
+        unit = "words" if lang == "en" else "字"
+        return {"id": f"{lang}{n}", "query": "q", "type": "about", "constraint": f"about {n} {unit}", "language": lang}
+    # one window each: a length inside it scores 1 (the shortest such, 80 and 160, is named)
+    one = fixed_length_ceiling([row(100), row(200, "zh")])
+    assert one == {"length_score": 1.0, "by_language": {"en": {"words": 80, "length_score": 1.0},
+                                                         "zh": {"words": 160, "length_score": 1.0}}}
+    # 80-120 and 240-360 words: no one length is inside both, and none between scores more
+    two = fixed_length_ceiling([row(100), row(300)])
+    assert two["length_score"] == 0.5 and two["by_language"]["en"]["words"] == 80
+    answers = {r: "w " * 80 for r in ("en100", "en300")}
+    assert summarize([row(100), row(300)], answers)["length_score"] == two["length_score"]
 
 
 def test_scores_inside_share_and_correlation():
