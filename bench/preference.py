@@ -165,6 +165,9 @@ def main() -> None:
     bench = layout.store.child(folder)
     print(json.dumps({"pairs": len(pairs), "unpaired": len(unpaired), "extra_windows": extra, "tally": dict(tally)}),
           flush=True)
+    if not pairs:
+        raise SystemExit(f"no {args.pairs} pairs in {layout.store.uri('collect/data.jsonl')} and the run's answers "
+                         "(number-only needs answers of two or more paragraphs)")
     rows = probe_rows(settings, args.draws)
     ceiling = fixed_length_ceiling(rows)  # what moving the length alone can reach on these probes
     print(json.dumps({"probes": len(rows), "fixed_length_ceiling": ceiling}), flush=True)
