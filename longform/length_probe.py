@@ -21,6 +21,7 @@ knowing the rows), the bound on what moving a model's length alone can reach.
 
 from __future__ import annotations
 
+import math
 import statistics
 
 from longform.constraints import appended_query, constraint_for, pick_kind
@@ -78,16 +79,19 @@ def summarize(rows: list[dict], answers: dict[str, str | None]) -> dict:
     return summary
 
 
-def fixed_length_ceiling(rows: list[dict], lengths: range = range(1, 2001)) -> dict:
+def fixed_length_ceiling(rows: list[dict]) -> dict:
     """The length score of a writer that answers every row of a language with one length (in
     that language's words), that length chosen to score best on `rows`: {"length_score": the
-    mean over all rows, "by_language": {lang: {"words": the best length, "length_score": ...}}}."""
+    mean over all rows, "by_language": {lang: {"words": the best length (the shortest of equals),
+    "length_score": ...}}}. A row's score is linear between its window's corners (half the lower
+    bound, the bounds, 1.5x the upper one), so the best whole length is next to one of them."""
     windows: dict[str, list[tuple[float, float]]] = {}
     for row in rows:
         windows.setdefault(str(longen_language(row)), []).append(longen_window(row["type"], row["constraint"]))
     by_language = {}
     for lang, ws in windows.items():
-        best = max(lengths, key=lambda n: (sum(longen_length_score(n, w) for w in ws), -n))
+        corners = {n for lo, hi in ws for x in (lo / 2, lo, hi, 1.5 * hi) for n in (math.floor(x), math.ceil(x)) if n >= 1}
+        best = max(sorted(corners), key=lambda n: (sum(longen_length_score(n, w) for w in ws), -n))
         by_language[lang] = {"words": best, "length_score": round(
             statistics.fmean(longen_length_score(best, w) for w in ws), 4)}
     total = sum(v["length_score"] * len(windows[lang]) for lang, v in by_language.items()) / max(1, len(rows))

@@ -19,7 +19,7 @@ from evaluation.registry import get
 from evaluation.tables import benchmark_note, benchmark_table, fmt, md_table
 from longform.scores import longen_row_score
 from reports.figures import lengths_figure, loss_figure, probe_figure
-from reports.summary import acceptance, probe_models
+from reports.summary import acceptance, ceiling_text, probe_models
 
 
 # -- what the report reads besides the summary ------------------------------------------------
@@ -152,6 +152,9 @@ def final_section(final: dict, images: dict[str, str]) -> list[str]:
                      [[label, fmt(p.get("length_score")), fmt(p.get("in_window")), fmt(p.get("mean_words")),
                        fmt(p.get("unique_sentence_ratio")), fmt(p.get("asked_vs_written"))]
                       for label, p in probe_models(final)])]
+    ceiling = ceiling_text(final)
+    if ceiling:
+        out += ["", f"{ceiling[0].upper()}{ceiling[1:]}."]
     if "final-lengths" in images:
         out += ["", f"![asked vs written]({images['final-lengths']})"]
     if final.get("preference"):

@@ -54,6 +54,15 @@ def probe_models(final: dict) -> list[tuple[str, dict]]:
     return models
 
 
+def ceiling_text(final: dict) -> str | None:
+    """What a writer that ignores the number asked could score on the probe set, where the final
+    stage measured it (longform.length_probe.fixed_length_ceiling)."""
+    ceiling = next((p["fixed_length_ceiling"] for _, p in probe_models(final) if p.get("fixed_length_ceiling") is not None),
+                   None)
+    return None if ceiling is None else (f"a writer that ignores the number, one length a language, scores at most "
+                                         f"{ceiling} on these probes")
+
+
 def print_final(final: dict, out: TextIO) -> None:
     c, t = final["collect"], final["training"]
     tally = c["tally"]
@@ -82,6 +91,9 @@ def print_final(final: dict, out: TextIO) -> None:
     out.write(f"\nfollowing a requested length ({probe['words'][0]}-{probe['words'][1]} words asked):\n")
     table(["model", "length score", "inside window", "mean words", "unique sent.", "asked~written (rank corr.)"],
           rows, out)
+    ceiling = ceiling_text(final)
+    if ceiling:
+        out.write(f"({ceiling})\n")
     out.write(f"\nfinal model: {final['model']}\n")
     if preference:
         out.write(f"final + DPO: {preference['model']}\n")

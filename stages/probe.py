@@ -4,7 +4,8 @@
                    (greedy by default) decoding, so that length changes are the model's and
                    not the sampler's: mean words, unique-sentence ratio (probes/<label>.jsonl)
     length probe   the same instructions each given a requested length (final.probe_words):
-                   LonGen's length score, share inside the window (final/length-probe/<label>.jsonl)
+                   LonGen's length score, share inside the window (final/length-probe/<label>.jsonl),
+                   and the set's fixed-length ceiling (the best a writer ignoring the number scores)
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from cluster.layout import FINAL
-from longform.length_probe import constrained_probes
+from longform.length_probe import constrained_probes, fixed_length_ceiling
 from longform.length_probe import summarize as length_summary
 from longform.metrics import probe_summary
 from longform.model import ChatModel, ModelCallError, user
@@ -74,6 +75,8 @@ def length_probe(ctx: RunContext, probes: list[dict], label: str) -> dict:
     ctx.store.write_jsonl(f"{FINAL}/length-probe/{label}.jsonl",
                           [{**row, "response": a["answer"], "error": a["error"]} for row, a in zip(rows, answers)])
     summary = length_summary(rows, {a["id"]: a["answer"] for a in answers})
+    # the same for every model scored on these rows: how far a length prior alone can take one
+    summary["fixed_length_ceiling"] = fixed_length_ceiling(rows)["length_score"]
     ctx.log(f"length probe {label}: LonGen length score {summary['length_score']}, inside the window "
             f"{summary['in_window']}, mean words {summary['mean_words']}")
     return summary

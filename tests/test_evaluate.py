@@ -174,8 +174,10 @@ def test_the_run_report_shows_benchmark_scores_per_round(repo, tmp_path):
 
 def test_the_run_report_shows_the_final_stage(tmp_path):
     layout = RunLayout.create(Storage.open(str(tmp_path / "runs"), load_settings(None, ["model.base=x"]).storage), "r")
-    probe = {"base": {"length_score": 0.25, "in_window": 0.5, "mean_words": 120.0, "asked_vs_written": -0.2},
-             "final": {"length_score": 0.75, "in_window": 0.5, "mean_words": 310.5, "asked_vs_written": 0.4},
+    probe = {"base": {"length_score": 0.25, "in_window": 0.5, "mean_words": 120.0, "asked_vs_written": -0.2,
+                      "fixed_length_ceiling": 0.86},
+             "final": {"length_score": 0.75, "in_window": 0.5, "mean_words": 310.5, "asked_vs_written": 0.4,
+                       "fixed_length_ceiling": 0.86},
              "words": [100, 400]}
     final = {"collect": {"collected": 3, "responses": 5, "window": [100, 400],
                          "tally": {"type.about": 2, "type.below": 1, "rewritten": 1, "appended": 2},
@@ -197,6 +199,7 @@ def test_the_run_report_shows_the_final_stage(tmp_path):
             "Weights: `runs/r/final/model`.") in report
     assert "(100-400 words asked" in report
     assert "| base | 0.25 | 0.5 | 120 | – | -0.2 |" in report and "| final | 0.75 | 0.5 | 310.5 | – | 0.4 |" in report
+    assert "A writer that ignores the number, one length a language, scores at most 0.86 on these probes." in report
     assert "![asked vs written](report/final-lengths.png)" in report
     assert (tmp_path / "runs/r/report/final-lengths.png").read_bytes()[:4] == b"\x89PNG"
 

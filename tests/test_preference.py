@@ -401,6 +401,12 @@ def test_the_summary_and_the_report_say_what_the_judge_did():
     print_final(final, out)
     assert ("preference pairs: 2 from 3 constrained queries (rejected: under_window 2; 1 without a pair; "
             "the judge rated 4 of 5 in-window answers and chose 1); DPO 3 steps, loss 0.6") in out.getvalue()
+    assert "ignores the number" not in out.getvalue()  # a run scored before the ceiling was measured
+    scored["fixed_length_ceiling"] = 0.864
+    out = StringIO()
+    print_final(final, out)
+    assert "(a writer that ignores the number, one length a language, scores at most 0.864 on these probes)" \
+        in out.getvalue()
     del pairs["judge"]  # without dpo.judge: neither says a word about a judge
     out = StringIO()
     print_final(final, out)
