@@ -510,6 +510,9 @@ def test_the_loop_runs_as_a_ray_job_survives_its_faults_and_keeps_storage_on_s3(
     for label in ("base", "final"):
         assert final["length_probe"][label]["n"] == 30 and f"{run}/final/length-probe/{label}.jsonl" in keys
     assert "following a requested length" in last and "final model: s3://" in last
+    ceiling = final["length_probe"]["final"]["fixed_length_ceiling"]  # the same probes for every model
+    assert 0 < ceiling <= 1 and final["length_probe"]["base"]["fixed_length_ceiling"] == ceiling
+    assert f"scores at most {ceiling} on these probes" in last
     # the preference stage: pairs from this run's answers, DPO from the final model, scored
     preference = final["preference"]
     pairs = preference["pairs"]
