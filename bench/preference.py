@@ -24,7 +24,7 @@ that ignores the number asked, which is as far as DPO can lift a model that does
 
 `--pairs number-only` asks whether DPO can teach the model to read the number at all: in place of
 the run's pairs, pairs in which nothing but the number tells chosen from rejected
-(`number_only_pairs`). Every DPO model's line carries its training pairs' reward accuracy over
+(longform.preference.number_only_pairs). Every DPO model's line carries its training pairs' reward accuracy over
 the last quarter of its steps: ~0.5 is a model that did not learn to rank its own pairs.
 """
 
@@ -46,11 +46,7 @@ from jobs import train as train_job
 from stages.preference import pair_up, queries_and_answers
 from longform.length_probe import constrained_probes, fixed_length_ceiling, summarize
 from longform.scores import longen_row_score
-from longform.constraints import TYPES, appended_query, constraint_for, pick_kind
-from longform.preference import shuffled_labels
-from longform.quality import check_quality
-from longform.sampling import seeded_rng
-from longform.words import count_words
+from longform.preference import number_only_pairs, shuffled_labels
 from toyworld.build import greedy_replies
 from toyworld.method_vs_control import read_instructions
 
@@ -74,47 +70,6 @@ def score(model_dir: str, rows: list[dict], repetition_penalty: float, store=Non
     if len(loop_set) < len(rows):  # more draws: also the loop's own probe set's score
         out["loop_set_length_score"] = summarize(loop_set, answers)["length_score"]
     return out
-
-
-def number_only_pairs(queries: list[dict], min_words: int, seed: int, ratio: float = 1.5) -> list[dict]:
-    """Two pairs for each distinct answer T of the final data: T and S, its first paragraphs
-    (at least `min_words` words, at most 1/`ratio` of T's, passing the quality rules), each given
-    a constraint that admits it and not the other (a type drawn as collect draws it, else the
-    next that separates them). Under S's constraint S is chosen over T, under T's T over S. S is
-    T's own beginning, so the two sides differ only in where the answer stops, and each ending is
-    chosen once and rejected once: length alone ranks half of the pairs wrong, the number asked
-    ranks them all right."""
-    pairs, seen = [], set()
-    for q in queries:
-        meta, text = q["meta"], q["messages"][-1]["content"].strip()
-        if text in seen:
-            continue
-        seen.add(text)
-        paragraphs, words = text.split("\n\n"), count_words(text)
-        prefixes = ["\n\n".join(paragraphs[:i]).strip() for i in range(1, len(paragraphs))]
-        prefixes = [p for p in prefixes if min_words <= count_words(p) <= words / ratio and check_quality(p) is None]
-        if not prefixes:
-            continue
-        rng = seeded_rng(seed, "number-only", meta["source_id"])
-        short = rng.choice(prefixes)
-
-        def separating(n: int, other: int):
-            drawn = pick_kind(rng)
-            return next((c for c in (constraint_for(k, n) for k in (drawn, *(k for k in TYPES if k != drawn)))
-                         if not c.admits(other)), None)
-
-        sides = ((separating(count_words(short), words), short, text), (separating(words, count_words(short)), text, short))
-        if any(c is None for c, _, _ in sides):
-            continue
-        for c, chosen, rejected in sides:
-            pairs.append({"id": f"{meta['source_id']}/number-only-{len(pairs) % 2}",
-                          "prompt": [{"role": "user", "content": appended_query(meta["instruction"], c, meta["lang"])}],
-                          "chosen": [{"role": "assistant", "content": chosen}],
-                          "rejected": [{"role": "assistant", "content": rejected}],
-                          "meta": {"query_id": meta["source_id"], "lang": meta["lang"],
-                                   "constraint": {"type": c.kind, "numbers": list(c.numbers), "window": [c.lo, c.hi]},
-                                   "chosen": {"words": count_words(chosen)}, "rejected": {"words": count_words(rejected)}}})
-    return pairs
 
 
 def learned(summary: dict) -> float | None:

@@ -107,6 +107,15 @@ def pick_kind(rng: random.Random) -> str:
     return rng.choices(list(TYPES), weights=list(TYPES.values()))[0]
 
 
+def separating_constraint(words: int, others, rng: random.Random) -> Constraint | None:
+    """The roundest constraint that admits `words` and none of `others` (lengths): of a type
+    drawn as collect draws it, else of the next type in TYPES' order that does; None when none
+    does."""
+    drawn = pick_kind(rng)
+    fits = (constraint_for(kind, words) for kind in (drawn, *(k for k in TYPES if k != drawn)))
+    return next((c for c in fits if not any(c.admits(n) for n in others)), None)
+
+
 def numbers_stated(text: str, constraint: Constraint) -> bool:
     """The query states every number of its constraint (digits, with or without separators)."""
     found = {int(m.replace(",", "")) for m in re.findall(r"\d[\d,]*", text)}

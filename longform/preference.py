@@ -43,7 +43,8 @@ import random
 from collections import Counter
 from dataclasses import dataclass
 
-from longform.constraints import TYPES, appended_query, constraint_for, pick_kind, query_record
+from longform.constraints import appended_query, query_record, separating_constraint
+from longform.quality import check_quality
 from longform.sampling import seeded_rng
 from longform.words import count_words
 
@@ -141,9 +142,7 @@ def extra_windows(queries: list[dict], answers: dict[tuple[str, str], list[Answe
                 break
             if not a.passed or not min_words <= a.words <= max_words or any(lo <= a.words <= hi for lo, hi in windows[key]):
                 continue
-            drawn = pick_kind(seeded_rng(seed, "preference", a.id))
-            fits = (constraint_for(kind, a.words) for kind in (drawn, *(k for k in TYPES if k != drawn)))
-            c = next((c for c in fits if not any(c.admits(words) for words in held[key])), None)
+            c = separating_constraint(a.words, held[key], seeded_rng(seed, "preference", a.id))
             if c is None:
                 continue
             windows[key].append((c.lo, c.hi))
@@ -153,6 +152,43 @@ def extra_windows(queries: list[dict], answers: dict[tuple[str, str], list[Answe
                                     appended_query(meta["instruction"], c, meta["lang"]), a.text, c, a.words,
                                     origin="extra window"))
     return out
+
+
+def number_only_pairs(queries: list[dict], min_words: int, seed: int, ratio: float = 1.5) -> list[dict]:
+    """A diagnostic (bench/preference.py --pairs number-only), not the stage's pairs: can DPO
+    teach a model to read the number at all? Two pairs for each distinct answer T of `queries`:
+    T and S, its first paragraphs (at least `min_words` words, at most 1/`ratio` of T's, passing
+    the quality rules), each under a constraint that admits it and not the other
+    (`separating_constraint`). Under S's constraint S is chosen over T, under T's T over S. S is
+    T's own beginning, so the two sides differ only in where the answer stops, and each ending is
+    chosen once and rejected once: length alone ranks half of the pairs wrong, the number asked
+    ranks them all right."""
+    pairs, seen = [], set()
+    for q in queries:
+        meta, text = q["meta"], q["messages"][-1]["content"].strip()
+        if text in seen:
+            continue
+        seen.add(text)
+        paragraphs, words = text.split("\n\n"), count_words(text)
+        prefixes = [(p, count_words(p)) for p in ("\n\n".join(paragraphs[:i]).strip() for i in range(1, len(paragraphs)))]
+        prefixes = [(p, n) for p, n in prefixes if min_words <= n <= words / ratio and check_quality(p) is None]
+        if not prefixes:
+            continue
+        rng = seeded_rng(seed, "number-only", meta["source_id"])
+        short, short_words = rng.choice(prefixes)
+        sides = [(separating_constraint(short_words, [words], rng), (short, short_words), (text, words)),
+                 (separating_constraint(words, [short_words], rng), (text, words), (short, short_words))]
+        if any(c is None for c, _, _ in sides):
+            continue
+        for i, (c, chosen, rejected) in enumerate(sides):
+            pairs.append({"id": f"{meta['source_id']}/number-only-{i}",
+                          "prompt": [{"role": "user", "content": appended_query(meta["instruction"], c, meta["lang"])}],
+                          "chosen": [{"role": "assistant", "content": chosen[0]}],
+                          "rejected": [{"role": "assistant", "content": rejected[0]}],
+                          "meta": {"query_id": meta["source_id"], "lang": meta["lang"],
+                                   "constraint": {"type": c.kind, "numbers": list(c.numbers), "window": [c.lo, c.hi]},
+                                   "chosen": {"words": chosen[1]}, "rejected": {"words": rejected[1]}}})
+    return pairs
 
 
 def judge_requests(queries: list[dict], answers: dict[tuple[str, str], list[Answer]]) -> list[dict]:

@@ -154,7 +154,7 @@ def final_section(final: dict, images: dict[str, str]) -> list[str]:
                       for label, p in probe_models(final)])]
     ceiling = ceiling_text(final)
     if ceiling:
-        out += ["", f"{ceiling[0].upper()}{ceiling[1:]}."]
+        out += ["", f"{ceiling.capitalize()}."]
     if "final-lengths" in images:
         out += ["", f"![asked vs written]({images['final-lengths']})"]
     if final.get("preference"):

@@ -3,7 +3,8 @@ which answer is chosen, which is rejected, and why."""
 
 from __future__ import annotations
 
-from longform.preference import balanced, build_pairs, extra_windows, index_answers, shuffled_labels
+from longform.preference import (balanced, build_pairs, extra_windows, index_answers, number_only_pairs,
+                                 shuffled_labels)
 from training.sources import BadRecord, to_pair
 
 import pytest
@@ -420,19 +421,14 @@ def test_the_summary_and_the_report_say_what_the_judge_did():
         "\n".join(preference_section(preference))
 
 
-def test_number_only_pairs_differ_in_where_the_answer_stops(repo):
+def test_number_only_pairs_differ_in_where_the_answer_stops():
     """bench/preference.py --pairs number-only: the diagnostic's pairs are told apart by the
     number asked and by nothing else."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("bench_preference", repo / "bench/preference.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
     essay = "\n\n".join(text(20, f"p{i}_") + "." for i in range(6))  # 120 words in six paragraphs
     q = query("q1", 120, (96, 144), "x")
     q["messages"][-1]["content"] = essay
     one_paragraph = query("q3", 120, (96, 144), "y")
-    pairs = bench.number_only_pairs([q, {**q, "meta": {**q["meta"], "source_id": "q2"}}, one_paragraph], 30, seed=0)
+    pairs = number_only_pairs([q, {**q, "meta": {**q["meta"], "source_id": "q2"}}, one_paragraph], 30, seed=0)
     assert len(pairs) == 2  # the same answer twice is used once; one without a paragraph break gives none
     short = pairs[0]["chosen"][0]["content"]
     assert essay.startswith(short) and 30 <= len(short.split()) <= 80
@@ -443,4 +439,4 @@ def test_number_only_pairs_differ_in_where_the_answer_stops(repo):
         assert lo <= p["meta"]["chosen"]["words"] <= hi and not lo <= p["meta"]["rejected"]["words"] <= hi
         assert p["prompt"][0]["content"].startswith(INSTRUCTION)
     assert pairs[0]["prompt"] != pairs[1]["prompt"]
-    assert bench.number_only_pairs([q], 30, seed=0) == bench.number_only_pairs([q], 30, seed=0)
+    assert number_only_pairs([q], 30, seed=0) == number_only_pairs([q], 30, seed=0)
