@@ -43,7 +43,7 @@ import random
 from collections import Counter
 from dataclasses import dataclass
 
-from longform.constraints import appended_query, query_record, separating_constraint
+from longform.constraints import TYPES, appended_query, constraint_for, query_record, separating_constraint
 from longform.quality import check_quality
 from longform.sampling import seeded_rng
 from longform.words import count_words
@@ -154,6 +154,23 @@ def extra_windows(queries: list[dict], answers: dict[tuple[str, str], list[Answe
     return out
 
 
+def distinct_answers(queries: list[dict]):
+    """(meta, answer text) of each constrained query whose answer no earlier query had."""
+    seen = set()
+    for q in queries:
+        text = q["messages"][-1]["content"].strip()
+        if text not in seen:
+            seen.add(text)
+            yield q["meta"], text
+
+
+def paragraph_cuts(text: str) -> list[tuple[str, int]]:
+    """The text cut after each of its paragraphs (blank-line separated), shortest first, the
+    whole text last, each with its word count."""
+    paragraphs = text.strip().split("\n\n")
+    return [(p, count_words(p)) for p in ("\n\n".join(paragraphs[:i]).strip() for i in range(1, len(paragraphs) + 1))]
+
+
 def number_only_pairs(queries: list[dict], min_words: int, seed: int, ratio: float = 1.5) -> list[dict]:
     """A diagnostic (bench/preference.py --pairs number-only), not the stage's pairs: can DPO
     teach a model to read the number at all? Two pairs for each distinct answer T of `queries`:
@@ -163,15 +180,10 @@ def number_only_pairs(queries: list[dict], min_words: int, seed: int, ratio: flo
     T's own beginning, so the two sides differ only in where the answer stops, and each ending is
     chosen once and rejected once: length alone ranks half of the pairs wrong, the number asked
     ranks them all right."""
-    pairs, seen = [], set()
-    for q in queries:
-        meta, text = q["meta"], q["messages"][-1]["content"].strip()
-        if text in seen:
-            continue
-        seen.add(text)
-        paragraphs, words = text.split("\n\n"), count_words(text)
-        prefixes = [(p, count_words(p)) for p in ("\n\n".join(paragraphs[:i]).strip() for i in range(1, len(paragraphs)))]
-        prefixes = [(p, n) for p, n in prefixes if min_words <= n <= words / ratio and check_quality(p) is None]
+    pairs = []
+    for meta, text in distinct_answers(queries):
+        words = count_words(text)
+        prefixes = [(p, n) for p, n in paragraph_cuts(text)[:-1] if min_words <= n <= words / ratio and check_quality(p) is None]
         if not prefixes:
             continue
         rng = seeded_rng(seed, "number-only", meta["source_id"])
@@ -189,6 +201,28 @@ def number_only_pairs(queries: list[dict], min_words: int, seed: int, ratio: flo
                                    "constraint": {"type": c.kind, "numbers": list(c.numbers), "window": [c.lo, c.hi]},
                                    "chosen": {"words": chosen[1]}, "rejected": {"words": rejected[1]}}})
     return pairs
+
+
+def number_examples(queries: list[dict], min_words: int, kinds_per_cut: int, seed: int) -> list[dict]:
+    """A diagnostic (bench/number_reading.py), not the stage's data: SFT examples in which only the
+    number asked tells where an answer stops. Every distinct answer of `queries` is cut after each
+    of its paragraphs (cuts of at least `min_words` words that pass the quality rules, the whole
+    answer included), and each cut is the answer to its instruction under `kinds_per_cut` of the
+    four constraint types (drawn without repeats, each with the roundest numbers that admit
+    the cut, as collect builds its constraints). The same beginning thus ends at several lengths,
+    each under a number that admits it."""
+    out = []
+    for meta, text in distinct_answers(queries):
+        rng = seeded_rng(seed, "number-examples", meta["source_id"])
+        for i, (cut, words) in enumerate(paragraph_cuts(text)):
+            if words < min_words or check_quality(cut) is not None:
+                continue
+            for kind in rng.sample(sorted(TYPES), min(kinds_per_cut, len(TYPES))):
+                c = constraint_for(kind, words)
+                out.append(query_record(f"{meta['source_id']}/cut-{i}-{kind}", meta.get("round"), meta["lang"],
+                                        meta["instruction"], appended_query(meta["instruction"], c, meta["lang"]),
+                                        cut, c, words, origin="paragraph cut"))
+    return out
 
 
 def judge_requests(queries: list[dict], answers: dict[tuple[str, str], list[Answer]]) -> list[dict]:

@@ -3,8 +3,8 @@ which answer is chosen, which is rejected, and why."""
 
 from __future__ import annotations
 
-from longform.preference import (balanced, build_pairs, extra_windows, index_answers, number_only_pairs,
-                                 shuffled_labels)
+from longform.preference import (balanced, build_pairs, extra_windows, index_answers, number_examples,
+                                 number_only_pairs, paragraph_cuts, shuffled_labels)
 from training.sources import BadRecord, to_pair
 
 import pytest
@@ -440,3 +440,31 @@ def test_number_only_pairs_differ_in_where_the_answer_stops():
         assert p["prompt"][0]["content"].startswith(INSTRUCTION)
     assert pairs[0]["prompt"] != pairs[1]["prompt"]
     assert number_only_pairs([q], 30, seed=0) == number_only_pairs([q], 30, seed=0)
+
+
+def test_paragraph_cuts_end_after_each_paragraph_and_last_is_the_whole_text():
+    essay = "one two three.\n\nfour five.\n\nsix."
+    assert paragraph_cuts(essay + "\n") == [("one two three.", 3), ("one two three.\n\nfour five.", 5), (essay, 6)]
+
+
+def test_number_examples_end_one_answer_at_several_lengths_each_under_a_number_that_admits_it():
+    """bench/number_reading.py: every cut of at least min_words that passes the rules, under
+    distinct constraint types, each admitting the cut; an answer seen twice is cut once."""
+    essay = "\n\n".join(text(20, f"p{i}_") + "." for i in range(6))  # six paragraphs of 20 words
+    q = query("q1", 120, (96, 144), "x")
+    q["messages"][-1]["content"] = essay
+    out = number_examples([q, {**q, "meta": {**q["meta"], "source_id": "q2"}}], 50, kinds_per_cut=2, seed=0)
+    assert len(out) == 4 * 2  # cuts of 60, 80, 100 and 120 words (20 and 40 are under 50), two types each
+    assert sorted({e["meta"]["words"] for e in out}) == [60, 80, 100, 120]
+    for e in out:
+        lo, hi = e["meta"]["constraint"]["window"]
+        answer_ = e["messages"][-1]["content"]
+        assert essay.startswith(answer_) and lo <= e["meta"]["words"] <= hi
+        assert e["messages"][0]["content"].startswith(INSTRUCTION) and e["meta"]["origin"] == "paragraph cut"
+    kinds = {}
+    for e in out:
+        kinds.setdefault(e["meta"]["words"], []).append(e["meta"]["constraint"]["type"])
+    assert all(len(set(k)) == 2 for k in kinds.values())
+    assert len({e["meta"]["source_id"] for e in out}) == len(out)
+    assert number_examples([q], 50, 4, seed=1) == number_examples([q], 50, 4, seed=1)
+    assert len(number_examples([q], 50, 9, seed=1)) == 4 * 4  # at most the four types

@@ -1,0 +1,124 @@
+"""Can the tiny model learn to read the number it is asked for, and from how much data?
+
+    .venv/bin/python bench/number_reading.py --run runs/demo [--cuts 0 1] [--epochs 12] [--lr 1e-3] [--batch-tokens 400] [--draws 5]
+
+The final SFT of a run trains the base on its collected queries (collect/data.jsonl): one
+constraint per answer, ~120 on the demo. Its final model writes long but does not read the
+number (asked ~ written near 0). Is that the model's size or the data's? For each `--cuts K`
+this trains the run's base model on the collected queries and, for K > 0, on every collected
+answer cut after each paragraph under K constraint types (longform.preference.number_examples):
+the same beginning ends at several lengths, each under a number that admits it. Then it scores
+the run's probe set (`--draws` constraints per probe instruction, as bench/preference.py) and
+prints one JSON line per K: length score, inside the window, mean words, asked ~ written (rank
+correlation), each per language, and the probe set's fixed-length ceiling (the best score a
+writer that ignores the number can reach).
+
+A capacity check, not the loop's path: training runs in this process with the toy build's own
+trainer (toyworld.build.train: AdamW, cosine, token-mean loss, batches of about
+`--batch-tokens` padded tokens) rather than Ray Train and DeepSpeed, which take minutes per
+thousand steps on two cores. The model trained is the run's base (its settings.json) where that
+folder is still here, else the config's model.base, or `--base`. The models and their answers go
+to <run>/bench-number-reading/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.preference import probe_rows, score  # noqa: E402
+from cluster.layout import RunLayout  # noqa: E402
+from cluster.settings import load_settings  # noqa: E402
+from cluster.storage import Storage  # noqa: E402
+from longform.length_probe import fixed_length_ceiling, rank_correlation  # noqa: E402
+from longform.preference import number_examples  # noqa: E402
+from toyworld.build import length_batches, pad_batch, save, tokenize_chat, train  # noqa: E402
+
+
+def batches(rows: list, batch_tokens: int, pad_id: int, seed: int):
+    """Endless shuffled epochs of length-grouped batches."""
+    rng = random.Random(f"number-reading:{seed}")
+    while True:
+        for batch in length_batches(rows, batch_tokens, rng):
+            yield pad_batch(batch, pad_id)
+
+
+def per_language(answers_file: str, store) -> dict:
+    """Length score, mean words and asked ~ written of one model's answers, by language."""
+    rows = list(store.read_jsonl(answers_file))
+    out = {}
+    for lang in sorted({r["lang"] for r in rows}):
+        mine = [r for r in rows if r["lang"] == lang]
+        out[lang] = {"length_score": round(sum(r["length_score"] for r in mine) / len(mine), 4),
+                     "mean_words": round(sum(r["produced"] for r in mine) / len(mine), 1),
+                     "asked_vs_written": rank_correlation([r["required"] for r in mine], [r["produced"] for r in mine])}
+    return out
+
+
+def run_base(layout) -> str | None:
+    """The base model the run recorded in its settings, where that folder is still here."""
+    if not layout.store.exists("settings.json"):
+        return None
+    base = layout.store.read_json("settings.json").get("model", {}).get("base")
+    return base if base and os.path.isdir(base) else None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--run", default="runs/demo", help="a finished run folder (local)")
+    parser.add_argument("--config", default="configs/tiny.yaml")
+    parser.add_argument("--cuts", type=int, nargs="+", default=[0, 1],
+                        help="constraint types per paragraph cut (0: the collected queries only)")
+    parser.add_argument("--epochs", type=float, default=12)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--batch-tokens", type=int, default=400)
+    parser.add_argument("--draws", type=int, default=5, help="constraints drawn per probe instruction")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--base", help="the model to train (default: the run's base where it still exists, else "
+                                       "the config's model.base)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    root, name = os.path.split(os.path.abspath(args.run))
+    settings = load_settings(args.config, [f"storage.root={root}", f"run.name={name}"])
+    layout = RunLayout.create(Storage.open(root, settings.storage), name)
+    bench = layout.store.child("bench-number-reading")
+    queries = list(layout.store.read_jsonl("collect/data.jsonl"))
+    if not queries:
+        raise SystemExit(f"no collected queries in {layout.store.uri('collect/data.jsonl')}: run the final stage first")
+    rows = probe_rows(settings, args.draws)
+    base = args.base or run_base(layout) or str(settings.model.base)
+    print(json.dumps({"base": base, "collected": len(queries), "probes": len(rows),
+                      "fixed_length_ceiling": fixed_length_ceiling(rows)}), flush=True)
+    for k in args.cuts:
+        started = time.time()
+        data = queries + (number_examples(queries, settings.collect.min_words, k, settings.run.seed) if k else [])
+        tokenizer = AutoTokenizer.from_pretrained(base)
+        examples = [tokenize_chat(tokenizer, {"messages": d["messages"]}) for d in data]
+        tokens = sum(len(ids) for ids, _ in examples)
+        steps = max(1, round(args.epochs * tokens / args.batch_tokens))  # about `epochs` passes
+        model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32, use_safetensors=True)
+        torch.manual_seed(settings.run.seed)
+        train_s = train(model, batches(examples, args.batch_tokens, tokenizer.pad_token_id, settings.run.seed),
+                        steps, args.lr, max(1, steps // 10))
+        tag = f"cuts-{k}"
+        save(model, tokenizer, Path(bench.uri(f"{tag}/model")))
+        result = score(bench.uri(f"{tag}/model"), rows, settings.probe.decoding.repetition_penalty, bench, tag)
+        print(json.dumps({"cuts": k, "examples": len(data), "tokens": tokens, "steps": steps,
+                          "train_seconds": round(train_s, 1), **result,
+                          "by_language": per_language(f"answers-{tag}.jsonl", bench),
+                          "seconds": round(time.time() - started, 1)}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
