@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from longform.constraints import TYPES, appended_query, constraint_for, query_record, separating_constraint
@@ -154,7 +155,7 @@ def extra_windows(queries: list[dict], answers: dict[tuple[str, str], list[Answe
     return out
 
 
-def distinct_answers(queries: list[dict]):
+def distinct_answers(queries: list[dict]) -> Iterator[tuple[dict, str]]:
     """(meta, answer text) of each constrained query whose answer no earlier query had."""
     seen = set()
     for q in queries:
