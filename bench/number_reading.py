@@ -41,7 +41,7 @@ from bench.preference import probe_rows, score  # noqa: E402
 from cluster.layout import RunLayout  # noqa: E402
 from cluster.settings import load_settings  # noqa: E402
 from cluster.storage import Storage  # noqa: E402
-from longform.length_probe import fixed_length_ceiling, rank_correlation  # noqa: E402
+from longform.length_probe import fixed_length_ceiling, summarize  # noqa: E402
 from longform.preference import number_examples  # noqa: E402
 from toyworld.build import length_batches, pad_batch, save, tokenize_chat, train  # noqa: E402
 
@@ -54,16 +54,12 @@ def batches(rows: list, batch_tokens: int, pad_id: int, seed: int):
             yield pad_batch(batch, pad_id)
 
 
-def per_language(answers_file: str, store) -> dict:
-    """Length score, mean words and asked ~ written of one model's answers, by language."""
-    rows = list(store.read_jsonl(answers_file))
-    out = {}
-    for lang in sorted({r["lang"] for r in rows}):
-        mine = [r for r in rows if r["lang"] == lang]
-        out[lang] = {"length_score": round(sum(r["length_score"] for r in mine) / len(mine), 4),
-                     "mean_words": round(sum(r["produced"] for r in mine) / len(mine), 1),
-                     "asked_vs_written": rank_correlation([r["required"] for r in mine], [r["produced"] for r in mine])}
-    return out
+def per_language(rows: list[dict], answers_file: str, store) -> dict:
+    """Length score, mean words and asked ~ written of one model's stored answers, by language."""
+    answers = {r["id"]: r["response"] for r in store.read_jsonl(answers_file)}
+    return {lang: {k: summarize([r for r in rows if r["language"] == lang], answers)[k]
+                   for k in ("length_score", "mean_words", "asked_vs_written")}
+            for lang in sorted({r["language"] for r in rows})}
 
 
 def run_base(layout) -> str | None:
@@ -98,12 +94,12 @@ def main() -> None:
         raise SystemExit(f"no collected queries in {layout.store.uri('collect/data.jsonl')}: run the final stage first")
     rows = probe_rows(settings, args.draws)
     base = args.base or run_base(layout) or str(settings.model.base)
+    tokenizer = AutoTokenizer.from_pretrained(base)
     print(json.dumps({"base": base, "collected": len(queries), "probes": len(rows),
                       "fixed_length_ceiling": fixed_length_ceiling(rows)}), flush=True)
     for k in args.cuts:
         started = time.time()
         data = queries + (number_examples(queries, settings.collect.min_words, k, settings.run.seed) if k else [])
-        tokenizer = AutoTokenizer.from_pretrained(base)
         examples = [tokenize_chat(tokenizer, {"messages": d["messages"]}) for d in data]
         tokens = sum(len(ids) for ids, _ in examples)
         steps = max(1, round(args.epochs * tokens / args.batch_tokens))  # about `epochs` passes
@@ -116,7 +112,7 @@ def main() -> None:
         result = score(bench.uri(f"{tag}/model"), rows, settings.probe.decoding.repetition_penalty, bench, tag)
         print(json.dumps({"cuts": k, "examples": len(data), "tokens": tokens, "steps": steps,
                           "train_seconds": round(train_s, 1), **result,
-                          "by_language": per_language(f"answers-{tag}.jsonl", bench),
+                          "by_language": per_language(rows, f"answers-{tag}.jsonl", bench),
                           "seconds": round(time.time() - started, 1)}), flush=True)
 
 
