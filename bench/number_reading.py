@@ -1,15 +1,19 @@
 """Can the tiny model learn to read the number it is asked for, and from how much data?
 
-    .venv/bin/python bench/number_reading.py --run runs/demo [--cuts 0 1] [--epochs 12] [--lr 1e-3] [--batch-tokens 400] [--draws 5]
+    .venv/bin/python bench/number_reading.py --run runs/demo [--cuts 0 1] [--samples 16] [--epochs 12] [--lr 1e-3] [--batch-tokens 400] [--draws 5]
 
 The final SFT of a run trains the base on its collected queries (collect/data.jsonl): one
 constraint per answer, ~120 on the demo. Its final model writes long but does not read the
 number (asked ~ written near 0). Is that the model's size or the data's? For each `--cuts K`
 this trains the run's base model on the collected queries and, for K > 0, on every collected
 answer cut after each paragraph under K constraint types (longform.preference.number_examples):
-the same beginning ends at several lengths, each under a number that admits it. Then it scores
+the same beginning ends at several lengths, each under a number that admits it. With `--samples
+K` it also trains the base on the collected queries and on whole answers: K sampled for each
+collected query from the run's final model (offline vLLM with the engines' settings, temperature
+1), each new answer in the collect window under a number that admits it
+(longform.preference.sampled_examples), i.e. more answers an instruction. Then it scores
 the run's probe set (`--draws` constraints per probe instruction, as bench/preference.py) and
-prints one JSON line per K: length score, inside the window, mean words, asked ~ written (rank
+prints one JSON line per model trained: length score, inside the window, mean words, asked ~ written (rank
 correlation), each per language, and the probe set's fixed-length ceiling (the best score a
 writer that ignores the number can reach).
 
@@ -42,7 +46,7 @@ from cluster.layout import RunLayout  # noqa: E402
 from cluster.settings import load_settings  # noqa: E402
 from cluster.storage import Storage  # noqa: E402
 from longform.length_probe import fixed_length_ceiling, summarize  # noqa: E402
-from longform.preference import number_examples  # noqa: E402
+from longform.preference import number_examples, sampled_examples  # noqa: E402
 from toyworld.build import length_batches, pad_batch, save, tokenize_chat, train  # noqa: E402
 
 
@@ -52,6 +56,28 @@ def batches(rows: list, batch_tokens: int, pad_id: int, seed: int):
     while True:
         for batch in length_batches(rows, batch_tokens, rng):
             yield pad_batch(batch, pad_id)
+
+
+def sample_answers(model_dir: str, queries: list[dict], k: int, settings) -> list[tuple[dict, str]]:
+    """`k` answers to each collected query from `model_dir`, sampled at temperature 1 by offline vLLM
+    in the served engines' environment and settings, as (the query's meta, text); answers cut off
+    by the context are left out."""
+    os.environ["VLLM_LOGGING_LEVEL"] = "ERROR"  # set before vLLM is first imported: stdout stays this bench's JSON
+    from actors.serving import engine_env
+
+    os.environ.update({**engine_env(settings), "VLLM_LOGGING_LEVEL": "ERROR"})
+    from vllm import LLM, SamplingParams
+
+    kwargs = settings.serving.engine_kwargs
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    longest = max(len(tokenizer.encode(tokenizer.apply_chat_template(q["messages"][:1], tokenize=False,
+                                                                     add_generation_prompt=True),
+                                       add_special_tokens=False)) for q in queries)
+    llm = LLM(model=model_dir, **{"seed": settings.run.seed, **kwargs})
+    params = SamplingParams(n=k, temperature=1.0, max_tokens=kwargs.get("max_model_len", 2048) - longest)
+    outputs = llm.chat([q["messages"][:1] for q in queries], params, use_tqdm=False)
+    llm.llm_engine.engine_core.shutdown()  # the engine process ends here, not at exit: the training needs both cores
+    return [(q["meta"], o.text) for q, out in zip(queries, outputs) for o in out.outputs if o.finish_reason == "stop"]
 
 
 def per_language(rows: list[dict], answers_file: str, store) -> dict:
@@ -76,6 +102,8 @@ def main() -> None:
     parser.add_argument("--config", default="configs/tiny.yaml")
     parser.add_argument("--cuts", type=int, nargs="+", default=[0, 1],
                         help="constraint types per paragraph cut (0: the collected queries only)")
+    parser.add_argument("--samples", type=int, default=0,
+                        help="also: whole answers sampled from the run's final model, this many a collected query")
     parser.add_argument("--epochs", type=float, default=12)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--batch-tokens", type=int, default=400)
@@ -97,9 +125,19 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained(base)
     print(json.dumps({"base": base, "collected": len(queries), "probes": len(rows),
                       "fixed_length_ceiling": fixed_length_ceiling(rows)}), flush=True)
-    for k in args.cuts:
+    datasets = {f"cuts-{k}": queries + (number_examples(queries, settings.collect.min_words, k, settings.run.seed)
+                                        if k else [])
+                for k in args.cuts}
+    if args.samples:
         started = time.time()
-        data = queries + (number_examples(queries, settings.collect.min_words, k, settings.run.seed) if k else [])
+        sampled = sample_answers(layout.store.uri("final/model"), queries, args.samples, settings)
+        extra = sampled_examples(queries, sampled, settings.collect.min_words, settings.collect.max_words,
+                                 settings.run.seed)
+        print(json.dumps({"samples_per_query": args.samples, "sampled": len(sampled), "kept": len(extra),
+                          "seconds": round(time.time() - started, 1)}), flush=True)
+        datasets[f"samples-{args.samples}"] = queries + extra
+    for tag, data in datasets.items():
+        started = time.time()
         examples = [tokenize_chat(tokenizer, {"messages": d["messages"]}) for d in data]
         tokens = sum(len(ids) for ids, _ in examples)
         steps = max(1, round(args.epochs * tokens / args.batch_tokens))  # about `epochs` passes
@@ -107,10 +145,9 @@ def main() -> None:
         torch.manual_seed(settings.run.seed)
         train_s = train(model, batches(examples, args.batch_tokens, tokenizer.pad_token_id, settings.run.seed),
                         steps, args.lr, max(1, steps // 10))
-        tag = f"cuts-{k}"
         save(model, tokenizer, Path(bench.uri(f"{tag}/model")))
         result = score(bench.uri(f"{tag}/model"), rows, settings.probe.decoding.repetition_penalty, bench, tag)
-        print(json.dumps({"cuts": k, "examples": len(data), "tokens": tokens, "steps": steps,
+        print(json.dumps({"data": tag, "examples": len(data), "tokens": tokens, "steps": steps,
                           "train_seconds": round(train_s, 1), **result,
                           "by_language": per_language(rows, f"answers-{tag}.jsonl", bench),
                           "seconds": round(time.time() - started, 1)}), flush=True)

@@ -44,7 +44,8 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from longform.constraints import TYPES, appended_query, constraint_for, query_record, separating_constraint
+from longform.constraints import (TYPES, appended_query, constraint_for, pick_kind, query_record,
+                                  separating_constraint)
 from longform.quality import check_quality
 from longform.sampling import seeded_rng
 from longform.words import count_words
@@ -223,6 +224,29 @@ def number_examples(queries: list[dict], min_words: int, kinds_per_cut: int, see
                 out.append(query_record(f"{meta['source_id']}/cut-{i}-{kind}", meta.get("round"), meta["lang"],
                                         meta["instruction"], appended_query(meta["instruction"], c, meta["lang"]),
                                         cut, c, words, origin="paragraph cut"))
+    return out
+
+
+def sampled_examples(queries: list[dict], samples: list[tuple[dict, str]], min_words: int, max_words: int,
+                     seed: int) -> list[dict]:
+    """A diagnostic (bench/number_reading.py --samples), not the stage's data: more whole answers
+    an instruction, each under a number that admits it. `samples` are (meta of the collected
+    query that was asked, answer text); each distinct answer that no collected query holds, that
+    passes the quality rules and is `min_words`-`max_words` long becomes an example under one
+    constraint type, drawn as collect draws it, with the roundest numbers that admit it."""
+    seen = {text for _, text in distinct_answers(queries)}
+    out = []
+    for i, (meta, text) in enumerate(samples):
+        text = text.strip()
+        words = count_words(text)
+        if text in seen or not min_words <= words <= max_words or check_quality(text) is not None:
+            continue
+        seen.add(text)
+        source_id = f"{meta['source_id']}/sample-{i}"
+        c = constraint_for(pick_kind(seeded_rng(seed, "sampled", source_id)), words)
+        out.append(query_record(source_id, meta.get("round"), meta["lang"], meta["instruction"],
+                                appended_query(meta["instruction"], c, meta["lang"]), text, c, words,
+                                origin="sampled answer"))
     return out
 
 

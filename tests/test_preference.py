@@ -4,7 +4,7 @@ which answer is chosen, which is rejected, and why."""
 from __future__ import annotations
 
 from longform.preference import (balanced, build_pairs, extra_windows, index_answers, number_examples,
-                                 number_only_pairs, paragraph_cuts, shuffled_labels)
+                                 number_only_pairs, paragraph_cuts, sampled_examples, shuffled_labels)
 from training.sources import BadRecord, to_pair
 
 import pytest
@@ -468,3 +468,23 @@ def test_number_examples_end_one_answer_at_several_lengths_each_under_a_number_t
     assert len({e["meta"]["source_id"] for e in out}) == len(out)
     assert number_examples([q], 50, 4, seed=1) == number_examples([q], 50, 4, seed=1)
     assert len(number_examples([q], 50, 9, seed=1)) == 4 * 4  # at most the four types
+
+
+def test_sampled_examples_put_each_new_answer_under_a_number_that_admits_it():
+    """bench/number_reading.py --samples: a sampled answer becomes one example under its own
+    constraint; the collected answer, a repeat, a rule failure or a length outside the window
+    does not."""
+    q = query("q1", 120, (96, 144), "x")
+    q["messages"][-1]["content"] = collected = text(120, "x") + "."
+    samples = [(q["meta"], text(70, "a") + "."), (q["meta"], collected), (q["meta"], text(70, "a") + ".\n"),
+               (q["meta"], text(20, "b") + "."), (q["meta"], text(300, "c") + "."), (q["meta"], text(90, "e")),
+               (q["meta"], "same words again and again. " * 15), (q["meta"], text(150, "d") + ".")]
+    out = sampled_examples([q], samples, 50, 200, seed=0)
+    assert [e["meta"]["words"] for e in out] == [70, 150]
+    assert [e["meta"]["source_id"] for e in out] == ["q1/sample-0", "q1/sample-7"]
+    for e in out:
+        lo, hi = e["meta"]["constraint"]["window"]
+        assert lo <= e["meta"]["words"] <= hi and e["meta"]["origin"] == "sampled answer"
+        assert e["messages"][0]["content"].startswith(INSTRUCTION)
+        assert str(e["meta"]["constraint"]["numbers"][0]) in e["messages"][0]["content"]
+    assert sampled_examples([q], samples, 50, 200, seed=0) == out
