@@ -11,11 +11,11 @@ the same beginning ends at several lengths, each under a number that admits it. 
 K` it also trains the base on the collected queries and on whole answers: K sampled for each
 collected query from the run's final model (offline vLLM with the engines' settings, temperature
 1), each new answer in the collect window under a number that admits it
-(longform.preference.sampled_examples), i.e. more answers an instruction. Then it scores
-the run's probe set (`--draws` constraints per probe instruction, as bench/preference.py) and
-prints one JSON line per model trained: length score, inside the window, mean words, asked ~ written (rank
-correlation), each per language, and the probe set's fixed-length ceiling (the best score a
-writer that ignores the number can reach).
+(longform.preference.sampled_examples), i.e. more answers an instruction. Then it scores the
+run's probe set (`--draws` constraints per probe instruction, as bench/preference.py) and prints
+one JSON line per model trained: length score, inside the window, mean words, asked ~ written
+(rank correlation), each per language, and the probe set's fixed-length ceiling (the best score
+a writer that ignores the number can reach).
 
 A capacity check, not the loop's path: training runs in this process with the toy build's own
 trainer (toyworld.build.train: AdamW, cosine, token-mean loss, batches of about
