@@ -1,6 +1,6 @@
 """Can the tiny model learn to read the number it is asked for, and from how much data?
 
-    .venv/bin/python bench/number_reading.py --run runs/demo [--cuts 0 1] [--samples 16] [--epochs 12] [--lr 1e-3] [--batch-tokens 400] [--draws 5]
+    .venv/bin/python bench/number_reading.py --run runs/demo [--cuts 0 1] [--samples 16 [--continue-from paragraphs|end]] [--epochs 12] [--lr 1e-3] [--batch-tokens 400] [--draws 5]
 
 The final SFT of a run trains the base on its collected queries (collect/data.jsonl): one
 constraint per answer, ~120 on the demo. Its final model writes long but does not read the
@@ -11,11 +11,14 @@ the same beginning ends at several lengths, each under a number that admits it. 
 K` it also trains the base on the collected queries and on whole answers: K sampled for each
 collected query from the run's final model (offline vLLM with the engines' settings, temperature
 1), each new answer in the collect window under a number that admits it
-(longform.preference.sampled_examples), i.e. more answers an instruction. Then it scores the
-run's probe set (`--draws` constraints per probe instruction, as bench/preference.py) and prints
-one JSON line per model trained: length score, inside the window, mean words, asked ~ written
-(rank correlation), each per language, and the probe set's fixed-length ceiling (the best score
-a writer that ignores the number can reach).
+(longform.preference.sampled_examples), i.e. more answers an instruction. With `--continue-from
+paragraphs` the samples share a beginning with a collected answer: the model is given its first
+j paragraphs (every j short of the whole) and writes on to its own end, K times each; with
+`--continue-from end` it writes on after the whole answer, so a longer answer holds the shorter
+one whole. Then it scores the run's probe set (`--draws` constraints per probe instruction, as
+bench/preference.py) and prints one JSON line per model trained: length score, inside the
+window, mean words, asked ~ written (rank correlation), each per language, and the probe set's
+fixed-length ceiling (the best score a writer that ignores the number can reach).
 
 A capacity check, not the loop's path: training runs in this process with the toy build's own
 trainer (toyworld.build.train: AdamW, cosine, token-mean loss, batches of about
@@ -58,10 +61,30 @@ def batches(rows: list, batch_tokens: int, pad_id: int, seed: int):
             yield pad_batch(batch, pad_id)
 
 
-def sample_answers(model_dir: str, queries: list[dict], k: int, settings) -> list[tuple[dict, str]]:
-    """`k` answers to each collected query from `model_dir`, sampled at temperature 1 by offline vLLM
-    in the served engines' environment and settings, as (the query's meta, text); answers cut off
-    by the context are left out."""
+def prompts(queries: list[dict], continue_from: str | None) -> list[tuple[dict, str, str]]:
+    """(meta, user turn, prefix) to sample from: each collected query as asked (prefix ""), or with
+    `continue_from` each distinct collected answer's beginning to go on from, under its query:
+    "paragraphs" its first j paragraphs for every j short of the whole, "end" the whole answer."""
+    if continue_from is None:
+        return [(q["meta"], q["messages"][0]["content"], "") for q in queries]
+    out, seen = [], set()
+    for q in queries:
+        text = q["messages"][-1]["content"].strip()
+        if text in seen:
+            continue
+        seen.add(text)
+        paragraphs = text.split("\n\n")
+        cuts = range(1, len(paragraphs)) if continue_from == "paragraphs" else [len(paragraphs)]
+        out += [(q["meta"], q["messages"][0]["content"], "\n\n".join(paragraphs[:j])) for j in cuts]
+    return out
+
+
+def sample_answers(model_dir: str, asked: list[tuple[dict, str, str]], k: int, settings) -> list[tuple[dict, str]]:
+    """`k` answers to each (meta, user turn, prefix) of `asked` from `model_dir`, sampled at
+    temperature 1 by offline vLLM in the served engines' environment and settings, as (meta,
+    text). A prefix is pre-filled as the answer's first paragraphs and the model writes on from a
+    new paragraph to its own end (a raw completion, as the Extender's stage 2 goes on from its
+    part); the text is the prefix and what followed. Answers cut off by the context are left out."""
     os.environ["VLLM_LOGGING_LEVEL"] = "ERROR"  # set before vLLM is first imported: stdout stays this bench's JSON
     from actors.serving import engine_env
 
@@ -70,14 +93,16 @@ def sample_answers(model_dir: str, queries: list[dict], k: int, settings) -> lis
 
     kwargs = settings.serving.engine_kwargs
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    longest = max(len(tokenizer.encode(tokenizer.apply_chat_template(q["messages"][:1], tokenize=False,
-                                                                     add_generation_prompt=True),
-                                       add_special_tokens=False)) for q in queries)
+    heads = [prefix + "\n\n" if prefix else "" for _, _, prefix in asked]
+    texts = [tokenizer.apply_chat_template([{"role": "user", "content": user}], tokenize=False,
+                                           add_generation_prompt=True) + head for (_, user, _), head in zip(asked, heads)]
+    longest = max(len(tokenizer.encode(t, add_special_tokens=False)) for t in texts)
     llm = LLM(model=model_dir, **{"seed": settings.run.seed, **kwargs})
     params = SamplingParams(n=k, temperature=1.0, max_tokens=kwargs.get("max_model_len", 2048) - longest)
-    outputs = llm.chat([q["messages"][:1] for q in queries], params, use_tqdm=False)
+    outputs = llm.generate(texts, params, use_tqdm=False)
     llm.llm_engine.engine_core.shutdown()  # the engine process ends here, not at exit: the training needs both cores
-    return [(q["meta"], o.text) for q, out in zip(queries, outputs) for o in out.outputs if o.finish_reason == "stop"]
+    return [(meta, head + o.text.lstrip()) for (meta, _, _), head, out in zip(asked, heads, outputs) for o in out.outputs
+            if o.finish_reason == "stop" and o.text.strip()]
 
 
 def per_language(rows: list[dict], answers_file: str, store) -> dict:
@@ -104,6 +129,9 @@ def main() -> None:
                         help="constraint types per paragraph cut (0: the collected queries only)")
     parser.add_argument("--samples", type=int, default=0,
                         help="also: whole answers sampled from the run's final model, this many a collected query")
+    parser.add_argument("--continue-from", choices=("paragraphs", "end"),
+                        help="with --samples: the samples go on from each collected answer's first paragraphs "
+                             "(every cut short of the whole) or from its end, this many a prefix")
     parser.add_argument("--epochs", type=float, default=12)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--batch-tokens", type=int, default=400)
@@ -112,6 +140,8 @@ def main() -> None:
     parser.add_argument("--base", help="the model to train (default: the run's base where it still exists, else "
                                        "the config's model.base)")
     args = parser.parse_args()
+    if args.continue_from and not args.samples:
+        parser.error("--continue-from needs --samples K (how many answers to write on from each beginning)")
     torch.set_num_threads(args.threads)
     root, name = os.path.split(os.path.abspath(args.run))
     settings = load_settings(args.config, [f"storage.root={root}", f"run.name={name}"])
@@ -130,12 +160,15 @@ def main() -> None:
                 for k in args.cuts}
     if args.samples:
         started = time.time()
-        sampled = sample_answers(layout.store.uri("final/model"), queries, args.samples, settings)
+        asked = prompts(queries, args.continue_from)
+        sampled = sample_answers(layout.store.uri("final/model"), asked, args.samples, settings)
         extra = sampled_examples(queries, sampled, settings.collect.min_words, settings.collect.max_words,
                                  settings.run.seed)
-        print(json.dumps({"samples_per_query": args.samples, "sampled": len(sampled), "kept": len(extra),
-                          "seconds": round(time.time() - started, 1)}), flush=True)
-        datasets[f"samples-{args.samples}"] = queries + extra
+        tag = f"samples-{args.samples}" + (f"-from-{args.continue_from}" if args.continue_from else "")
+        print(json.dumps({"data": tag, "prompts": len(asked), "samples_per_prompt": args.samples,
+                          "sampled": len(sampled), "kept": len(extra), "seconds": round(time.time() - started, 1)}),
+              flush=True)
+        datasets[tag] = queries + extra
     for tag, data in datasets.items():
         started = time.time()
         examples = [tokenize_chat(tokenizer, {"messages": d["messages"]}) for d in data]

@@ -488,3 +488,23 @@ def test_sampled_examples_put_each_new_answer_under_a_number_that_admits_it():
         assert e["messages"][0]["content"].startswith(INSTRUCTION)
         assert str(e["meta"]["constraint"]["numbers"][0]) in e["messages"][0]["content"]
     assert sampled_examples([q], samples, 50, 200, seed=0) == out
+
+
+def test_the_number_reading_bench_writes_on_from_each_beginning_of_a_collected_answer():
+    """bench/number_reading.py --continue-from: the prefixes it asks the model to write on from.
+    "paragraphs": every cut of a distinct collected answer short of the whole, under its own
+    query; "end": the whole answer; without it, each query as asked. A repeated answer is asked
+    about once."""
+    from bench.number_reading import prompts
+
+    q1, q2 = query("q1", 3, (2, 4), "x"), query("q2", 3, (2, 4), "x")
+    q1["messages"][-1]["content"] = q2["messages"][-1]["content"] = "One.\n\nTwo.\n\nThree."
+    q3 = query("q3", 2, (1, 3), "y")
+    q3["messages"][-1]["content"] = "Alone."
+    asked = [q["messages"][0]["content"] for q in (q1, q2, q3)]
+    assert [(m["source_id"], u, p) for m, u, p in prompts([q1, q2, q3], "paragraphs")] == [
+        ("q1", asked[0], "One."), ("q1", asked[0], "One.\n\nTwo.")]
+    assert [(m["source_id"], u, p) for m, u, p in prompts([q1, q2, q3], "end")] == [
+        ("q1", asked[0], "One.\n\nTwo.\n\nThree."), ("q3", asked[2], "Alone.")]
+    assert [(m["source_id"], u, p) for m, u, p in prompts([q1, q2, q3], None)] == [
+        ("q1", asked[0], ""), ("q2", asked[1], ""), ("q3", asked[2], "")]
