@@ -49,7 +49,7 @@ from cluster.layout import RunLayout  # noqa: E402
 from cluster.settings import load_settings  # noqa: E402
 from cluster.storage import Storage  # noqa: E402
 from longform.length_probe import fixed_length_ceiling, summarize  # noqa: E402
-from longform.preference import number_examples, sampled_examples  # noqa: E402
+from longform.preference import distinct_answers, number_examples, paragraph_cuts, sampled_examples  # noqa: E402
 from toyworld.build import length_batches, pad_batch, save, tokenize_chat, train  # noqa: E402
 
 
@@ -67,15 +67,13 @@ def prompts(queries: list[dict], continue_from: str | None) -> list[tuple[dict, 
     "paragraphs" its first j paragraphs for every j short of the whole, "end" the whole answer."""
     if continue_from is None:
         return [(q["meta"], q["messages"][0]["content"], "") for q in queries]
-    out, seen = [], set()
+    users: dict[str, str] = {}  # each answer's first query
     for q in queries:
-        text = q["messages"][-1]["content"].strip()
-        if text in seen:
-            continue
-        seen.add(text)
-        paragraphs = text.split("\n\n")
-        cuts = range(1, len(paragraphs)) if continue_from == "paragraphs" else [len(paragraphs)]
-        out += [(q["meta"], q["messages"][0]["content"], "\n\n".join(paragraphs[:j])) for j in cuts]
+        users.setdefault(q["messages"][-1]["content"].strip(), q["messages"][0]["content"])
+    out = []
+    for meta, text in distinct_answers(queries):
+        cuts = [cut for cut, _ in paragraph_cuts(text)]  # the whole answer last
+        out += [(meta, users[text], cut) for cut in (cuts[:-1] if continue_from == "paragraphs" else cuts[-1:])]
     return out
 
 
@@ -95,14 +93,15 @@ def sample_answers(model_dir: str, asked: list[tuple[dict, str, str]], k: int, s
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     heads = [prefix + "\n\n" if prefix else "" for _, _, prefix in asked]
     texts = [tokenizer.apply_chat_template([{"role": "user", "content": user}], tokenize=False,
-                                           add_generation_prompt=True) + head for (_, user, _), head in zip(asked, heads)]
+                                           add_generation_prompt=True) + head
+             for (_, user, _), head in zip(asked, heads)]
     longest = max(len(tokenizer.encode(t, add_special_tokens=False)) for t in texts)
     llm = LLM(model=model_dir, **{"seed": settings.run.seed, **kwargs})
     params = SamplingParams(n=k, temperature=1.0, max_tokens=kwargs.get("max_model_len", 2048) - longest)
     outputs = llm.generate(texts, params, use_tqdm=False)
     llm.llm_engine.engine_core.shutdown()  # the engine process ends here, not at exit: the training needs both cores
-    return [(meta, head + o.text.lstrip()) for (meta, _, _), head, out in zip(asked, heads, outputs) for o in out.outputs
-            if o.finish_reason == "stop" and o.text.strip()]
+    return [(meta, head + o.text.lstrip()) for (meta, _, _), head, out in zip(asked, heads, outputs)
+            for o in out.outputs if o.finish_reason == "stop" and o.text.strip()]
 
 
 def per_language(rows: list[dict], answers_file: str, store) -> dict:
