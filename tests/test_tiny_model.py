@@ -19,7 +19,7 @@ from longform.prompts import load_prompts
 from longform.quality import check_quality
 from longform.words import detect_language
 from toyworld.__main__ import main as toyworld_main
-from toyworld.build import BuildSpec, build, tokenize_chat
+from toyworld.build import BuildSpec, build, fast_bf16, pad_batch, token_mean_loss, tokenize_chat
 from toyworld.corpus import (
     answer_example, extend_example, judge_example, sample_examples, self_instruct_example,
 )
@@ -118,6 +118,23 @@ def test_build_is_deterministic_for_a_seed(tmp_path):
     assert first != other
     assert json.loads((tmp_path / "a" / "tokenizer.json").read_text()) == json.loads(
         (tmp_path / "b" / "tokenizer.json").read_text())
+
+
+def test_the_build_computes_in_bf16_only_where_the_cpu_has_its_kernels(tiny, tokenizer, tmp_path):
+    """Without oneDNN's bf16 kernels (an AVX2-only CPU) bf16 products take a reference path
+    ~80x slower than fp32, and the build would take an hour: its loss's default follows
+    `fast_bf16`, and the build records which it used."""
+    model = AutoModelForCausalLM.from_pretrained(tiny).eval()
+    batch = pad_batch([tokenize_chat(tokenizer, {"messages": [
+        {"role": "user", "content": TEXTS[0]}, {"role": "assistant", "content": TEXTS[1]}]})], tokenizer.pad_token_id)
+    with torch.no_grad():
+        fp32, bf16 = (float(token_mean_loss(model, batch, bf16=b)) for b in (False, True))
+        default = float(token_mean_loss(model, batch))
+    assert fp32 != bf16  # the two precisions are told apart by the loss
+    assert default == (bf16 if fast_bf16() else fp32)
+    assert fast_bf16() == torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert not fast_bf16("meta")
+    assert build(tmp_path, FAST, probes=False)["bf16_autocast"] == fast_bf16()
 
 
 def examples(prompts):
