@@ -267,7 +267,14 @@ class SelfInstructDecoding(Decoding):
 
 
 class JudgeLongDecoding(Decoding):
+    """A verdict, read greedily. No repetition penalty: it lowers whichever answer's tokens the
+    prompt happens to hold ("Reply with yes or no"), and which those are is the tokenizer's
+    accident (the tiny model's "yes" is 'y' 'es', its 'y' in the prompt, its "no" not): on a
+    build of the tiny model whose margin between the two was small, a penalty of 1.1 turned
+    every "yes" into "no"."""
+
     temperature: float = Field(0.0, ge=0)
+    repetition_penalty: float = Field(1.0, gt=0)
     max_tokens: int | None = Field(8, ge=1, description="yes or no")
 
 

@@ -153,3 +153,20 @@ def test_a_failed_call_is_a_rejection_not_an_instruction():
 def test_a_language_with_fewer_than_two_seeds_makes_no_candidates():
     result = run(POOL[:1] + POOL[2:3], 3, Scripted(["x"]), Scripted(["yes"]))
     assert result.new == [] and result.tally["self_instruct.candidates"] == 0
+
+
+def test_the_judge_is_asked_greedily_and_without_a_repetition_penalty():
+    """The stage's judge settings: a repetition penalty lowers whichever answer's tokens the
+    prompt holds (the tiny model's "yes" shares its 'y' with "Reply with yes or no", its "no"
+    nothing), so it would choose between yes and no by tokenization; the generation keeps the
+    reference's 1.1."""
+    from cluster.settings import SelfInstructSection
+
+    section = SelfInstructSection()
+    judge = Scripted(["yes"])
+    asyncio.run(grow_pool(POOL[:2], 1, Scripted(["Write a long guide to ships and sailors of the north."]), judge,
+                          load_prompts(), section.decoding, section.judge_decoding, random.Random(0), "r1/si",
+                          batch_size=1, max_candidates=1))
+    (_, fields), = judge.calls
+    assert fields["temperature"] == 0.0 and fields["repetition_penalty"] == 1.0
+    assert section.decoding.repetition_penalty == 1.1
