@@ -1,6 +1,6 @@
 """Can the tiny model learn to read the number it is asked for, and from how much data?
 
-    .venv/bin/python bench/number_reading.py --run runs/demo [--cuts 0 1] [--samples 16 [--continue-from paragraphs|end]] [--epochs 12] [--lr 1e-3] [--batch-tokens 400] [--draws 5]
+    .venv/bin/python bench/number_reading.py --run runs/demo [--cuts 0 1] [--samples 16 [--continue-from paragraphs|end [--until paragraph]]] [--epochs 12] [--lr 1e-3] [--batch-tokens 400] [--draws 5]
 
 The final SFT of a run trains the base on its collected queries (collect/data.jsonl): one
 constraint per answer, ~120 on the demo. Its final model writes long but does not read the
@@ -15,7 +15,9 @@ collected query from the run's final model (offline vLLM with the engines' setti
 paragraphs` the samples share a beginning with a collected answer: the model is given its first
 j paragraphs (every j short of the whole) and writes on to its own end, K times each; with
 `--continue-from end` it writes on after the whole answer, so a longer answer holds the shorter
-one whole. Then it scores the run's probe set (`--draws` constraints per probe instruction, as
+one whole. `--until paragraph` has it write one paragraph only after each beginning, where the
+text is stopped: the stop placed from outside as a cut's, the closing paragraph the model's own.
+Then it scores the run's probe set (`--draws` constraints per probe instruction, as
 bench/preference.py) and prints one JSON line per model trained: length score, inside the
 window, mean words, asked ~ written (rank correlation), each per language, and the probe set's
 fixed-length ceiling (the best score a writer that ignores the number can reach).
@@ -77,12 +79,14 @@ def prompts(queries: list[dict], continue_from: str | None) -> list[tuple[dict, 
     return out
 
 
-def sample_answers(model_dir: str, asked: list[tuple[dict, str, str]], k: int, settings) -> list[tuple[dict, str]]:
+def sample_answers(model_dir: str, asked: list[tuple[dict, str, str]], k: int, settings,
+                   until: str = "end") -> list[tuple[dict, str]]:
     """`k` answers to each (meta, user turn, prefix) of `asked` from `model_dir`, sampled at
     temperature 1 by offline vLLM in the served engines' environment and settings, as (meta,
     text). A prefix is pre-filled as the answer's first paragraphs and the model writes on from a
-    new paragraph to its own end (a raw completion, as the Extender's stage 2 goes on from its
-    part); the text is the prefix and what followed. Answers cut off by the context are left out."""
+    new paragraph (a raw completion, as the Extender's stage 2 goes on from its part) to its own
+    end, or with `until="paragraph"` for one paragraph, where the text is stopped; the text is
+    the prefix and what followed. Answers cut off by the context are left out."""
     os.environ["VLLM_LOGGING_LEVEL"] = "ERROR"  # set before vLLM is first imported: stdout stays this bench's JSON
     from actors.serving import engine_env
 
@@ -97,7 +101,8 @@ def sample_answers(model_dir: str, asked: list[tuple[dict, str, str]], k: int, s
              for (_, user, _), head in zip(asked, heads)]
     longest = max(len(tokenizer.encode(t, add_special_tokens=False)) for t in texts)
     llm = LLM(model=model_dir, **{"seed": settings.run.seed, **kwargs})
-    params = SamplingParams(n=k, temperature=1.0, max_tokens=kwargs.get("max_model_len", 2048) - longest)
+    params = SamplingParams(n=k, temperature=1.0, max_tokens=kwargs.get("max_model_len", 2048) - longest,
+                            stop=["\n\n"] if until == "paragraph" else None)
     outputs = llm.generate(texts, params, use_tqdm=False)
     llm.llm_engine.engine_core.shutdown()  # the engine process ends here, not at exit: the training needs both cores
     return [(meta, head + o.text.lstrip()) for (meta, _, _), head, out in zip(asked, heads, outputs)
@@ -131,6 +136,10 @@ def main() -> None:
     parser.add_argument("--continue-from", choices=("paragraphs", "end"),
                         help="with --samples: the samples go on from each collected answer's first paragraphs "
                              "(every cut short of the whole) or from its end, this many a prefix")
+    parser.add_argument("--until", choices=("end", "paragraph"), default="end",
+                        help="with --continue-from: the model writes on to its own end, or one paragraph, where "
+                             "the text is stopped (the stop placed from outside, as a cut's, the last paragraph "
+                             "the model's own)")
     parser.add_argument("--epochs", type=float, default=12)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--batch-tokens", type=int, default=400)
@@ -141,6 +150,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.continue_from and not args.samples:
         parser.error("--continue-from needs --samples K (how many answers to write on from each beginning)")
+    if args.until != "end" and not args.continue_from:
+        parser.error("--until needs --continue-from (the beginnings to write one paragraph after)")
     torch.set_num_threads(args.threads)
     root, name = os.path.split(os.path.abspath(args.run))
     settings = load_settings(args.config, [f"storage.root={root}", f"run.name={name}"])
@@ -160,10 +171,11 @@ def main() -> None:
     if args.samples:
         started = time.time()
         asked = prompts(queries, args.continue_from)
-        sampled = sample_answers(layout.store.uri("final/model"), asked, args.samples, settings)
+        sampled = sample_answers(layout.store.uri("final/model"), asked, args.samples, settings, args.until)
         extra = sampled_examples(queries, sampled, settings.collect.min_words, settings.collect.max_words,
                                  settings.run.seed)
-        tag = f"samples-{args.samples}" + (f"-from-{args.continue_from}" if args.continue_from else "")
+        tag = (f"samples-{args.samples}" + (f"-from-{args.continue_from}" if args.continue_from else "")
+               + (f"-until-{args.until}" if args.until != "end" else ""))
         print(json.dumps({"data": tag, "prompts": len(asked), "samples_per_prompt": args.samples,
                           "sampled": len(sampled), "kept": len(extra), "seconds": round(time.time() - started, 1)}),
               flush=True)
