@@ -143,8 +143,9 @@ def corpus_batches(spec: BuildSpec, tokenizer, prompts: PromptBook) -> Iterator[
 def fast_bf16(device_type: str = "cpu") -> bool:
     """Whether bf16 matrix products run fast here. On a CPU that needs oneDNN's bf16 kernels
     (AVX-512 on x86, the bf16 extension on Arm); without them (an AVX2-only x86) PyTorch falls
-    back to a reference path about 80x slower than fp32 (0.85 against 69 GFLOP/s for a 1,024-square product, measured on such a
-    2-core EPYC), and the build would take an hour instead of minutes."""
+    back to a reference path about 80x slower than fp32 (0.85 against 69 GFLOP/s for a
+    1,024-square product, measured on such a 2-core EPYC), and the build would take an hour
+    instead of minutes."""
     if device_type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     return device_type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
