@@ -51,7 +51,8 @@ from cluster.layout import RunLayout  # noqa: E402
 from cluster.settings import load_settings  # noqa: E402
 from cluster.storage import Storage  # noqa: E402
 from longform.length_probe import fixed_length_ceiling, summarize  # noqa: E402
-from longform.preference import distinct_answers, number_examples, paragraph_cuts, sampled_examples  # noqa: E402
+from longform.closed_cuts import beginnings  # noqa: E402
+from longform.preference import distinct_answers, number_examples, sampled_examples  # noqa: E402
 from toyworld.build import length_batches, pad_batch, save, tokenize_chat, train  # noqa: E402
 
 
@@ -66,17 +67,16 @@ def batches(rows: list, batch_tokens: int, pad_id: int, seed: int):
 def prompts(queries: list[dict], continue_from: str | None) -> list[tuple[dict, str, str]]:
     """(meta, user turn, prefix) to sample from: each collected query as asked (prefix ""), or with
     `continue_from` each distinct collected answer's beginning to go on from, under its query:
-    "paragraphs" its first j paragraphs for every j short of the whole, "end" the whole answer."""
+    "paragraphs" its first j paragraphs for every j short of the whole (the beginnings the
+    final stage's closed cuts start from), "end" the whole answer."""
     if continue_from is None:
         return [(q["meta"], q["messages"][0]["content"], "") for q in queries]
+    if continue_from == "paragraphs":
+        return [(b.meta, b.query, b.text) for b in beginnings(queries)]
     users: dict[str, str] = {}  # each answer's first query
     for q in queries:
         users.setdefault(q["messages"][-1]["content"].strip(), q["messages"][0]["content"])
-    out = []
-    for meta, text in distinct_answers(queries):
-        cuts = [cut for cut, _ in paragraph_cuts(text)]  # the whole answer last
-        out += [(meta, users[text], cut) for cut in (cuts[:-1] if continue_from == "paragraphs" else cuts[-1:])]
-    return out
+    return [(meta, users[text], text) for meta, text in distinct_answers(queries)]
 
 
 def sample_answers(model_dir: str, asked: list[tuple[dict, str, str]], k: int, settings,

@@ -422,6 +422,9 @@ class FinalSection(Section):
                and seeds), drafts only, no extension
     collect    every round's extended texts and these answers in the `collect` window, each
                query given a length constraint it satisfies
+    closed-cuts  with `closed_cuts`: each collected answer cut after each paragraph and closed by
+               one paragraph the last Generator writes, under a constraint the text satisfies
+               (longform/closed_cuts.py), added to the final SFT data
     train      the *base* model fine-tuned on that data (as `training` says), mixed with
                `mix_with` (a chat file in any format `jobs.train` reads) at `mix_fraction`
     score      the base and the final model on a length-constrained probe set: LonGen's length
@@ -433,6 +436,9 @@ class FinalSection(Section):
     mix_fraction: float = Field(0.0, ge=0, lt=1, description="share of the final SFT data taken from mix_with")
     probe_words: tuple[int, int] = Field((2000, 8000), description="lengths the constrained probe set asks for, [lo, hi]")
     epochs: float | None = Field(None, gt=0, description="epochs of the final SFT (None: training.epochs)")
+    closed_cuts: bool = Field(False, description="also train the final model on collected answers cut after a "
+                              "paragraph and closed by one the last Generator writes, each under a constraint its "
+                              "length satisfies: data that teaches reading the number asked (longform/closed_cuts.py)")
     preference: Literal["none", "dpo"] = Field(
         "none", description="dpo: after the final SFT, DPO on pairs built from the run's own answers (`dpo`)")
 

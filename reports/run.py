@@ -142,7 +142,8 @@ def final_section(final: dict, images: dict[str, str]) -> list[str]:
            *md_table(["constraint", "examples"], [[k, tally.get(f"type.{k}", 0)] for k in ("about", "range", "above", "below")]),
            "", f"Queries rewritten by the Generator: {tally.get('rewritten', 0)}; constraint appended as a sentence: "
            f"{tally.get('appended', 0)}.", "",
-           f"Fine-tuning the base model: {t['examples']} examples (+{t.get('mixed', 0)} mixed in), "
+           f"Fine-tuning the base model: {t['examples']} examples ("
+           + (f"+{t['closed_cuts']} closed cuts, " if t.get("closed_cuts") else "") + f"+{t.get('mixed', 0)} mixed in), "
            f"{t['metrics'].get('steps')} steps, final loss {fmt(t['metrics'].get('train_loss'))}. "
            f"Weights: `{final['model']}`.", "",
            f"Following a requested length ({probe['words'][0]}-{probe['words'][1]} words asked, "

@@ -71,7 +71,8 @@ def print_final(final: dict, out: TextIO) -> None:
               + f"; queries rewritten {tally.get('rewritten', 0)}, constraint appended {tally.get('appended', 0)}\n")
     history = t.get("loss_history") or []
     loss = f"{history[0]['loss']:.3f} -> {history[-1]['loss']:.3f}" if history else t["metrics"].get("train_loss")
-    out.write(f"final SFT of the base model: {t['examples']} examples (+{t.get('mixed', 0)} mixed), "
+    cuts = f"+{t['closed_cuts']} closed cuts, " if t.get("closed_cuts") else ""
+    out.write(f"final SFT of the base model: {t['examples']} examples ({cuts}+{t.get('mixed', 0)} mixed), "
               f"{t['metrics'].get('steps')} steps, loss {loss}\n")
     preference = final.get("preference")
     if preference:

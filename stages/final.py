@@ -5,6 +5,8 @@ it is asked for (Self-Lengthen's final stage), as resumable stages of the loop's
     generate       it answers `final.generate_count` instructions: drafts only, no extension
     collect        every round's extended texts and these answers in the `collect` window,
                    each query given a length constraint it satisfies (stages/collect.py)
+    closed-cuts    with `final.closed_cuts`: the collected answers cut after each paragraph and
+                   closed by one the last Generator writes (longform/closed_cuts.py)
     train          the *base* model fine-tuned on them (+ `final.mix_with`), as `training` says
     score          base and final model on the length-constrained probe set (LonGen's score)
     preference     with `final.preference: dpo`: DPO on pairs built from the run's own answers,
@@ -17,11 +19,15 @@ last checkpoint). The final weights are exported under <run>/final/model/.
 
 from __future__ import annotations
 
+import asyncio
 import math
+import time
+from collections import Counter
 
 from cluster.layout import FINAL
 from actors import synthesis
 from stages import collect
+from longform import closed_cuts
 from longform.sampling import seeded_rng
 from stages import self_instruct
 from stages.preference import PreferenceStage
@@ -40,7 +46,8 @@ class FinalStage:
     def run(self, sources: dict[str, str]) -> dict:
         """`sources`: the last round's weights per role."""
         s, ctx, stage = self.settings, self.ctx, self.ctx.stage
-        if any(self.layout.stage_done(FINAL, name) is None for name in ("generate", "collect")):
+        served_stages = ("generate", "collect") + (("closed-cuts",) if s.final.closed_cuts else ())
+        if any(self.layout.stage_done(FINAL, name) is None for name in served_stages):
             if ctx.served.get("generator") != sources["generator"]:
                 ctx.serve({"generator": sources["generator"]})
         grown = None
@@ -48,7 +55,8 @@ class FinalStage:
             grown = stage(FINAL, "self-instruct", lambda: self_instruct.run_self_instruct(ctx, self.pool(), FINAL))
         generated = stage(FINAL, "generate", self.generate)
         collected = stage(FINAL, "collect", self.collect)
-        trained = stage(FINAL, "train", lambda: self.train(collected))
+        closed = stage(FINAL, "closed-cuts", lambda: self.closed_cuts(collected)) if s.final.closed_cuts else None
+        trained = stage(FINAL, "train", lambda: self.train(collected, closed))
         base = self.layout.stage_done(0, "length-probe")
         if base is None:  # a run begun before the final stage existed: measure the base now
             ctx.serve({"generator": s.model.base})
@@ -66,7 +74,7 @@ class FinalStage:
             preference = PreferenceStage(self.loop).run(collected, trained, final)
         return {"self_instruct": (grown or {}).get("tally"), "generate": {k: generated.get(k) for k in (
                     "tally", "calls", "shards", "resumed_shards", "seconds")},
-                "collect": collected, "training": trained, "model": trained["export_uri"],
+                "collect": collected, "closed_cuts": closed, "training": trained, "model": trained["export_uri"],
                 "length_probe": {"base": base, "final": final, "words": list(s.final.probe_words)},
                 "evaluation": benchmarks, "preference": preference}
 
@@ -107,14 +115,34 @@ class FinalStage:
         # summary's "final data" line gives them by constraint
         return collect.collect(s, self.layout, model)
 
+    # -- closed cuts ---------------------------------------------------------------------------
+    def closed_cuts(self, collected: dict) -> dict:
+        s, store = self.settings, self.layout.store
+        started = time.time()
+        queries = list(store.read_jsonl(f"{collect.ROOT}/data.jsonl"))
+        todo = closed_cuts.beginnings(queries)
+        model = self.ctx.model("generator", self.ctx.client(concurrency=False))
+        self.log(f"final: the last Generator closes {len(todo)} cuts of {collected['collected']} collected answers")
+        closings = asyncio.run(closed_cuts.close(model, todo, s.synthesis.decoding, s.collect.concurrency))
+        kept, aside = closed_cuts.examples(todo, closings, s.collect.min_words, s.collect.max_words, s.run.seed)
+        store.write_jsonl(f"{FINAL}/closed-cuts/data.jsonl", kept)
+        store.write_jsonl(f"{FINAL}/closed-cuts/rejected.jsonl", aside)
+        reasons = Counter(r["reason"].split(" (")[0].split(":")[0] for r in aside)
+        self.log(f"final: {len(kept)} closed cuts kept, {len(aside)} set aside"
+                 + (f" ({', '.join(f'{n} {why}' for why, n in reasons.most_common())})" if aside else ""))
+        return {"beginnings": len(todo), "examples": len(kept), "set_aside": len(aside),
+                "reasons": dict(reasons), "file": store.uri(f"{FINAL}/closed-cuts/data.jsonl"),
+                "seconds": round(time.time() - started, 1)}
+
     # -- train -----------------------------------------------------------------------------
-    def train(self, collected: dict) -> dict:
+    def train(self, collected: dict, closed: dict | None = None) -> dict:
         s, store = self.settings, self.layout.store
         if not collected["collected"]:
             raise SystemExit(f"error: the final stage collected nothing in the window "
                              f"{collected['window'][0]}-{collected['window'][1]} words (collect.min_words / "
                              f"collect.max_words): see {collected['files']['rejected']}")
-        files = [collected["files"]["data"]]
+        files = [collected["files"]["data"]] + ([closed["file"]] if closed and closed["examples"] else [])
+        cuts = closed["examples"] if closed else 0
         mixed = 0
         if s.final.mix_with and s.final.mix_fraction:
             general, rejected, _ = load_mixture([DataSpec(s.final.mix_with)], s.storage, s.run.seed)
@@ -128,8 +156,9 @@ class FinalStage:
         if s.final.epochs:
             s = s.model_copy(update={"training": s.training.model_copy(update={"epochs": s.final.epochs})})
         result = train(s, self.layout, Target(FINAL, "train-sft", MODEL, "final"), s.model.base, files)
-        self.log(f"final: base model trained on {collected['collected']} collected + {mixed} mixed examples, "
+        self.log(f"final: base model trained on {collected['collected']} collected + "
+                 + (f"{cuts} closed cuts + " if closed else "") + f"{mixed} mixed examples, "
                  f"{loss_text(result.metrics)}, exported to {result.export_uri}")
         return {"export_uri": result.export_uri, "metrics": result.metrics, "loss_history": result.loss_history,
-                "examples": collected["collected"], "mixed": mixed}
+                "examples": collected["collected"], "closed_cuts": cuts, "mixed": mixed}
 

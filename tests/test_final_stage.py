@@ -52,3 +52,39 @@ def test_the_general_file_is_mixed_in_at_the_share_asked_for(tmp_path, monkeypat
     assert seen["files"] == ["d.jsonl", stage.layout.store.uri(f"{FINAL}/mix.jsonl")]
     assert seen["init"] == stage.settings.model.base and seen["target"].export == f"{FINAL}/model"  # the base model, not a round's
     assert mixed[0]["messages"][-1] == {"role": "assistant", "content": "Hello."}
+
+
+def test_closed_cuts_are_written_by_the_served_generator_and_join_the_final_sft_data(tmp_path, monkeypatch):
+    from longform.constraints import constraint_for, query_record
+    from tests.scripted import ScriptedModel
+
+    assert load_settings(None, ["model.base=x"]).final.closed_cuts is False  # an opt-in
+    stage = stage_for(tmp_path, "final.closed_cuts=true", "collect.min_words=5", "collect.max_words=600")
+    answer = "Rain fell on the town for days.\n\nThe river rose into the streets.\n\nThen the sun came back."
+    data = [query_record("r1/a", 1, "en", "Write about rain.", "Write about rain. About 20 words.", answer,
+                         constraint_for("about", 18), 18)]
+    stage.layout.store.write_jsonl("collect/data.jsonl", data)
+    model = ScriptedModel(cont=lambda prompt, prefix, sampling: "Everyone went outside to look at the sky, and the "
+                          "children ran to the river to see how high it had come in the night.")
+    monkeypatch.setattr(stage.ctx, "model", lambda role, client=None: model)
+    lines = []
+    stage.log = lines.append
+    collected = {"collected": 1, "window": [5, 600], "files": {"data": stage.layout.store.uri("collect/data.jsonl")}}
+    closed = stage.closed_cuts(collected)
+    assert closed["beginnings"] == 2 and closed["examples"] == 2 and closed["set_aside"] == 0
+    assert [c["prefix"] for c in model.calls] == ["Rain fell on the town for days.\n\n",
+                                                  "Rain fell on the town for days.\n\nThe river rose into the streets.\n\n"]
+    written = list(stage.layout.store.read_jsonl(f"{FINAL}/closed-cuts/data.jsonl"))
+    assert [w["meta"]["source_id"] for w in written] == ["r1/a/cut-1", "r1/a/cut-2"]
+    assert lines == ["final: the last Generator closes 2 cuts of 1 collected answers", "final: 2 closed cuts kept, 0 set aside"]
+
+    seen = {}
+
+    def fake_train(settings, layout, target, init_model, files):
+        seen.update(files=files)
+        return SimpleNamespace(export_uri="u", metrics={"train_loss": 1.0}, loss_history=[])
+
+    monkeypatch.setattr("stages.final.train", fake_train)
+    result = stage.train(collected, closed)
+    assert seen["files"] == [collected["files"]["data"], closed["file"]] and result["closed_cuts"] == 2
+    assert lines[-1].startswith("final: base model trained on 1 collected + 2 closed cuts + 0 mixed examples")
