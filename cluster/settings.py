@@ -438,7 +438,7 @@ class FinalSection(Section):
     epochs: float | None = Field(None, gt=0, description="epochs of the final SFT (None: training.epochs)")
     closed_cuts: bool = Field(False, description="also train the final model on collected answers cut after a "
                               "paragraph and closed by one the last Generator writes, each under a constraint its "
-                              "length satisfies: data that teaches reading the number asked (longform/closed_cuts.py)")
+                              "length satisfies: stops placed where the number asked says (longform/closed_cuts.py)")
     preference: Literal["none", "dpo"] = Field(
         "none", description="dpo: after the final SFT, DPO on pairs built from the run's own answers (`dpo`)")
 
