@@ -1,6 +1,6 @@
 """longform/closed_cuts.py: collected answers cut after each paragraph, each cut closed by one
-paragraph the Generator writes (a scripted model here), kept as final SFT data under a
-constraint its length satisfies, or set aside with the reason."""
+paragraph the Generator writes (a scripted model, and the tiny model served on the shared Ray),
+kept as final SFT data under a constraint its length satisfies, or set aside with the reason."""
 
 from __future__ import annotations
 
@@ -80,3 +80,20 @@ def test_out_of_the_window_rule_breaking_or_repeated_texts_are_set_aside():
     assert not kept and aside[0]["reason"].startswith("quality: ")
     kept, aside = closed_cuts.examples([first, first], ["It ended well."] * 2, min_words=1, max_words=600, seed=0)
     assert len(kept) == 1 and aside == [{"id": first.id, "reason": "the same text as another closed cut"}]
+
+
+def test_the_served_generator_closes_each_cut_with_one_paragraph(served_tiny):
+    """The stage's calls as the loop makes them (through the deployment handles), on the tiny
+    model served: each closing is one paragraph, stopped before the next blank line."""
+    from actors.client import LLMClient
+
+    todo = closed_cuts.beginnings([collected("r2/a", ANSWER)])
+    model = LLMClient(served_tiny.serving.endpoint, max_retries=2).role(served_tiny.model)
+    closings = asyncio.run(closed_cuts.close(model, todo, Decoding(temperature=0.0, max_tokens=256), concurrency=4))
+    assert all(isinstance(c, str) for c in closings), closings  # no call failed
+    assert any(c.strip() for c in closings), closings
+    assert not any("\n\n" in c.strip() for c in closings), closings  # stopped at the paragraph's end
+    kept, aside = closed_cuts.examples(todo, closings, min_words=1, max_words=600, seed=0)
+    assert len(kept) + len(aside) == len(todo)
+    for example in kept:
+        assert example["messages"][-1]["content"].count("\n\n") == int(example["meta"]["source_id"][-1])
