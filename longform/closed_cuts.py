@@ -22,7 +22,7 @@ own. On the tiny model, trained by the bench's own trainer (lr 1e-3, ~6,800 step
 examples), such examples took the final SFT's length score from 0.50-0.56 to 0.65-0.73 and
 asked ~ written from ~0 to 0.26-0.40 (bench/number_reading.py, `--samples 1 --continue-from
 paragraphs --until paragraph`). In the loop's own fine-tune, which packs 10-20 examples into a
-step (448-904 steps), they raised the length score by 0.12-0.15 on 150 probes, but asked ~
+step (448-1,808 steps), they raised the length score by 0.06-0.15 on 150 probes, but asked ~
 written stayed near 0 (bench/final_models.py; README, "The final model"). Every beginning that
 gives no example is set aside with its reason.
 """
