@@ -52,7 +52,7 @@ from cluster.settings import load_settings  # noqa: E402
 from cluster.storage import Storage  # noqa: E402
 from longform.length_probe import fixed_length_ceiling, summarize  # noqa: E402
 from longform.closed_cuts import beginnings  # noqa: E402
-from longform.preference import distinct_answers, number_examples, sampled_examples  # noqa: E402
+from longform.preference import first_queries, number_examples, sampled_examples  # noqa: E402
 from toyworld.build import length_batches, pad_batch, save, tokenize_chat, train  # noqa: E402
 
 
@@ -73,10 +73,7 @@ def prompts(queries: list[dict], continue_from: str | None) -> list[tuple[dict, 
         return [(q["meta"], q["messages"][0]["content"], "") for q in queries]
     if continue_from == "paragraphs":
         return [(b.meta, b.query, b.text) for b in beginnings(queries)]
-    users: dict[str, str] = {}  # each answer's first query
-    for q in queries:
-        users.setdefault(q["messages"][-1]["content"].strip(), q["messages"][0]["content"])
-    return [(meta, users[text], text) for meta, text in distinct_answers(queries)]
+    return [(q["meta"], q["messages"][0]["content"], text) for q, text in first_queries(queries)]
 
 
 def sample_answers(model_dir: str, asked: list[tuple[dict, str, str]], k: int, settings,

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from longform.constraints import appended_query, constraint_for, pick_kind, query_record
 from longform.model import ChatModel, ModelCallError, user
 from longform.params import Decoding
-from longform.preference import distinct_answers, paragraph_cuts
+from longform.preference import first_queries, paragraph_cuts
 from longform.quality import check_quality
 from longform.sampling import seeded_rng
 from longform.words import count_words
@@ -54,14 +54,9 @@ class Beginning:
 def beginnings(queries: list[dict]) -> list[Beginning]:
     """Each distinct collected answer's first j paragraphs, for every j short of the whole, under
     the first query that holds the answer."""
-    users: dict[str, str] = {}
-    for q in queries:
-        users.setdefault(q["messages"][-1]["content"].strip(), q["messages"][0]["content"])
-    out = []
-    for meta, text in distinct_answers(queries):
-        for j, (cut, _) in enumerate(paragraph_cuts(text)[:-1], start=1):
-            out.append(Beginning(f"{meta['source_id']}/cut-{j}", meta, users[text], cut))
-    return out
+    return [Beginning(f"{q['meta']['source_id']}/cut-{j}", q["meta"], q["messages"][0]["content"], cut)
+            for q, text in first_queries(queries)
+            for j, (cut, _) in enumerate(paragraph_cuts(text)[:-1], start=1)]
 
 
 async def close(model: ChatModel, todo: list[Beginning], decoding: Decoding, concurrency: int) -> list[str | Exception]:
@@ -82,35 +77,35 @@ async def close(model: ChatModel, todo: list[Beginning], decoding: Decoding, con
 def examples(todo: list[Beginning], closings: list[str | Exception], min_words: int, max_words: int,
              seed: int) -> tuple[list[dict], list[dict]]:
     """(examples, set aside): each closed beginning as a constrained query of the final data, or
-    the reason it is not one."""
+    the rule it fell to (a short name, for counting) and the reason it is not one."""
     kept, aside, seen = [], [], set()
     for b, closing in zip(todo, closings):
-        def reject(reason: str) -> None:
-            aside.append({"id": b.id, "reason": reason})
+        def reject(rule: str, reason: str) -> None:
+            aside.append({"id": b.id, "rule": rule, "reason": reason})
 
         if isinstance(closing, Exception):
-            reject(f"call_failed: {closing}")
+            reject("call_failed", f"call_failed: {closing}")
             continue
         closing = closing.strip()
         if not closing:
-            reject("empty closing paragraph")
+            reject("empty", "empty closing paragraph")
             continue
         text = f"{b.text}{PARAGRAPH_END}{closing}"
         words = count_words(text)
         if not min_words <= words <= max_words:
-            reject(f"outside the window {min_words}-{max_words} words ({words})")
+            reject("outside_window", f"outside the window {min_words}-{max_words} words ({words})")
             continue
         failed = check_quality(text)
         if failed is not None:
-            reject(f"quality: {failed}")
+            reject("quality", f"quality: {failed}")
             continue
         if text in seen:
-            reject("the same text as another closed cut")
+            reject("duplicate", "the same text as another closed cut")
             continue
         try:
             c = constraint_for(pick_kind(seeded_rng(seed, "closed-cut", b.id)), words)
         except ValueError as err:  # a type whose round numbers cannot admit so few words
-            reject(str(err))
+            reject("no_constraint", str(err))
             continue
         seen.add(text)
         kept.append(query_record(b.id, b.meta.get("round"), b.meta["lang"], b.meta["instruction"],

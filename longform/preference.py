@@ -156,14 +156,19 @@ def extra_windows(queries: list[dict], answers: dict[tuple[str, str], list[Answe
     return out
 
 
-def distinct_answers(queries: list[dict]) -> Iterator[tuple[dict, str]]:
-    """(meta, answer text) of each constrained query whose answer no earlier query had."""
+def first_queries(queries: list[dict]) -> Iterator[tuple[dict, str]]:
+    """(query, answer text) of each constrained query whose answer no earlier query had."""
     seen = set()
     for q in queries:
         text = q["messages"][-1]["content"].strip()
         if text not in seen:
             seen.add(text)
-            yield q["meta"], text
+            yield q, text
+
+
+def distinct_answers(queries: list[dict]) -> Iterator[tuple[dict, str]]:
+    """(meta, answer text) of each constrained query whose answer no earlier query had."""
+    return ((q["meta"], text) for q, text in first_queries(queries))
 
 
 def paragraph_cuts(text: str) -> list[tuple[str, int]]:

@@ -127,9 +127,9 @@ class FinalStage:
         kept, aside = closed_cuts.examples(todo, closings, s.collect.min_words, s.collect.max_words, s.run.seed)
         store.write_jsonl(f"{FINAL}/closed-cuts/data.jsonl", kept)
         store.write_jsonl(f"{FINAL}/closed-cuts/rejected.jsonl", aside)
-        reasons = Counter(r["reason"].split(" (")[0].split(":")[0] for r in aside)
-        self.log(f"final: {len(kept)} closed cuts kept, {len(aside)} set aside"
-                 + (f" ({', '.join(f'{n} {why}' for why, n in reasons.most_common())})" if aside else ""))
+        reasons = Counter(r["rule"] for r in aside)
+        counts = ", ".join(f"{n} {rule.replace('_', ' ')}" for rule, n in reasons.most_common())
+        self.log(f"final: {len(kept)} closed cuts kept, {len(aside)} set aside" + (f" ({counts})" if aside else ""))
         return {"beginnings": len(todo), "examples": len(kept), "set_aside": len(aside),
                 "reasons": dict(reasons), "file": store.uri(f"{FINAL}/closed-cuts/data.jsonl"),
                 "seconds": round(time.time() - started, 1)}

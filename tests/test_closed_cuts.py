@@ -76,10 +76,11 @@ def test_out_of_the_window_rule_breaking_or_repeated_texts_are_set_aside():
     kept, aside = closed_cuts.examples([first, second], ["It ended.", looping], min_words=15, max_words=40, seed=0)
     assert not kept
     assert [r["reason"] for r in aside] == ["outside the window 15-40 words (14)", "outside the window 15-40 words (144)"]
+    assert {r["rule"] for r in aside} == {"outside_window"}
     kept, aside = closed_cuts.examples([first], [looping], min_words=1, max_words=10_000, seed=0)
     assert not kept and aside[0]["reason"].startswith("quality: ")
     kept, aside = closed_cuts.examples([first, first], ["It ended well."] * 2, min_words=1, max_words=600, seed=0)
-    assert len(kept) == 1 and aside == [{"id": first.id, "reason": "the same text as another closed cut"}]
+    assert len(kept) == 1 and aside == [{"id": first.id, "rule": "duplicate", "reason": "the same text as another closed cut"}]
 
 
 def test_the_served_generator_closes_each_cut_with_one_paragraph(served_tiny):
