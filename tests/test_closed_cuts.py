@@ -97,4 +97,4 @@ def test_the_served_generator_closes_each_cut_with_one_paragraph(served_tiny):
     kept, aside = closed_cuts.examples(todo, closings, min_words=1, max_words=600, seed=0)
     assert len(kept) + len(aside) == len(todo)
     for example in kept:
-        assert example["messages"][-1]["content"].count("\n\n") == int(example["meta"]["source_id"][-1])
+        assert example["messages"][-1]["content"].count("\n\n") == int(example["meta"]["source_id"].rsplit("-", 1)[1])
