@@ -28,6 +28,18 @@ toyworld.build.fast_bf16), base 52.2 words:
     AVX2 fp32 method  1.235  1.288  1.263  1.061  1.652   1.26
               control 0.947  1.060  1.048  0.984  1.064   1.00   (gap 0.26)
 
+and on a machine with AMX (2026-12-07), whose bf16 build writes longer (base 78.6 words) and
+repeats sentences itself (unique-sentence ratio 0.805 on the 30 probes, where an earlier build
+measured 1.0):
+
+    AMX bf16  method  1.434  1.299  1.346  1.182  1.611   1.37
+              control 1.028  1.229  0.991  1.475  1.306   1.13   (gap 0.24)
+              method's unique-sentence ratio 0.838  0.931  0.890  0.859  0.866
+
+So the last check is against the model the round starts from: the round must not make the
+Generator repeat itself more than it did (less a margin), and where it did not repeat, hardly
+at all.
+
 A seed run twice on one build gives the same figures (every request has its own seed)."""
 
 from __future__ import annotations
@@ -43,8 +55,10 @@ pytestmark = pytest.mark.cluster
 
 SEEDS = [0, 1]
 METHOD_AT_LEAST = 1.15  # lowest measured mean 1.26 (lowest single seed 1.06)
-CONTROL_AT_MOST = 1.3   # highest measured mean 1.16 (highest single seed 1.26)
-GAP_AT_LEAST = 0.15     # smallest measured mean gap 0.26 (smallest single seed 0.08)
+CONTROL_AT_MOST = 1.3   # highest measured mean 1.16 (highest single seed 1.48, seed 3 of the AMX build)
+GAP_AT_LEAST = 0.15     # smallest measured mean gap 0.24 (single seeds from -0.29 up: seed 3 of the AMX build)
+UNIQUE_AT_LEAST = 0.9   # the method's unique-sentence ratio, or the base model's less REPEATS_MARGIN if lower
+REPEATS_MARGIN = 0.05   # the AMX build: base 0.805, the method's lowest of five seeds 0.838
 
 
 def test_extension_lengthens_and_the_control_does_not(repo, tiny_model):
@@ -58,4 +72,5 @@ def test_extension_lengthens_and_the_control_does_not(repo, tiny_model):
     assert growth["method"] >= METHOD_AT_LEAST, every
     assert growth["control"] <= CONTROL_AT_MOST, every
     assert growth["method"] - growth["control"] >= GAP_AT_LEAST, every
-    assert all(r.method["unique_sentence_ratio"] >= 0.9 for r in results), [r.method for r in results]
+    floor = min(UNIQUE_AT_LEAST, results[0].base["unique_sentence_ratio"] - REPEATS_MARGIN)
+    assert all(r.method["unique_sentence_ratio"] >= floor for r in results), (results[0].base, [r.method for r in results])
