@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import uuid
 from typing import Any
 
@@ -22,7 +23,7 @@ from actors.client import LLMClient
 
 class RecordingClient(LLMClient):
     """LLMClient that keeps the body of every request that got an answer (with the completion
-    tokens the server reported) and writes them as JSONL under `folder` when closed: one file per
+    tokens the server reported, and when it was sent and answered) and writes them as JSONL under `folder` when closed: one file per
     client, i.e. per shard run. Failed attempts are not kept (none failed in the measured runs)."""
 
     def __init__(self, folder: str, *args: Any, **kwargs: Any):
@@ -31,10 +32,11 @@ class RecordingClient(LLMClient):
         self.sent: list[dict] = []
 
     async def post(self, path: str, body: dict[str, Any]) -> dict:
+        sent = time.time()
         data = await super().post(path, body)
         usage = data.get("usage") or {}
         self.sent.append({"path": path, "body": body, "completion_tokens": usage.get("completion_tokens"),
-                          "prompt_tokens": usage.get("prompt_tokens")})
+                          "prompt_tokens": usage.get("prompt_tokens"), "sent": sent, "done": time.time()})
         return data
 
     async def aclose(self) -> None:
@@ -52,6 +54,10 @@ class RecordingClientFactory:
         self.folder = folder
 
     def __call__(self, settings, plan) -> RecordingClient:
+        from actors.synthesis import priority_models
+
         serving = settings.serving
+        # the same fields as the served client's (actors/synthesis.py), priorities included
         return RecordingClient(self.folder, plan.base_url, timeout_s=serving.request_timeout_s,
-                               max_retries=serving.max_retries, max_concurrency=serving.max_concurrency)
+                               max_retries=serving.max_retries, max_concurrency=serving.max_concurrency,
+                               priority_models=priority_models(settings, plan), api_key_env=serving.api_key_env)

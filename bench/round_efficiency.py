@@ -11,6 +11,10 @@
    first `--instructions` seed instructions. The shards use `bench.clients.RecordingClientFactory`:
    the project's LLMClient, which also writes every request body it sent to a JSONL file.
    round tokens/s = completion tokens the server reported / wall seconds of run_synthesis.
+   The round's `timeline` splits that wall time by the recorded send and answer times: the
+   seconds before the first request reaches the roles (Ray Data starting the shard workers: a
+   fixed ~4 s a stage on two cores, whatever the round's size), the span the engines had work
+   and its rate, and how much of it ran with few requests in flight (the chains' tail).
 2. served replay (diagnostic, skip with --no-served-replay): the same recorded bodies sent again
    to the same Serve app all at once (plain chats in one wave, continue-final-message requests in
    a second), by the same data path, without the pipeline. It separates what the round's stage dependencies cost from
@@ -55,7 +59,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-CONTROL_KEYS = ("model", "messages", "continue_final_message", "add_generation_prompt")
+CONTROL_KEYS = ("model", "messages", "continue_final_message", "add_generation_prompt", "priority")
 
 
 def free_port() -> int:
@@ -137,6 +141,27 @@ def load_requests(folder: str) -> list[dict]:
     return rows
 
 
+def timeline(requests: list[dict], started: float, ended: float) -> dict:
+    """Where the round's wall time went, from each recorded request's send and answer times:
+    how long before the first request reached the roles (the shard workers starting), after the
+    last answer (outputs written, the fan-out closing), the rate over the span the engines had
+    work, and how much of that span ran with few requests in flight (the tail of the chains)."""
+    if not requests:
+        return {}
+    first, last = min(r["sent"] for r in requests), max(r["done"] for r in requests)
+    events = sorted([(r["sent"], 1) for r in requests] + [(r["done"], -1) for r in requests])
+    in_flight, at, below = 0, first, {8: 0.0, 32: 0.0}
+    for when, step in events:
+        for limit in below:
+            if in_flight < limit:
+                below[limit] += when - at
+        in_flight, at = in_flight + step, when
+    tokens = sum(r["completion_tokens"] or 0 for r in requests)
+    return {"first_request_after_s": round(first - started, 2), "after_last_answer_s": round(ended - last, 2),
+            "requests_span_s": round(last - first, 2), "span_tokens_per_s": round(tokens / (last - first), 1),
+            "span_s_under_8_in_flight": round(below[8], 2), "span_s_under_32_in_flight": round(below[32], 2)}
+
+
 async def replay_served(base_url: str, requests: list[dict]) -> dict:
     """All plain chats at once, then all continue-final-message requests at once."""
     from actors.client import LLMClient
@@ -202,7 +227,8 @@ def served_round(args, settings, instructions: list[dict], record_dir: str) -> d
         started = time.time()
         result = run_synthesis(settings, layout, plan, shards, log=lambda line: print(line, file=sys.stderr),
                                client_factory=RecordingClientFactory(record_dir))
-        seconds = time.time() - started
+        ended = time.time()
+        seconds = ended - started
         cores = cpu_spent(cpu_before, cpu_snapshot(), seconds)
         calls = result["calls_this_run"]
         tokens = sum(v for k, v in calls.items() if k.endswith(".completion_tokens"))
@@ -211,7 +237,8 @@ def served_round(args, settings, instructions: list[dict], record_dir: str) -> d
                "requests": sum(v for k, v in calls.items() if k.endswith(".requests")),
                "failures": sum(v for k, v in calls.items() if k.endswith(".failures")),
                "tokens_per_s": round(tokens / seconds, 1), "tally": result["tally"],
-               "load_avg_1m_at_start": load_start, "engine_processes": threads, "cores_used": cores}
+               "load_avg_1m_at_start": load_start, "engine_processes": threads, "cores_used": cores,
+               "timeline": timeline(load_requests(record_dir), started, ended)}
         shutil.rmtree(root, ignore_errors=True)
         if args.served_replay:
             cpu_before = cpu_snapshot()
