@@ -43,8 +43,6 @@ import time
 from collections import Counter
 from typing import Any, Collection
 
-import openai
-
 from longform.model import Message, ModelCallError
 
 TRANSIENT_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
@@ -97,11 +95,16 @@ class HttpTransport:
     ModelCallError."""
 
     def __init__(self, base_url: str, api_key: str | None, timeout_s: float):
+        import openai  # here: the SDK costs a process ~0.4 s to import, and a shard worker that
+        # calls the roles through Serve handles never needs it (it starts while engines wait)
+
         # An explicit key, never None, also keeps the SDK from sending OPENAI_API_KEY from the
         # environment to a server it was not meant for.
         self.sdk = openai.AsyncOpenAI(base_url=base_url, api_key=api_key or NO_KEY, timeout=timeout_s, max_retries=0)
 
     async def send(self, path: str, body: dict[str, Any]) -> dict:
+        import openai  # imported by __init__ already: a lookup
+
         try:
             data = await self.sdk.post(path, body=body, cast_to=object)
         except openai.APIStatusError as err:
