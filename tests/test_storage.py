@@ -277,8 +277,11 @@ def test_ray_train_uploads_wait_out_an_outage(outage, tmp_path, monkeypatch):
     with back_after(outage, retries=2) as restarted:
         pafs.copy_files(str(checkpoint), "outage/train/checkpoint_000001",
                         destination_filesystem=pafs.PyFileSystem(RetryingFSSpecHandler(fs, settings)))
-    assert len(restarted.seen) == 2, restarted.seen
-    assert "write s3://outage/train/checkpoint_000001/" in restarted.seen[0], restarted.seen
+    # the endpoint comes back at the second retry logged. pyarrow uploads the two files on
+    # threads, so the other file's upload may log retries of its own while the endpoint
+    # restarts (CI once saw three): how many is timing, that each one waited is the point
+    assert len(restarted.seen) >= 2, restarted.seen
+    assert all("write s3://outage/train/checkpoint_000001/" in seen for seen in restarted.seen), restarted.seen
 
     s3 = boto3.client("s3", endpoint_url=outage.endpoint, region_name="us-east-1")
     for name, data in files.items():
