@@ -23,8 +23,9 @@ from actors.client import LLMClient
 
 class RecordingClient(LLMClient):
     """LLMClient that keeps the body of every request that got an answer (with the completion
-    tokens the server reported, and when it was sent and answered) and writes them as JSONL under `folder` when closed: one file per
-    client, i.e. per shard run. Failed attempts are not kept (none failed in the measured runs)."""
+    tokens the server reported, and when it was sent and answered) and writes them as JSONL
+    under `folder` when closed: one file per client, i.e. per shard run. Failed attempts are not
+    kept (none failed in the measured runs)."""
 
     def __init__(self, folder: str, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
