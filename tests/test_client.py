@@ -170,7 +170,9 @@ def test_retry_after_reads_seconds_and_dates_and_is_capped():
 
 @pytest.mark.parametrize("flaky", [["slow", 200]], indirect=True)
 def test_a_reply_slower_than_the_timeout_is_retried(flaky):
-    client = LLMClient(flaky.url, max_retries=1, backoff_s=0.01, timeout_s=0.3)
+    # the timeout well under the slow reply's 2 s, and well over what the prompt reply takes on
+    # a loaded two-core machine: at 0.3 s a scheduling hiccup could time out the retry too
+    client = LLMClient(flaky.url, max_retries=1, backoff_s=0.01, timeout_s=0.8)
     start = time.monotonic()
     assert call(client, lambda c: c.chat("m", HI)) == "ok"
     assert client.calls["m.retries"] == 1 and len(flaky.requests) == 2
@@ -179,7 +181,7 @@ def test_a_reply_slower_than_the_timeout_is_retried(flaky):
 
 @pytest.mark.parametrize("flaky", [["slow", "slow"]], indirect=True)
 def test_timeouts_that_outlast_the_retries_are_an_error(flaky):
-    client = LLMClient(flaky.url, max_retries=1, backoff_s=0.01, timeout_s=0.3)
+    client = LLMClient(flaky.url, max_retries=1, backoff_s=0.01, timeout_s=0.8)
     with pytest.raises(ModelCallError, match="ReadTimeout"):
         call(client, lambda c: c.chat("m", HI))
 
