@@ -73,12 +73,18 @@ def priority_models(settings: Settings, plan: RoundPlan) -> set[str]:
     return {plan.model_ids[role] for role in ("generator", "extender") if schedules_by_priority(settings, role)}
 
 
-def served_client(settings: Settings, plan: RoundPlan) -> LLMClient:
-    """The default engine of a shard: the served roles over HTTP."""
+def client_options(settings: Settings, plan: RoundPlan) -> dict:
+    """How a shard's client calls the roles (timeouts, retries, width, priorities, key): one
+    place, so a client built elsewhere (a benchmark's recording one) sends the same requests."""
     serving = settings.serving
-    return LLMClient(plan.base_url, timeout_s=serving.request_timeout_s,
-                     max_retries=serving.max_retries, max_concurrency=serving.max_concurrency,
-                     priority_models=priority_models(settings, plan), api_key_env=serving.api_key_env)
+    return {"timeout_s": serving.request_timeout_s, "max_retries": serving.max_retries,
+            "max_concurrency": serving.max_concurrency, "priority_models": priority_models(settings, plan),
+            "api_key_env": serving.api_key_env}
+
+
+def served_client(settings: Settings, plan: RoundPlan) -> LLMClient:
+    """The default engine of a shard: the served roles, through Serve handles or over HTTP."""
+    return LLMClient(plan.base_url, **client_options(settings, plan))
 
 
 # (settings, plan) -> an object with `.role(model_id)` (a ChatModel), `.calls` and `aclose()`;

@@ -55,10 +55,7 @@ class RecordingClientFactory:
         self.folder = folder
 
     def __call__(self, settings, plan) -> RecordingClient:
-        from actors.synthesis import priority_models
+        from actors.synthesis import client_options
 
-        serving = settings.serving
-        # the same fields as the served client's (actors/synthesis.py), priorities included
-        return RecordingClient(self.folder, plan.base_url, timeout_s=serving.request_timeout_s,
-                               max_retries=serving.max_retries, max_concurrency=serving.max_concurrency,
-                               priority_models=priority_models(settings, plan), api_key_env=serving.api_key_env)
+        # the product's shard client's options (actors/synthesis.py), priorities included
+        return RecordingClient(self.folder, plan.base_url, **client_options(settings, plan))
