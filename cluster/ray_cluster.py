@@ -1,11 +1,14 @@
 """Connecting to Ray: an address (settings, --address, or RAY_ADDRESS, which `ray job submit`
-sets) means a real cluster; otherwise an embedded local Ray is started. Either way the terminal
-stays quiet unless --verbose: the workers' logs stay in files (cluster/logs.py)."""
+sets) means a real cluster; otherwise an embedded local Ray is started, and stopped when the job
+exits with none of its processes left behind. Either way the terminal stays quiet unless
+--verbose: the workers' logs stay in files (cluster/logs.py)."""
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import sys
 
 from cluster import logs
 from cluster.settings import Settings
@@ -67,12 +70,46 @@ def connect(settings: Settings) -> str:
             os.environ.setdefault(name, value)
         context = ray.init(address="local", num_cpus=settings.ray.num_cpus, runtime_env=runtime_env,
                            log_to_driver=logs.verbose(), logging_level=logs.ray_log_level())
+        atexit.unregister(stop_embedded)  # once, however often this process connects
+        atexit.register(stop_embedded)  # runs before Ray's own handler: registered after it
         line, run_dir = f"Ray: embedded local cluster with {settings.ray.num_cpus} logical CPUs", local_run_dir(settings)
     where = logs.where_the_logs_are(context.address_info["session_dir"], run_dir)
     if logs.verbose():
         return f"{line}; {where}"
     logs.relay_progress()
     return f"{line}; {where} (--verbose prints them here)"
+
+
+def embedded_workers() -> list:
+    """The worker processes of the local Ray this process started: its raylet's descendants
+    (Serve replicas, their engine processes, Ray Data and Ray Train actors)."""
+    import psutil
+
+    return [worker for child in psutil.Process().children() if child.name() == "raylet"
+            for worker in child.children(recursive=True)]
+
+
+def stop_embedded(grace_s: float = 5.0) -> int:
+    """At exit: stop the embedded Ray, then kill any of its workers still running `grace_s`
+    after it stopped; returns how many. Ray 2.60 can leave one behind: a worker whose actor has
+    ended can deadlock in its own exit handler (seen with a Ray Train controller, stuck in
+    `CoreWorkerProcessImpl`'s destructor), after it has left the raylet, so stopping the raylet
+    no longer ends it, and it would outlive the job holding its memory."""
+    import psutil
+    import ray
+
+    workers = embedded_workers()
+    ray.shutdown()
+    _, alive = psutil.wait_procs(workers, timeout=grace_s)
+    for worker in alive:
+        try:
+            worker.kill()
+        except psutil.NoSuchProcess:
+            pass
+    if alive:
+        print(f"Ray: {len(alive)} worker process(es) of the embedded Ray had not exited {grace_s:.0f}s after it "
+              f"stopped; killed", file=sys.stderr)
+    return len(alive)
 
 
 def local_run_dir(settings: Settings) -> str | None:
