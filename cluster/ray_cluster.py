@@ -99,13 +99,15 @@ def stop_embedded(grace_s: float = 5.0) -> int:
     import ray
 
     workers = embedded_workers()
-    ray.shutdown()
-    _, alive = psutil.wait_procs(workers, timeout=grace_s)
-    for worker in alive:
-        try:
-            worker.kill()
-        except psutil.NoSuchProcess:
-            pass
+    try:
+        ray.shutdown()
+    finally:  # even if Ray's shutdown failed: its workers are what must not outlive the job
+        _, alive = psutil.wait_procs(workers, timeout=grace_s)
+        for worker in alive:
+            try:
+                worker.kill()
+            except psutil.NoSuchProcess:
+                pass
     if alive:
         print(f"Ray: {len(alive)} worker process(es) of the embedded Ray had not exited {grace_s:.0f}s after it "
               f"stopped; killed", file=sys.stderr)
