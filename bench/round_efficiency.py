@@ -12,8 +12,8 @@
    the project's LLMClient, which also writes every request body it sent to a JSONL file.
    round tokens/s = completion tokens the server reported / wall seconds of run_synthesis.
    The round's `timeline` splits that wall time by the recorded send and answer times: the
-   seconds before the first request reaches the roles (Ray Data starting the shard workers: a
-   fixed ~4 s a stage on two cores, whatever the round's size), the span the engines had work
+   seconds before the first request reaches the roles (Ray Data starting the shard workers: on
+   two cores ~3 s a stage, 4-6 s for a process's first, whatever the round's size), the span the engines had work
    and its rate, and how much of it ran with few requests in flight (the chains' tail).
    With `--after-a-stage` a stage that does nothing (two no-op shards through the same fan-out,
    `actors.shards.run_shards`) runs first, outside the clock: the round is then measured as a

@@ -85,8 +85,14 @@ def embedded_workers() -> list:
     (Serve replicas, their engine processes, Ray Data and Ray Train actors)."""
     import psutil
 
-    return [worker for child in psutil.Process().children() if child.name() == "raylet"
-            for worker in child.children(recursive=True)]
+    workers = []
+    for child in psutil.Process().children():
+        try:  # a process may end while it is looked at
+            if child.name() == "raylet":
+                workers += child.children(recursive=True)
+        except psutil.Error:
+            pass
+    return workers
 
 
 def stop_embedded(grace_s: float = 5.0) -> int:
