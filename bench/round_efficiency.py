@@ -192,16 +192,16 @@ def earlier_stage(settings, root: str) -> float:
     from cluster.storage import Storage
 
     class NoWork(ShardActor):
-        def __init__(self, root: str, storage):
-            self.markers = Markers(Storage.open(root, storage), "earlier-stage")
+        def __init__(self, markers: Markers):
+            self.markers = markers
 
         async def work(self, shard: str) -> dict:
             return {"tally": {}, "calls": {}}
 
+    markers = Markers(Storage.open(root, settings.storage), "earlier-stage")  # root: a local folder
     pool = ShardPool(settings.synthesis.workers, settings.synthesis.shards_per_worker)
     started = time.time()
-    run_shards(NoWork, {"root": root, "storage": settings.storage}, ["shard-00000", "shard-00001"],
-               Markers(Storage.open(root, settings.storage), "earlier-stage"), pool, log=lambda line: None)
+    run_shards(NoWork, {"markers": markers}, ["shard-00000", "shard-00001"], markers, pool, log=lambda line: None)
     return round(time.time() - started, 2)
 
 
