@@ -6,10 +6,11 @@ import argparse
 import sys
 
 from cluster.logs import set_verbosity
-from cluster.settings import Settings, SettingsError, is_secret_name, load_settings
+from cluster.settings import MASK, Settings, SettingsError, is_secret_name, load_settings
 
 
 def add_settings_args(parser: argparse.ArgumentParser) -> None:
+    parser.error = masked_errors(parser)
     parser.add_argument("--config", required=True, help="YAML settings file, e.g. configs/tiny.yaml")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a setting, e.g. --set training.lr=1e-3 (repeatable)")
@@ -18,6 +19,22 @@ def add_settings_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--storage", help="storage root, a folder or s3:// URI (same as --set storage.root=...)")
     parser.add_argument("--verbose", action="store_true",
                         help="print the engines' and Ray workers' logs too (by default they only go to files)")
+
+
+def masked_errors(parser: argparse.ArgumentParser):
+    """The parser's `error` without the values of arguments it did not recognise: argparse
+    prints them ("unrecognized arguments: ..."), and a `--set key value` that lacks its `=`
+    leaves the value, which may be a secret, among them. Options are still named."""
+    error = parser.error
+
+    def masked(message: str):
+        head, sep, rest = message.partition("unrecognized arguments: ")
+        if sep:
+            shown = [a if a.startswith("-") else MASK for a in rest.split(" ")]
+            message = f"{head}{sep}{' '.join(shown)} (values not shown; a setting is --set key=value)"
+        error(message)
+
+    return masked
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:

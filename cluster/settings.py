@@ -707,6 +707,13 @@ def load_settings(path: str | os.PathLike | None, overrides: list[str] = ()) -> 
             text = Path(path).read_text(encoding="utf-8-sig")
         except FileNotFoundError:
             raise SettingsError(f"config file not found: {path}") from None
+        except IsADirectoryError:
+            raise SettingsError(f"{path} is a folder, not a config file") from None
+        except UnicodeDecodeError as err:
+            line = Path(path).read_bytes()[:err.start].count(b"\n") + 1
+            raise SettingsError(f"{path}, line {line}: not UTF-8 text (byte 0x{err.object[err.start]:02x})") from None
+        except OSError as err:
+            raise SettingsError(f"cannot read the config file {path}: {err.strerror or err}") from None
         tree = read_yaml(text, str(path)) or {}
         if not isinstance(tree, dict):
             raise SettingsError(f"{path}: the top level must be a mapping of sections")

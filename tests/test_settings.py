@@ -46,6 +46,13 @@ def test_missing_and_malformed_files(tmp_path):
     (tmp_path / "nomodel.yaml").write_text("run: {rounds: 1}\n")
     with pytest.raises(SettingsError, match="model: Field required"):
         load_settings(tmp_path / "nomodel.yaml")
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes("run:\n  name: demo\n# caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(SettingsError) as err:
+        load_settings(latin1)
+    assert str(err.value) == f"{latin1}, line 3: not UTF-8 text (byte 0xe9)"
+    with pytest.raises(SettingsError, match=f"^{tmp_path} is a folder, not a config file$"):
+        load_settings(tmp_path)
 
 
 def test_secrets_are_masked_in_the_public_dump(repo):
@@ -107,6 +114,21 @@ def test_the_cli_masks_overrides_and_warns_about_secrets_on_the_command_line(rep
     assert exit_.value.code == 2 and SECRET not in stderr
     assert "+ overrides storage.secret_access_key=*** serving.mode=lora" in stderr
     assert "warning: --set storage.secret_access_key=***: a secret on the command line" in stderr
+
+
+def test_a_set_without_its_equals_sign_does_not_print_the_value_argparse_is_left_with(repo, capsys):
+    import argparse
+
+    from cluster.cli import add_settings_args
+
+    parser = argparse.ArgumentParser()
+    add_settings_args(parser)
+    with pytest.raises(SystemExit) as exit_:
+        parser.parse_args(["--config", str(repo / "configs/tiny.yaml"), "--set", "storage.secret_access_key",
+                           SECRET, "--stroage", "s3://bucket/runs"])
+    stderr = capsys.readouterr().err
+    assert exit_.value.code == 2 and SECRET not in stderr and "s3://bucket/runs" not in stderr
+    assert "unrecognized arguments: *** --stroage *** (values not shown; a setting is --set key=value)" in stderr
 
 
 def test_secret_named_keys_are_masked_in_the_stored_settings_and_repr(repo):
