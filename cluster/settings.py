@@ -145,8 +145,12 @@ class Section(BaseModel):
             yield name, MASK if is_secret_name(name) and value is not None else mask(value)
 
 
+# a run's name, and any folder name a user gives inside a run: one path component, never `..`
+FOLDER_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+
+
 class RunSection(Section):
-    name: str = Field("demo", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    name: str = Field("demo", pattern=FOLDER_NAME)
     rounds: int = Field(2, ge=1)
     seed: int = 0
 

@@ -22,11 +22,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 
 from cluster.cli import add_settings_args, settings_from_args
 from cluster.layout import EXPORT_MARKER, RunLayout
+from cluster.settings import FOLDER_NAME
 from cluster.storage import Storage, filesystem_for
 from runtime.log import logger
 from training.sources import DataSpec, load_mixture
@@ -54,6 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.name = args.name or args.method
     settings = settings_from_args(args)
+    if not re.match(FOLDER_NAME, args.name):
+        print(f"error: --name {args.name!r}: a folder inside the run is one name of letters, digits, '.', '_' "
+              "and '-', starting with a letter or digit", file=sys.stderr)
+        return 2
     try:
         specs = [DataSpec.parse(text) for text in args.data]
     except ValueError as err:
@@ -68,6 +74,12 @@ def main(argv: list[str] | None = None) -> int:
     if not fs.exists(f"{path}/config.json"):
         print(f"error: no model at {init_model} (config.json not found)", file=sys.stderr)
         return 2
+    if args.init_adapter:
+        fs, path = filesystem_for(args.init_adapter, settings.storage)
+        if not fs.exists(f"{path}/adapter_config.json"):
+            print(f"error: --init-adapter: no LoRA adapter at {args.init_adapter} (adapter_config.json not found)",
+                  file=sys.stderr)
+            return 2
 
     # 1. the data, checked before any cluster starts
     started = time.time()

@@ -54,7 +54,8 @@ class DataSpec:
         try:
             value = float(weight)
         except ValueError:
-            raise ValueError(f"--data {text}: the weight after '@' must be a number, got {weight!r}") from None
+            raise ValueError(f"--data {text}: the weight after '@' must be a number, got {weight!r} (a file whose "
+                             f"name holds '@' is given with its weight: {text}@1)") from None
         if not math.isfinite(value) or value <= 0:
             raise ValueError(f"--data {text}: the weight after '@' must be a positive number")
         return cls(uri, value)
