@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from actors.client import LLMClient
 from actors.shards import Markers, ShardActor, ShardPool, run_shards, write_shards
-from cluster.settings import Settings
+from cluster.settings import Settings, mask_text
 from cluster.storage import Storage
 from longform.agentwrite import AgentWriteSpec, reason_category, sample_record, sft_example, write_sample
 from longform.prompts import load_prompts
@@ -151,9 +151,9 @@ def summarize(settings: Settings, store: Storage, prompts_uri: str, writer: Writ
     written = tally["samples.done"]
     return {
         "run": settings.run.name,
-        "storage": store.uri(),
-        "prompts": prompts_uri,
-        "writer": {"model": writer.model, "version": writer.version, "base_url": writer.base_url},
+        "storage": mask_text(store.uri()),
+        "prompts": mask_text(prompts_uri),
+        "writer": {"model": writer.model, "version": writer.version, "base_url": mask_text(writer.base_url)},
         "inputs": inputs,
         "samples": {"total": tally["samples"], "done": written, "failed": sum(failed.values()),
                     "failed_by_reason": failed, "first_failures": failures(store, shards)},

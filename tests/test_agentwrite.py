@@ -224,6 +224,22 @@ def test_the_sft_example_has_the_format_of_longform_sft(tiny_model):
     assert row["status"] == "done" and row["sections"] == 3 and row["called"] == 4
 
 
+def test_the_summary_shows_no_credential_of_a_url(repo, tmp_path):
+    from actors.agentwrite import Writer, summarize
+    from cluster.settings import load_settings
+    from cluster.storage import Storage
+
+    settings = load_settings(repo / "configs/tiny.yaml")
+    writer = Writer("https://user:hunter2@llm.example/v1", "m", "endpoint:m", "KEY_VAR")
+    tally = {"samples": 0, "samples.done": 0, "words": 0, "sections": 0, "steps.called": 0, "steps.cached": 0}
+    result = {"tally": tally, "this_run": {}, "calls": {}, "shards": 0, "resumed_shards": 0, "seconds": 0}
+    summary = summarize(settings, Storage.open(str(tmp_path), settings.storage), "s3://AKIA:hunter2@host/b/p.jsonl",
+                        writer, {}, result, [])
+    assert "hunter2" not in json.dumps(summary)
+    assert summary["writer"]["base_url"] == "https://***@llm.example/v1"
+    assert summary["prompts"] == "s3://***@host/b/p.jsonl"
+
+
 # -- the job on the served tiny model --------------------------------------------------------
 BAD_PROMPT_LINE = '{"instruction": 42}'
 

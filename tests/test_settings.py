@@ -140,7 +140,7 @@ def test_secret_named_keys_are_masked_in_the_stored_settings_and_repr(repo):
 
 @pytest.mark.parametrize("name, secret", [
     ("secret_access_key", True), ("access_key_id", True), ("HF_TOKEN", True), ("apiKey", True),
-    ("password", True), ("AWS_SESSION_TOKEN", True),
+    ("password", True), ("AWS_SESSION_TOKEN", True), ("SSH_PASSPHRASE", True),
     ("max_tokens", False), ("tokenizer", False), ("api_key_env", False), ("base_url", False),
 ])
 def test_which_names_are_secret(name, secret):
