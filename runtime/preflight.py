@@ -235,14 +235,36 @@ def check_api_key(settings: Settings) -> None:
 
 
 def check_loop_inputs(settings: Settings) -> dict[str, InstructionFile]:
-    """jobs.self_lengthen: the base model, the prompt templates, the seeds, the probes and the
-    benchmark files the loop evaluates on."""
+    """jobs.self_lengthen: the base model, the prompt templates, the seeds, the probes, the
+    benchmark files the loop evaluates on, the judge's prompt when a stage asks a judge, and
+    the chat data the final SFT mixes in: every file the loop reads, however late it reads it."""
     check_api_key(settings)
     files = {what: instruction_file(uri, settings)
              for what, uri in (("seeds", settings.synthesis.seeds), ("probes", settings.probe.file))}
     for spec in settings.evaluation.benchmarks:
         check_benchmark_file(settings, spec.name, spec.data, False, f"evaluation.benchmarks[{spec.name}].data")
+    final = settings.final
+    preference_judge = final.enabled and final.preference == "dpo" and settings.dpo.judge
+    if (settings.evaluation.judge and settings.evaluation.benchmarks) or preference_judge:
+        from stages.benchmarks import judge_wording
+
+        judge_wording(settings)
+    if final.enabled and final.mix_with and final.mix_fraction:
+        check_chat_file(settings, final.mix_with, "final.mix_with")
     return files
+
+
+def check_chat_file(settings: Settings, uri: str, what: str) -> None:
+    """A chat dataset in any format jobs.train reads: there, and at least one usable record."""
+    from training.sources import DataSpec, load_mixture
+
+    try:
+        records, rejected, _ = load_mixture([DataSpec(uri)], settings.storage, settings.run.seed)
+    except (FileNotFoundError, ValueError) as err:
+        bad_input(f"{what}: {err}")
+    if not records:
+        first = f" ({rejected[0]['where']}: {rejected[0]['reason']})" if rejected else ""
+        bad_input(f"{what}: no usable record in {uri}{first}")
 
 
 def check_agentwrite_inputs(settings: Settings, prompts_uri: str) -> InstructionFile:
@@ -262,11 +284,16 @@ def check_agentwrite_inputs(settings: Settings, prompts_uri: str) -> Instruction
 
 
 def check_benchmark_file(settings: Settings, benchmark: str, uri: str, with_response: bool, what: str):
-    """A benchmark or responses file: there, and at least one usable row."""
-    from evaluation.rows import parse_benchmark
+    """A benchmark or responses file: there, with usable rows, and no more of its lines set
+    aside than evaluation accepts (`evaluation.rows.unusable`: the rule it applies when it reads
+    the file, rounds later)."""
+    from evaluation.rows import parse_benchmark, unusable
 
     parsed = parse_benchmark(read_input(uri, settings, what), benchmark, uri, stem_of(uri), with_response)
     if not parsed.rows:
         detail = f" (line {parsed.rejected[0]['line']}: {parsed.rejected[0]['reason']})" if parsed.rejected else ""
         bad_input(f"{what}: no usable row in {uri}{detail}")
+    why = unusable(parsed, uri, f"{benchmark} {'responses' if with_response else 'rows'}")
+    if why:
+        bad_input(f"{what}: {why}")
     return parsed

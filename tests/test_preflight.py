@@ -68,6 +68,33 @@ def test_a_key_variable_that_is_not_set_exits_2_naming_the_setting(tmp_path, cap
     assert "sk-xxxx" not in capsys.readouterr().err
 
 
+def test_files_the_loop_reads_only_rounds_later_are_checked_before_it_starts(tmp_path, capsys):
+    # the chat data the final SFT mixes in (read after the last round)
+    missing = tmp_path / "general.jsonl"
+    err = exit_message(capsys, lambda: preflight.check_loop_inputs(
+        settings(tmp_path, f"final.mix_with={missing}", "final.mix_fraction=0.2")))
+    assert "error: final.mix_with: " in err and str(missing) in err
+    unusable = write(tmp_path / "general.jsonl", {"nope": 1})
+    err = exit_message(capsys, lambda: preflight.check_loop_inputs(
+        settings(tmp_path, f"final.mix_with={unusable}", "final.mix_fraction=0.2")))
+    assert f"error: final.mix_with: no usable record in {unusable} (line 1: " in err
+    # the judge's prompt, for a benchmark's judge after each round and for the preference stage's
+    bench = write(tmp_path / "lbw.jsonl", *[{"prompt": f"Write {n} words about tea.", "length": n, "type": "x",
+                                              "lang": "en"} for n in (300, 500, 800)])
+    benchmarks = f"evaluation.benchmarks=[{{name: longbench-write, data: {bench}}}]"
+    for judged in ([benchmarks, "evaluation.judge=true"], ["final.preference=dpo", "dpo.judge=true"]):
+        err = exit_message(capsys, lambda: preflight.check_loop_inputs(
+            settings(tmp_path, *judged, f"evaluation.judge_prompt={tmp_path / 'judge.txt'}")))
+        assert f"error: evaluation.judge_prompt: file not found: {tmp_path / 'judge.txt'}" in err
+    preflight.check_loop_inputs(settings(tmp_path, benchmarks))  # the benchmark file itself is usable
+    # a benchmark file with more lines set aside than evaluation accepts when it reads it
+    mostly_bad = tmp_path / "mostly-bad.jsonl"
+    mostly_bad.write_text(Path(bench).read_text().splitlines()[0] + "\n{\n[]\n", encoding="utf-8")
+    err = exit_message(capsys, lambda: preflight.check_loop_inputs(
+        settings(tmp_path, f"evaluation.benchmarks=[{{name: longbench-write, data: {mostly_bad}}}]")))
+    assert f"error: evaluation.benchmarks[longbench-write].data: {mostly_bad}: 2 of 3 lines set aside" in err
+
+
 def test_a_bucket_is_not_a_file(tmp_path, capsys):
     s = settings(tmp_path, "synthesis.seeds=s3://seed-bucket")
     err = exit_message(capsys, lambda: preflight.read_input(s.synthesis.seeds, s, "synthesis.seeds"))
