@@ -7,38 +7,19 @@ own serving of both roles is actors/serving.py's `Serving`.
 from __future__ import annotations
 
 from actors.serving import ADAPTERS_DIR, BASE_ID, llm_config, openai_app, publish_adapter
-from cluster.errors import bad_input
-from cluster.layout import EXPORT_MARKER, FINAL, RunLayout
+from cluster.layout import RunLayout
 from cluster.settings import Settings
 from cluster.storage import Storage
+from runtime.preflight import generator_to_serve
 
 SERVED_NAME = "generator"
-
-
-def generator_weights(settings: Settings, layout: RunLayout, round: int | str | None) -> tuple[int | str, str]:
-    """(round, weights) of the Generator to serve: an exported folder, or the base model."""
-    if round == 0:
-        return 0, settings.model.base
-    if round == FINAL:
-        rel = f"{FINAL}/model"
-        if not layout.store.exists(f"{rel}/{EXPORT_MARKER}"):
-            bad_input(f"no final model under {layout.store.uri(FINAL)} (the loop's final stage writes it)")
-        return FINAL, layout.store.uri(rel)
-    rounds = [round] if round is not None else range(settings.run.rounds, 0, -1)
-    for k in rounds:
-        rel = layout.model_dir(k, "generator")
-        if layout.store.exists(f"{rel}/{EXPORT_MARKER}"):
-            return k, layout.store.uri(rel)
-    if round is not None:
-        bad_input(f"no exported Generator for round {round} under {layout.store.uri()}")
-    return 0, settings.model.base
 
 
 def build_app(settings: Settings, round: int | str | None = None, api_key_env: str | None = None):
     """The Serve application and the model name clients must ask for; with `api_key_env`,
     requests need the key held by that environment variable of the replicas."""
     layout = RunLayout.create(Storage.open(settings.storage.root, settings.storage), settings.run.name)
-    k, weights = generator_weights(settings, layout, round)
+    k, weights = generator_to_serve(settings, round)
     role = settings.serving.generator
     if settings.serving.mode == "lora" and k != 0:
         # the round's adapter, published under its own name next to the run's other adapters

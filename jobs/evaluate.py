@@ -38,7 +38,7 @@ from evaluation.outputs import Target, respond, score
 from evaluation.registry import NAMES
 from evaluation.scoring import headline
 from jobs import bad_input
-from runtime.preflight import check_api_key
+from runtime.preflight import check_api_key, generator_to_serve
 from stages.benchmarks import judge_wording, load_rows, options
 
 EVAL_APP = "evaluate"  # the Serve application `generate --round` deploys
@@ -98,6 +98,7 @@ async def run_command(args, settings: Settings) -> dict | None:
     data = load_rows(settings, args.benchmark, source, with_response=not generating, limit=args.limit)
     if generating and not endpoint.base_url:
         check_api_key(settings)
+        generator_to_serve(settings, args.round)  # exit 2 before Ray starts when there is nothing to serve
     if generating:
         if endpoint.base_url:
             client = client_for(settings, endpoint.base_url, os.environ.get(endpoint.api_key_env))

@@ -25,6 +25,7 @@ from cluster.cli import add_settings_args, settings_from_args
 from cluster.layout import FINAL
 from cluster.settings import load_settings
 from runtime.context import RunContext
+from runtime.preflight import generator_to_serve
 
 APP = "generator"
 
@@ -63,11 +64,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="require `Authorization: Bearer <key>`, the key being the value of this "
                              "environment variable (default: no key)")
     args = parser.parse_args(argv)
+    # checked as the settings they stand for (serving.port: 1-65535)
+    args.overrides = [*args.overrides, *([f"serving.host={args.host}"] if args.host else []),
+                      *([f"serving.port={args.port}"] if args.port is not None else [])]
     settings = settings_from_args(args)
-    host, port = args.host or settings.serving.host, args.port or settings.serving.port
+    host, port = settings.serving.host, settings.serving.port
     if args.api_key_env and not os.environ.get(args.api_key_env, "").strip():
         print(f"error: --api-key-env {args.api_key_env}: that environment variable is not set", file=sys.stderr)
         return 2
+    generator_to_serve(settings, args.round)  # exit 2 before Ray starts when there is nothing to serve
     RunContext.open(settings, "serve")
     from ray import serve
 

@@ -30,9 +30,10 @@ import os
 import tempfile
 from dataclasses import dataclass
 
+from cluster.errors import bad_input
+from cluster.layout import EXPORT_MARKER, FINAL, RunLayout
 from cluster.settings import Settings
 from cluster.storage import Storage, filesystem_for, with_retries
-from cluster.errors import bad_input
 from longform.instructions import InstructionFile, TokenLimit, parse_instructions
 from longform.params import Decoding
 from longform.prompts import TEMPLATES, PromptBook, load_prompts
@@ -281,6 +282,29 @@ def check_agentwrite_inputs(settings: Settings, prompts_uri: str) -> Instruction
         limit = token_limit(settings, weights, key, prompts,
                             [Use("agentwrite_plan", aw.plan_decoding, "agentwrite.plan_decoding.max_tokens")])
     return read_instructions(prompts_uri, settings, "--prompts", limit)
+
+
+def generator_to_serve(settings: Settings, round: int | str | None) -> tuple[int | str, str]:
+    """(round, weights) of the Generator jobs.serve and jobs.evaluate --round serve: `round`'s
+    export, the final model (`final`), the last round that exported one (None), or the base
+    model (0, or None before any export); exit 2 when there is none, or when the base model it
+    needs (round 0, or LoRA's base under an adapter) is not there. Called before Ray starts."""
+    layout = RunLayout.create(Storage.open(settings.storage.root, settings.storage), settings.run.name)
+    if round == FINAL:
+        rel = f"{FINAL}/model"
+        if not layout.store.exists(f"{rel}/{EXPORT_MARKER}"):
+            bad_input(f"no final model under {layout.store.uri(FINAL)} (the loop's final stage writes it)")
+        k, weights = FINAL, layout.store.uri(rel)
+    else:
+        rounds = [round] if round else range(settings.run.rounds, 0, -1) if round is None else []
+        found = [k for k in rounds if layout.store.exists(f"{layout.model_dir(k, 'generator')}/{EXPORT_MARKER}")]
+        if round and not found:
+            bad_input(f"no exported Generator for round {round} under {layout.store.uri()}")
+        k = found[0] if found else 0
+        weights = layout.store.uri(layout.model_dir(k, "generator")) if k else settings.model.base
+    if k == 0 or settings.serving.mode == "lora":
+        model_dir(settings.model.base, settings, "model.base")
+    return k, weights
 
 
 def check_benchmark_file(settings: Settings, benchmark: str, uri: str, with_response: bool, what: str):

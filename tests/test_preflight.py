@@ -95,6 +95,36 @@ def test_files_the_loop_reads_only_rounds_later_are_checked_before_it_starts(tmp
     assert f"error: evaluation.benchmarks[longbench-write].data: {mostly_bad}: 2 of 3 lines set aside" in err
 
 
+def test_which_generator_is_served_and_none_is_refused_before_ray_starts(tmp_path, capsys):
+    from cluster.layout import EXPORT_MARKER
+    from jobs import evaluate as evaluate_job
+    from jobs import serve as serve_job
+
+    s = settings(tmp_path)
+    assert preflight.generator_to_serve(s, None) == (0, s.model.base)  # nothing exported yet: the base model
+    export = tmp_path / "runs" / "demo" / "round-1" / "generator"
+    export.mkdir(parents=True)
+    (export / EXPORT_MARKER).write_text("{}")
+    assert preflight.generator_to_serve(s, None) == (1, str(export))
+    assert preflight.generator_to_serve(s, 0) == (0, s.model.base)
+    base = ["--config", str(TINY), "--set", f"model.base={REPO / 'models' / 'tiny'}", "--storage", str(tmp_path / "runs")]
+    for args, message in [
+        (["--round", "7"], f"error: no exported Generator for round 7 under {tmp_path / 'runs' / 'demo'}"),
+        (["--final"], f"error: no final model under {tmp_path / 'runs' / 'demo' / 'final'}"),
+        (["--round", "0", "--set", f"model.base={tmp_path / 'none'}"], "error: model.base: no model at"),
+        (["--port", "70000"], "serving.port: Input should be less than or equal to 65535"),
+    ]:
+        assert message in exit_message(capsys, lambda: serve_job.main([*base, *args]))
+    bench = write(tmp_path / "lbw.jsonl", {"prompt": "Write 300 words about tea.", "length": 300, "type": "x",
+                                            "lang": "en"})
+    err = exit_message(capsys, lambda: evaluate_job.main(
+        ["generate", *base, "--benchmark", "longbench-write", "--data", bench, "--round", "3"]))
+    assert "error: no exported Generator for round 3" in err
+    import ray
+
+    assert not ray.is_initialized()
+
+
 def test_a_bucket_is_not_a_file(tmp_path, capsys):
     s = settings(tmp_path, "synthesis.seeds=s3://seed-bucket")
     err = exit_message(capsys, lambda: preflight.read_input(s.synthesis.seeds, s, "synthesis.seeds"))
