@@ -24,3 +24,20 @@ def bad_input(message: str) -> NoReturn:
     """Stop the job on bad input: `error: <message>` on stderr, exit 2."""
     print(f"error: {message}", file=sys.stderr, flush=True)
     raise InputError(f"error: {message}")
+
+
+def run_job(main) -> NoReturn:
+    """`sys.exit(main())` for a job's `__main__`, with the storage failures a user acts on
+    printed as one `error:` line instead of a traceback: no S3 credentials (exit 2, bad
+    settings) and storage unreachable past `storage.retry_timeout_s` (exit 1)."""
+    from cluster.storage import NoStorageCredentials, StorageUnavailable
+
+    try:
+        code = main()
+    except NoStorageCredentials as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        code = BAD_INPUT
+    except StorageUnavailable as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        code = 1
+    sys.exit(code)

@@ -41,8 +41,15 @@ T = TypeVar("T")
 UNREACHABLE = (botocore.exceptions.ConnectionError, aiohttp.ClientConnectionError, ConnectionError, TimeoutError)
 
 
+NO_CREDENTIALS = (botocore.exceptions.NoCredentialsError, botocore.exceptions.PartialCredentialsError)
+
+
 class StorageUnavailable(RuntimeError):
     """The storage could not be reached for longer than `storage.retry_timeout_s`."""
+
+
+class NoStorageCredentials(RuntimeError):
+    """S3 was asked for something and no credentials were found (bad settings: never retried)."""
 
 
 def with_retries(what: str, uri: str, cfg: StorageSection, call: Callable[[], T]) -> T:
@@ -51,6 +58,11 @@ def with_retries(what: str, uri: str, cfg: StorageSection, call: Callable[[], T]
     while True:
         try:
             return call()
+        except NO_CREDENTIALS as err:
+            raise NoStorageCredentials(
+                f"no S3 credentials to {what} {mask_text(uri)}: set storage.access_key_id and "
+                "storage.secret_access_key (in a config file or from a Secret), or the AWS_ACCESS_KEY_ID and "
+                f"AWS_SECRET_ACCESS_KEY variables ({type(err).__name__})") from None
         except UNREACHABLE as err:
             if time.monotonic() + delay > deadline:
                 raise StorageUnavailable(

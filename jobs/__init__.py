@@ -8,4 +8,4 @@ running (a deployment that fails, storage unreachable past its retries, an unexp
 
 from __future__ import annotations
 
-from cluster.errors import BAD_INPUT, InputError, bad_input  # noqa: F401 - what the jobs import
+from cluster.errors import BAD_INPUT, InputError, bad_input, run_job  # noqa: F401 - what the jobs import

@@ -35,7 +35,7 @@ from cluster.cli import add_settings_args, settings_from_args
 from cluster.ray_cluster import connect, embedded
 from cluster.settings import Settings
 from cluster.storage import Storage
-from jobs import bad_input
+from jobs import bad_input, run_job
 from runtime.preflight import check_agentwrite_inputs
 from reports.agentwrite import write_agentwrite_report
 
@@ -128,4 +128,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_job(main)

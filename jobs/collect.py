@@ -19,7 +19,7 @@ from actors.client import LLMClient
 from cluster.cli import add_settings_args, settings_from_args
 from cluster.layout import FINAL, RunLayout
 from cluster.storage import Storage
-from jobs import bad_input
+from jobs import bad_input, run_job
 from runtime.context import RunContext
 from runtime.log import logger
 from stages.collect import collect, gather
@@ -77,4 +77,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_job(main)

@@ -37,7 +37,7 @@ from evaluation.generation import log
 from evaluation.outputs import Target, respond, score
 from evaluation.registry import NAMES
 from evaluation.scoring import headline
-from jobs import bad_input
+from jobs import bad_input, run_job
 from runtime.preflight import check_api_key, generator_to_serve
 from stages.benchmarks import judge_wording, load_rows, options
 
@@ -156,4 +156,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_job(main)

@@ -14,7 +14,7 @@ import sys
 from cluster.cli import add_settings_args, settings_from_args
 from cluster.layout import RunLayout
 from cluster.storage import Storage
-from jobs import bad_input
+from jobs import bad_input, run_job
 from reports import run
 
 
@@ -26,9 +26,15 @@ def main(argv: list[str] | None = None) -> int:
     if not layout.store.exists("summary.json"):
         bad_input(f"no summary.json for run {settings.run.name!r} under {settings.storage.root} "
                   f"(run.name / --run-name; the loop writes it): {layout.store.uri('summary.json')}")
-    print(run.write_report(layout.store, layout.store.read_json("summary.json")))
+    try:
+        summary = layout.store.read_json("summary.json")
+    except ValueError as err:
+        bad_input(f"{layout.store.uri('summary.json')} does not parse as JSON: {err}")
+    if not isinstance(summary, dict) or not isinstance(summary.get("rounds"), list):
+        bad_input(f"{layout.store.uri('summary.json')} is not the loop's summary (no list of \"rounds\")")
+    print(run.write_report(layout.store, summary))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_job(main)

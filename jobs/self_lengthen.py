@@ -24,7 +24,7 @@ import time
 
 from cluster.cli import add_settings_args, settings_from_args
 from cluster.layout import FINAL
-from jobs import bad_input
+from jobs import bad_input, run_job
 from runtime.preflight import check_loop_inputs
 from runtime.context import RunContext
 from reports.summary import print_summary
@@ -143,4 +143,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_job(main)

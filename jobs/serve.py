@@ -22,6 +22,7 @@ import sys
 import time
 
 from cluster.cli import add_settings_args, settings_from_args
+from jobs import run_job
 from cluster.layout import FINAL
 from cluster.settings import load_settings
 from runtime.context import RunContext
@@ -98,4 +99,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_job(main)

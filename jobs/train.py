@@ -27,6 +27,7 @@ import sys
 import time
 
 from cluster.cli import add_settings_args, settings_from_args
+from jobs import run_job
 from cluster.layout import EXPORT_MARKER, RunLayout
 from cluster.settings import FOLDER_NAME
 from cluster.storage import Storage, filesystem_for
@@ -135,4 +136,4 @@ def fine_tune(settings, layout: RunLayout, args, init_model: str, files: list[st
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_job(main)

@@ -213,6 +213,13 @@ def test_report_job_of_a_run_without_a_summary_exits_2_naming_it(repo, tmp_path,
     err = capsys.readouterr().err
     assert "no summary.json for run 'nope'" in err and str(tmp_path) in err
     assert list(tmp_path.iterdir()) == []
+    for text, message in (("{\"rounds\": [", "does not parse as JSON"), ("[]", "is not the loop's summary")):
+        (tmp_path / "broken").mkdir(exist_ok=True)
+        (tmp_path / "broken" / "summary.json").write_text(text)
+        with pytest.raises(SystemExit) as stop:
+            report.main(["--config", str(repo / "configs/tiny.yaml"), "--storage", str(tmp_path), "--run-name", "broken"])
+        assert stop.value.code == 2
+        assert f"error: {tmp_path / 'broken' / 'summary.json'} {message}" in capsys.readouterr().err
 
 
 # -- bad input: clear errors, exit 2, nothing half done -----------------------------------------------

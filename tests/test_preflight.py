@@ -144,6 +144,28 @@ def test_seeds_on_unreachable_s3_go_through_the_storage_retries(tmp_path, monkey
     assert "could not read s3://seed-bucket/seeds.jsonl within storage.retry_timeout_s=0.3s" in str(err.value)
 
 
+def test_no_s3_credentials_is_one_error_line_naming_the_file_not_a_traceback(tmp_path, monkeypatch, capsys):
+    from cluster.errors import run_job
+    from jobs import self_lengthen
+
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    with socket.socket() as sock:  # credentials are looked for before anything is sent
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    argv = ["--config", str(TINY), "--set", f"model.base={REPO / 'models' / 'tiny'}", "--storage", str(tmp_path),
+            "--set", f"storage.endpoint_url=http://127.0.0.1:{port}", "--set", "synthesis.seeds=s3://no-keys/seeds.jsonl"]
+    with pytest.raises(SystemExit) as stop:
+        run_job(lambda: self_lengthen.main(argv))
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "error: no S3 credentials to read s3://no-keys/seeds.jsonl: set storage.access_key_id" in err
+    assert "Traceback" not in err
+
+
 def test_instructions_are_limited_in_tokens_against_the_context_window(tmp_path):
     # the tiny model's window is 2,048 tokens; with max_tokens null half of it is the answer's
     long = "Write a very detailed history of the bees, " * 150  # ~1,300 tokens, 6,450 characters
