@@ -22,6 +22,7 @@ from cluster.storage import Storage
 from jobs import bad_input, run_job
 from runtime.context import RunContext
 from runtime.log import logger
+from runtime.preflight import check_api_key, loop_prompts, model_dir
 from stages.collect import collect, gather
 
 log = logger("collect")
@@ -36,8 +37,14 @@ def rewriter(settings):
         client = LLMClient(endpoint.base_url, api_key=os.environ.get(endpoint.api_key_env),
                            timeout_s=s.request_timeout_s, max_retries=s.max_retries)
         return client.role(endpoint.model), None
+    # what serving and the rewrite need, checked before Ray starts
+    layout = RunLayout.create(Storage.open(settings.storage.root, settings.storage), settings.run.name)
+    done = layout.stage_done(settings.run.rounds, "train-generator")
+    if not done or settings.serving.mode == "lora":
+        model_dir(settings.model.base, settings, "model.base")
+    loop_prompts(settings)
+    check_api_key(settings)
     ctx = RunContext.open(settings, "serve", tag="collect")
-    done = ctx.layout.stage_done(settings.run.rounds, "train-generator")
     ctx.serve({"generator": done["export_uri"] if done else settings.model.base})
     return ctx.model("generator", ctx.client(concurrency=False)), ctx
 

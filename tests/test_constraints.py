@@ -184,6 +184,18 @@ def test_collect_job_with_nothing_to_collect_exits_2_and_writes_nothing(repo, tm
     assert not (root / "done/collect").exists()
 
 
+def test_collect_job_checks_the_model_it_would_serve_before_ray_starts(repo, tmp_path, capsys):
+    root = tmp_path / "runs"
+    finished_run(root, [record(0, 200)])
+    assert collect_main(repo, root, "--run-name", "done", "--set", f"model.base={tmp_path / 'no-model'}") == 2
+    assert f"error: model.base: no model at {tmp_path / 'no-model'} (config.json not found)" in capsys.readouterr().err
+    assert collect_main(repo, root, "--run-name", "done", "--set", f"synthesis.prompt_dir={tmp_path}") == 2
+    assert "error: synthesis.prompt_dir: " in capsys.readouterr().err
+    import ray
+
+    assert not ray.is_initialized() and not (root / "done/collect").exists()
+
+
 @pytest.mark.cluster
 def test_collect_job_rewrites_queries_with_the_served_generator(repo, served_tiny, tmp_path):
     run = tmp_path / "runs" / "done"
