@@ -145,6 +145,9 @@ class Section(BaseModel):
             yield name, MASK if is_secret_name(name) and value is not None else mask(value)
 
 
+# an OpenAI-compatible endpoint: http(s)://host[:port][/path]
+HTTP_URL = r"^https?://[^\s/]+(/\S*)?$"
+
 # a run's name, and any folder name a user gives inside a run: one path component, never `..`
 FOLDER_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 
@@ -209,7 +212,7 @@ class JudgeSection(Section):
     OpenAI-compatible endpoint. The key is read from the environment variable named here."""
 
     source: Literal["generator", "endpoint"] = "generator"
-    base_url: str | None = None
+    base_url: str | None = Field(None, pattern=HTTP_URL, description="the endpoint's http(s)://... (source 'endpoint')")
     model: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
 
@@ -357,7 +360,8 @@ class EndpointSection(Section):
     """An OpenAI-compatible endpoint outside the run (vLLM, a hosted API, ...). The key is
     read from the environment variable named here; it is never logged or stored."""
 
-    base_url: str | None = Field(None, description="e.g. https://api.example.com/v1; None: serve our own model")
+    base_url: str | None = Field(None, pattern=HTTP_URL,
+                                 description="e.g. https://api.example.com/v1; None: serve our own model")
     model: str | None = Field(None, description="the model name the endpoint expects")
     api_key_env: str = "OPENAI_API_KEY"
 

@@ -28,6 +28,8 @@ def test_overrides_are_parsed_as_yaml(repo):
     ("ray.num_cpus=2", "ray.num_cpus: Input should be greater than or equal to 4"),
     ("trainning.lr=1", "trainning: unknown key"),
     ("run.name=a/b", "run.name: String should match pattern"),
+    ("collect.endpoint.base_url=api.example.com/v1", "collect.endpoint.base_url: String should match pattern"),
+    ("serving.judge.base_url=localhost:8000", "serving.judge.base_url: String should match pattern"),
 ])
 def test_bad_values_name_the_key(repo, override, message):
     with pytest.raises(SettingsError) as err:
