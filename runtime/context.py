@@ -43,7 +43,9 @@ class RunContext:
         log = logger(tag)
         if connect:
             from cluster.capacity import connect_checked
+            from runtime.preflight import check_storage_root
 
+            check_storage_root(settings)  # before the cluster: exit 2 when the bucket is not there
             connect_checked(settings, workload, log)
         layout = RunLayout.create(Storage.open(settings.storage.root, settings.storage), settings.run.name)
         return cls(settings, layout, log)

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 from cluster.errors import bad_input
 from cluster.layout import EXPORT_MARKER, FINAL, RunLayout
-from cluster.settings import Settings
+from cluster.settings import Settings, mask_text
 from cluster.storage import Storage, filesystem_for, with_retries
 from longform.instructions import InstructionFile, TokenLimit, parse_instructions
 from longform.params import Decoding
@@ -224,6 +224,22 @@ def instruction_file(uri: str, settings: Settings) -> InstructionFile:
     what = "synthesis.seeds" if uri == settings.synthesis.seeds else "probe.file"
     limit = token_limit(settings, settings.model.base, "model.base", loop_prompts(settings), loop_uses(settings, uri))
     return read_instructions(uri, settings, what, limit)
+
+
+def check_storage_root(settings: Settings) -> None:
+    """`storage.root` on S3: its bucket is there (a run whose every write would fail stops
+    before the cluster starts; a local root is made when the run first writes)."""
+    root = settings.storage.root
+    if not root.startswith("s3://"):
+        return
+    fs, path = filesystem_for(root, settings.storage)
+    bucket = path.split("/", 1)[0]
+    try:
+        there = with_retries("find", f"s3://{bucket}", settings.storage, lambda: fs.exists(bucket))
+    except PermissionError:  # credentials that may write into the bucket but not look at it
+        return
+    if not there:
+        bad_input(f"storage.root: the bucket {bucket!r} of {mask_text(root)} does not exist")
 
 
 def check_api_key(settings: Settings) -> None:

@@ -125,6 +125,20 @@ def test_which_generator_is_served_and_none_is_refused_before_ray_starts(tmp_pat
     assert not ray.is_initialized()
 
 
+def test_a_storage_root_in_a_bucket_that_is_not_there_stops_before_the_cluster(s3_server, s3_bucket, tmp_path,
+                                                                                capsys):
+    from runtime.context import RunContext
+
+    missing = settings(tmp_path, "storage.root=s3://no-such-bucket-here/runs")
+    err = exit_message(capsys, lambda: RunContext.open(missing, "serve"))
+    assert "error: storage.root: the bucket 'no-such-bucket-here' of s3://no-such-bucket-here/runs does not exist" in err
+    import ray
+
+    assert not ray.is_initialized()
+    preflight.check_storage_root(settings(tmp_path, f"storage.root=s3://{s3_bucket}/runs"))  # there: passes
+    preflight.check_storage_root(settings(tmp_path))  # a local root: made when the run first writes
+
+
 def test_a_bucket_is_not_a_file(tmp_path, capsys):
     s = settings(tmp_path, "synthesis.seeds=s3://seed-bucket")
     err = exit_message(capsys, lambda: preflight.read_input(s.synthesis.seeds, s, "synthesis.seeds"))
