@@ -42,7 +42,7 @@ def is_secret_name(name: object) -> bool:
     words = re.findall(r"[a-z0-9]+", re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", str(name)).lower())
     if words and words[-1] == "env":
         return False
-    return any(w in SECRET_WORDS for w in words) or any(s in str(name).lower() for s in ("secret", "passw", "passphrase"))
+    return any(w in SECRET_WORDS for w in words) or any(s in str(name).lower() for s in ("secret", "passw", "passphr"))
 
 
 def mask_text(text: str) -> str:

@@ -27,7 +27,6 @@ shards train the Generator with training/ as they are (`training.train_role(...,
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 
 from actors.agentwrite import Writer, run_writers, summarize, write_prompt_shards

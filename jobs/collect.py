@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
 from actors.client import LLMClient
 from cluster.cli import add_settings_args, settings_from_args

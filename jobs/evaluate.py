@@ -27,7 +27,6 @@ import argparse
 import asyncio
 import os
 import re
-import sys
 import time
 
 from cluster.cli import add_settings_args, settings_from_args

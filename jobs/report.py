@@ -9,7 +9,6 @@ tables and plots).
 from __future__ import annotations
 
 import argparse
-import sys
 
 from cluster.cli import add_settings_args, settings_from_args
 from cluster.layout import RunLayout

@@ -22,9 +22,9 @@ import sys
 import time
 
 from cluster.cli import add_settings_args, settings_from_args
-from jobs import run_job
 from cluster.layout import FINAL
 from cluster.settings import load_settings
+from jobs import run_job
 from runtime.context import RunContext
 from runtime.preflight import generator_to_serve
 

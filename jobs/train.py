@@ -27,10 +27,10 @@ import sys
 import time
 
 from cluster.cli import add_settings_args, settings_from_args
-from jobs import run_job
 from cluster.layout import EXPORT_MARKER, RunLayout
 from cluster.settings import FOLDER_NAME
 from cluster.storage import Storage, filesystem_for
+from jobs import run_job
 from runtime.log import logger
 from training.sources import DataSpec, load_mixture
 
