@@ -34,6 +34,11 @@ Figures per size (each size runs in a fresh Python process and a fresh Ray):
   peak_rss_driver  the driver's own peak; driver_rss_before_run / _after_run: its RSS before
                    run_synthesis starts and once it has returned (Ray still up)
   load_avg_1m_mean / _max  the machine's 1-minute load average, sampled with the memory
+The pool is two shard workers of four shards each (`POOL`; a `--set` of synthesis.workers or
+shards_per_worker overrides it): with a zero-cost engine the workers' own work is all there is,
+and one worker process runs on one core. configs/tiny.yaml runs one worker of eight, which on
+two cores shared with real engines leaves them more CPU; here it gives ~1,740 records/s
+(bench/RESULTS.md).
 Goals (issue 8): >= 2,000 records/s on 2 cores; peak memory from 10k to 100k grows <= 10%.
 Issue 15 adds 1M records: the summary gives the growth from 100k to 1M as well.
 Prints one JSON line per size and one JSON object at the end.
@@ -54,6 +59,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+# the shard pool measured (before --set): two worker processes, as the figures before
+# configs/tiny.yaml went to one were taken with
+POOL = ["synthesis.workers=2", "synthesis.shards_per_worker=4"]
 
 
 class RssSampler:
@@ -164,7 +172,7 @@ def run_one(args) -> dict:
     from longform.instructions import parse_instructions
 
     root = tempfile.mkdtemp(prefix="bench-orchestration-")
-    settings = load_settings(args.config, [f"storage.root={root}", *args.set])
+    settings = load_settings(args.config, [f"storage.root={root}", *POOL, *args.set])
     parsed = parse_instructions(synthetic_instructions(args.one, seed=args.seed), "synthetic.jsonl", "synthetic")
     records = parsed.records
     assert len(records) == args.one and not parsed.rejected

@@ -666,10 +666,10 @@ def test_node_groups_of_a_live_cluster():
     groups = groups_from_ray_nodes([node, dead])
     assert groups == [NodeGroup("nodes-1", 1, {"CPU": 4.0, "memory": 8e9})]
     tiny = load_settings(REPO / "configs/tiny.yaml")
-    # the tiny config's two engines (2 CPUs each) and two shard workers need 4.5 CPUs; its two
+    # the tiny config's two engines (2 CPUs each) and its shard worker need 4.25 CPUs; its two
     # training workers beside the engines it keeps up (release_during_training: false) need 6
     synthesis, training = check_capacity(tiny, groups, source="the cluster as it is now")
-    assert "= 4.5 CPU, but the cluster as it is now has 4 CPU" in synthesis
+    assert "= 4.25 CPU, but the cluster as it is now has 4 CPU" in synthesis
     assert training.startswith("training needs 2 workers") and "= 6 CPU, but the cluster as it is now" in training
     assert check_capacity(tiny, groups_from_ray_nodes([{**node, "Resources": {"CPU": 8.0}}])) == []
 
