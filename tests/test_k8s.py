@@ -748,7 +748,7 @@ def test_live_groups_of_an_embedded_ray():
     groups = [NodeGroup(name, count, resources) for name, count, resources in live["groups"]]
     assert [g.resources["CPU"] for g in groups] == [4.0]
     synthesis, training = check_capacity(load_settings(REPO / "configs/tiny.yaml"), groups, source=live["source"])
-    assert "4.5 CPU" in synthesis and "6 CPU" in training
+    assert "4.25 CPU" in synthesis and "6 CPU" in training
 
 
 # -- helpers for other tests ----------------------------------------------------------------
