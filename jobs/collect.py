@@ -27,7 +27,7 @@ from stages.collect import collect, gather
 log = logger("collect")
 
 
-def rewriter(settings):
+def rewriter(settings, layout: RunLayout):
     """(ChatModel or None, RunContext or None): collect.endpoint, or the last round's Generator."""
     if not settings.collect.rewrite:
         return None, None
@@ -37,7 +37,6 @@ def rewriter(settings):
                            timeout_s=s.request_timeout_s, max_retries=s.max_retries)
         return client.role(endpoint.model), None
     # what serving and the rewrite need, checked before Ray starts
-    layout = RunLayout.create(Storage.open(settings.storage.root, settings.storage), settings.run.name)
     done = layout.stage_done(settings.run.rounds, "train-generator")
     if not done or settings.serving.mode == "lora":
         model_dir(settings.model.base, settings, "model.base")
@@ -60,7 +59,7 @@ def run(settings) -> dict:
         bad_input(f"nothing to collect: run {name!r} ({layout.store.uri()}) has no kept extended response in "
                   f"rounds 1-{settings.run.rounds} (round-<k>/extensions/) or in {FINAL}/drafts/")
     log(f"{len(records)} kept extended responses in rounds 1-{settings.run.rounds}")
-    model, ctx = rewriter(settings)
+    model, ctx = rewriter(settings, layout)
     try:
         return collect(settings, layout, model)
     finally:
