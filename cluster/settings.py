@@ -14,6 +14,7 @@ keys named like secret/key/token/password are shown as `***` (see `mask`).
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
 import os
@@ -148,6 +149,20 @@ class Section(BaseModel):
 # an OpenAI-compatible endpoint: http(s)://host[:port][/path]
 HTTP_URL = r"^https?://[^\s/]+(/\S*)?$"
 
+# a host name (a bind address that is not an IP address)
+HOST_NAME = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+
+
+def bind_address(value: str) -> str:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        if not re.fullmatch(HOST_NAME, value):
+            raise ValueError("an IP address or a host name, without a scheme or a port (the port is "
+                             "serving.port)") from None
+    return value
+
+
 # a run's name, and any folder name a user gives inside a run: one path component, never `..`
 FOLDER_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 
@@ -225,7 +240,9 @@ class JudgeSection(Section):
 
 class ServingSection(Section):
     mode: Literal["full", "lora"] = "full"
-    host: str = Field("127.0.0.1", description="HTTP bind address; 0.0.0.0 only inside a cluster")
+    host: Annotated[str, AfterValidator(bind_address)] = Field(
+        "127.0.0.1", description="HTTP bind address (an IP address or a host name; the port is serving.port); "
+        "0.0.0.0 only inside a cluster")
     port: int = Field(8000, ge=1, le=65535)
     engine_kwargs: EngineKwargs = Field(default_factory=dict, description="shared by all roles")
     engine_env: dict[str, str] = Field(

@@ -113,6 +113,8 @@ def test_which_generator_is_served_and_none_is_refused_before_ray_starts(tmp_pat
         (["--final"], f"error: no final model under {tmp_path / 'runs' / 'demo' / 'final'}"),
         (["--round", "0", "--set", f"model.base={tmp_path / 'none'}"], "error: model.base: no model at"),
         (["--port", "70000"], "serving.port: Input should be less than or equal to 65535"),
+        (["--host", "localhost:8000"], "serving.host: an IP address or a host name, without a scheme or a port"),
+        (["--host", "http://127.0.0.1"], "serving.host: an IP address or a host name"),
     ]:
         assert message in exit_message(capsys, lambda: serve_job.main([*base, *args]))
     bench = write(tmp_path / "lbw.jsonl", {"prompt": "Write 300 words about tea.", "length": 300, "type": "x",
