@@ -22,7 +22,9 @@ default the driver also prints all of it. Here:
   "core_worker.cc ... has constructor arguments in the object store and max_restarts > 0" line
   when Ray Data creates its first actor pool (C++, printed to stderr at ERROR; only
   RAY_BACKEND_LOG_LEVEL above ERROR would hide it, and with it every C++ error of the processes
-  the driver starts).
+  the driver starts; Ray Data always passes its map transformer by reference, so only
+  `max_restarts=0` on the pool would avoid it, and that gives up restarting a shard worker
+  that dies, whose blocks Ray Data retries on the restarted actor).
 * On an embedded Ray with a local run folder, <run>/logs/<session> points at the session's
   log folder; the line that says Ray is up says where the logs are (with --verbose too).
 
