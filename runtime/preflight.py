@@ -268,7 +268,21 @@ def check_loop_inputs(settings: Settings) -> dict[str, InstructionFile]:
         judge_wording(settings)
     if final.enabled and final.mix_with and final.mix_fraction:
         check_chat_file(settings, final.mix_with, "final.mix_with")
+    check_rounds_before_final(settings)
     return files
+
+
+def check_rounds_before_final(settings: Settings) -> None:
+    """More rounds for a run whose final stage has begun: that stage would be skipped (its
+    stages are recorded) and keep the data and model it made from the earlier rounds."""
+    layout = RunLayout.create(Storage.open(settings.storage.root, settings.storage), settings.run.name)
+    if not layout.store.list(f"{FINAL}/stages", ".json"):
+        return
+    missing = [k for k in range(1, settings.run.rounds + 1) if layout.stage_done(k, "probe") is None]
+    if missing:
+        bad_input(f"run.rounds={settings.run.rounds}: run {settings.run.name!r} has begun its final stage after "
+                  f"round {missing[0] - 1}, which would not be made again from more rounds; remove "
+                  f"{layout.store.uri(FINAL)} and {layout.store.uri('collect')} first, or start a new run")
 
 
 def check_chat_file(settings: Settings, uri: str, what: str) -> None:

@@ -255,3 +255,15 @@ def test_agentwrite_prompts_and_plan_decoding_are_checked(tmp_path, capsys):
     err = exit_message(capsys, lambda: preflight.check_agentwrite_inputs(too_long, prompts))
     assert "error: agentwrite.plan_decoding.max_tokens: 2048 tokens for the answer plus" in err
     assert len(preflight.check_agentwrite_inputs(s, prompts).records) == 1
+
+
+def test_more_rounds_for_a_run_whose_final_stage_has_begun_exit_2_before_ray(tmp_path, capsys):
+    run = tmp_path / "runs" / "demo"
+    for marker in ("round-1/stages/probe.json", "round-2/stages/probe.json", "final/stages/generate.json"):
+        (run / marker).parent.mkdir(parents=True, exist_ok=True)
+        (run / marker).write_text("{}", encoding="utf-8")
+    preflight.check_rounds_before_final(settings(tmp_path, "run.rounds=2"))  # the same run resumed: fine
+    preflight.check_rounds_before_final(settings(tmp_path, "run.rounds=3", "run.name=other"))  # another run
+    err = exit_message(capsys, lambda: preflight.check_rounds_before_final(settings(tmp_path, "run.rounds=3")))
+    assert "run.rounds=3: run 'demo' has begun its final stage after round 2" in err
+    assert f"remove {run / 'final'} and {run / 'collect'} first" in err
