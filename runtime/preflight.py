@@ -275,8 +275,12 @@ def check_loop_inputs(settings: Settings) -> dict[str, InstructionFile]:
 def check_rounds_before_final(settings: Settings) -> None:
     """More rounds for a run whose final stage has begun: that stage would be skipped (its
     stages are recorded) and keep the data and model it made from the earlier rounds."""
+    check_storage_root(settings)  # a bucket that is not there: said as such, not looked into
     layout = RunLayout.create(Storage.open(settings.storage.root, settings.storage), settings.run.name)
-    if not layout.store.list(f"{FINAL}/stages", ".json"):
+    try:
+        if not layout.store.list(f"{FINAL}/stages", ".json"):
+            return
+    except PermissionError:  # credentials that may write into the bucket but not list it
         return
     missing = [k for k in range(1, settings.run.rounds + 1) if layout.stage_done(k, "probe") is None]
     if missing:

@@ -132,8 +132,9 @@ def test_a_storage_root_in_a_bucket_that_is_not_there_stops_before_the_cluster(s
     from runtime.context import RunContext
 
     missing = settings(tmp_path, "storage.root=s3://no-such-bucket-here/runs")
-    err = exit_message(capsys, lambda: RunContext.open(missing, "serve"))
-    assert "error: storage.root: the bucket 'no-such-bucket-here' of s3://no-such-bucket-here/runs does not exist" in err
+    for check in (lambda: RunContext.open(missing, "serve"), lambda: preflight.check_loop_inputs(missing)):
+        err = exit_message(capsys, check)
+        assert "error: storage.root: the bucket 'no-such-bucket-here' of s3://no-such-bucket-here/runs does not exist" in err
     import ray
 
     assert not ray.is_initialized()
