@@ -275,6 +275,8 @@ def check_loop_inputs(settings: Settings) -> dict[str, InstructionFile]:
 def check_rounds_before_final(settings: Settings) -> None:
     """More rounds for a run whose final stage has begun: that stage would be skipped (its
     stages are recorded) and keep the data and model it made from the earlier rounds."""
+    if not settings.final.enabled:  # no final stage in this job: the earlier one is left as it is
+        return
     check_storage_root(settings)  # a bucket that is not there: said as such, not looked into
     layout = RunLayout.create(Storage.open(settings.storage.root, settings.storage), settings.run.name)
     try:

@@ -265,6 +265,7 @@ def test_more_rounds_for_a_run_whose_final_stage_has_begun_exit_2_before_ray(tmp
         (run / marker).write_text("{}", encoding="utf-8")
     preflight.check_rounds_before_final(settings(tmp_path, "run.rounds=2"))  # the same run resumed: fine
     preflight.check_rounds_before_final(settings(tmp_path, "run.rounds=3", "run.name=other"))  # another run
+    preflight.check_rounds_before_final(settings(tmp_path, "run.rounds=3", "final.enabled=false"))  # none now
     err = exit_message(capsys, lambda: preflight.check_rounds_before_final(settings(tmp_path, "run.rounds=3")))
     assert "run.rounds=3: run 'demo' has begun its final stage after round 2" in err
     assert f"remove {run / 'final'} and {run / 'collect'} first" in err
