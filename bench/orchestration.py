@@ -34,6 +34,7 @@ Figures per size (each size runs in a fresh Python process and a fresh Ray):
   peak_rss_driver  the driver's own peak; driver_rss_before_run / _after_run: its RSS before
                    run_synthesis starts and once it has returned (Ray still up)
   load_avg_1m_mean / _max  the machine's 1-minute load average, sampled with the memory
+
 The pool is two shard workers of four shards each (`POOL`; a `--set` of synthesis.workers or
 shards_per_worker overrides it): with a zero-cost engine the workers' own work is all there is,
 and one worker process runs on one core. configs/tiny.yaml runs one worker of eight, which on

@@ -82,5 +82,9 @@ class RunLayout:
         rel = self.stage_file(k, stage)
         return self.store.read_json(rel) if self.store.exists(rel) else None
 
+    def round_finished(self, k: int) -> dict | None:
+        """Round k's last stage (its probe of the new Generator), when it is recorded."""
+        return self.stage_done(k, "probe")
+
     def mark_done(self, k: int | str, stage: str, info: dict) -> None:
         self.store.write_json(self.stage_file(k, stage), {**info, "finished_at": time.time()})

@@ -284,7 +284,7 @@ def check_rounds_before_final(settings: Settings) -> None:
             return
     except PermissionError:  # credentials that may write into the bucket but not list it
         return
-    missing = [k for k in range(1, settings.run.rounds + 1) if layout.stage_done(k, "probe") is None]
+    missing = [k for k in range(1, settings.run.rounds + 1) if layout.round_finished(k) is None]
     if missing:
         bad_input(f"run.rounds={settings.run.rounds}: run {settings.run.name!r} has begun its final stage after "
                   f"round {missing[0] - 1}, which would not be made again from more rounds; remove "

@@ -23,7 +23,7 @@ def resume_point(ctx: RunContext) -> tuple[int, dict[str, str], dict | None]:
     sources = {role: base for role in ROLES}
     probe_before = ctx.layout.stage_done(0, "probe")
     for k in range(1, ctx.settings.run.rounds + 1):
-        finished = ctx.layout.stage_done(k, "probe")
+        finished = ctx.layout.round_finished(k)
         if finished is None:
             return k, sources, probe_before
         for role in ROLES:
