@@ -3,22 +3,44 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from cluster.logs import set_verbosity
-from cluster.settings import MASK, Settings, SettingsError, is_secret_name, load_settings
+from cluster.settings import MASK, Settings, SettingsError, is_secret_name, load_settings, mask_text
 
 
 def add_settings_args(parser: argparse.ArgumentParser) -> None:
     parser.error = masked_errors(parser)
     parser.add_argument("--config", required=True, help="YAML settings file, e.g. configs/tiny.yaml")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a setting, e.g. --set training.lr=1e-3 (repeatable)")
+                        type=override_arg, help="override a setting, e.g. --set training.lr=1e-3 (repeatable)")
     parser.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else embedded Ray)")
     parser.add_argument("--run-name", help="same as --set run.name=...")
     parser.add_argument("--storage", help="storage root, a folder or s3:// URI (same as --set storage.root=...)")
     parser.add_argument("--verbose", action="store_true",
                         help="print the engines' and Ray workers' logs too (by default they only go to files)")
+
+
+def override_arg(text: str) -> str:
+    """A --set argument holds its `=`: `--set key value` is refused here, naming the key only,
+    before argparse takes the value (which may be a secret) for a positional argument and
+    quotes it in an error."""
+    if "=" not in text:
+        shown = MASK if is_secret_name(text) else mask_text(text)
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, e.g. training.lr=1e-3 (got {shown!r})")
+    return text
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a whole number, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"at least 1, not {value}")
+    return value
 
 
 def masked_errors(parser: argparse.ArgumentParser):
@@ -41,18 +63,21 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     """Validated settings, or exit 2 with a message that names the file and the key."""
     set_verbosity(getattr(args, "verbose", False))
     overrides = list(args.overrides)
-    if args.address:
-        overrides.append(f"ray.address={args.address}")
-    if args.run_name:
-        overrides.append(f"run.name={args.run_name}")
-    if args.storage:
-        overrides.append(f"storage.root={args.storage}")
+    for key, value in (("ray.address", args.address), ("run.name", args.run_name), ("storage.root", args.storage)):
+        if value:
+            overrides.append(text_override(key, value))
     warn_secrets_on_the_command_line(overrides)
     try:
         return load_settings(args.config, overrides)
     except SettingsError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def text_override(key: str, value: str) -> str:
+    """`key=value` for a flag whose value is text as typed (--run-name 0042 is the name "0042",
+    not YAML's number 34): written as a quoted YAML string."""
+    return f"{key}={json.dumps(value)}"
 
 
 def warn_secrets_on_the_command_line(overrides: list[str]) -> None:

@@ -47,8 +47,9 @@ def is_secret_name(name: object) -> bool:
 
 
 def mask_text(text: str) -> str:
-    """A URI's user:password@ part hidden (s3://AKIA:xyz@host/b -> s3://***@host/b)."""
-    return re.sub(r"(://)[^/@\s]+@", rf"\1{MASK}@", text)
+    """A URI's user:password@ part hidden (s3://AKIA:xyz@host/b -> s3://***@host/b), also
+    after a mistyped scheme (s3:/AKIA:xyz@b, S3:AKIA:xyz@b) that is refused in a message."""
+    return re.sub(r"(:/*)[^/@\s'\"]+@", rf"\1{MASK}@", text)
 
 
 def mask(value: Any) -> Any:
@@ -91,7 +92,7 @@ def location(value: str, s3: bool = True) -> str:
     if name.lower() != "s3":
         raise ValueError(f"{name}:// is not supported: use a local path or s3://<bucket>/<key>")
     if name != "s3" or not rest.startswith("//"):
-        raise ValueError(f"neither a local path nor an S3 URI: did you mean 's3://{mask_text(rest.lstrip('/'))}'?")
+        raise ValueError(f"neither a local path nor an S3 URI: did you mean {mask_text('s3://' + rest.lstrip('/'))!r}?")
     if not s3:
         raise ValueError("must be a local folder (it is read with plain file access, not from S3)")
     bucket = rest[2:].split("/", 1)[0]
@@ -132,6 +133,24 @@ def safetensors_only(kwargs: dict[str, Any]) -> dict[str, Any]:
 Location = Annotated[str, AfterValidator(location)]
 LocalPath = Annotated[str, AfterValidator(local_location)]
 EngineKwargs = Annotated[dict[str, Any], AfterValidator(no_inf_nan), AfterValidator(safetensors_only)]
+
+
+def no_secrets(env: dict[str, str]) -> dict[str, str]:
+    """The engines' environment travels in their deployment's `runtime_env`, which Ray's
+    dashboard shows to anyone who can reach it: no secret goes there."""
+    named = sorted(name for name in env if is_secret_name(name))
+    if named:
+        raise ValueError(f"{', '.join(named)}: a secret is not passed this way (Ray's dashboard shows the "
+                         "engines' environment); set it in the nodes' environment instead (on Kubernetes "
+                         "from a Secret; on an embedded Ray in the environment of the job)")
+    return env
+
+
+def no_credentials(url: str | None) -> str | None:
+    if url and mask_text(url) != url:
+        raise ValueError("holds user:password@: give the credentials as storage.access_key_id / "
+                         "storage.secret_access_key or in the AWS_* environment variables")
+    return url
 
 
 class Section(BaseModel):
@@ -179,7 +198,8 @@ class StorageSection(Section):
     (AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)."""
 
     root: Location = "./runs"
-    endpoint_url: str | None = Field(None, pattern=r"^https?://[^\s/]+", description="http(s)://host[:port]")
+    endpoint_url: Annotated[str | None, AfterValidator(no_credentials)] = Field(
+        None, pattern=r"^https?://[^\s/]+", description="http(s)://host[:port]")
     region: str | None = None
     access_key_id: SecretStr | None = None
     secret_access_key: SecretStr | None = None
@@ -245,8 +265,9 @@ class ServingSection(Section):
         "0.0.0.0 only inside a cluster")
     port: int = Field(8000, ge=1, le=65535)
     engine_kwargs: EngineKwargs = Field(default_factory=dict, description="shared by all roles")
-    engine_env: dict[str, str] = Field(
-        default_factory=dict, description="environment of the engine processes, e.g. VLLM_CPU_*"
+    engine_env: Annotated[dict[str, str], AfterValidator(no_secrets)] = Field(
+        default_factory=dict, description="environment of the engine processes, e.g. VLLM_CPU_* (no secrets: "
+        "the dashboard shows it)"
     )
     release_during_training: bool = Field(
         True, description="take the models down while training runs (frees their GPUs); the next "
@@ -650,7 +671,8 @@ def check_unique_keys(node: yaml.Node, source: str, path: str = "", seen_nodes: 
 
 def read_yaml(text: str, source: str) -> Any:
     """YAML as plain data, with duplicate keys refused and syntax errors reported as
-    `source:line: ...` without the offending line's text (it may hold a secret)."""
+    `source:line: ...` without the offending line's text or the token quoted from it (they
+    may hold a secret)."""
     loader = yaml.SafeLoader(text)
     try:
         node = loader.get_single_node()
@@ -660,7 +682,8 @@ def read_yaml(text: str, source: str) -> Any:
         return loader.construct_document(node)
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
-        what = "; ".join(p for p in (err.context, err.problem) if p)
+        # PyYAML quotes what it met ("found undefined alias 'x'"), which may be part of a secret
+        what = re.sub(r"'[^'\n]{3,}'", "'...'", "; ".join(p for p in (err.context, err.problem) if p))
         column = f" (column {mark.column + 1})" if mark else ""
         raise SettingsError(f"{at(source, mark)}: not valid YAML: {what}{column}") from None
     except yaml.YAMLError as err:
