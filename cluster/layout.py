@@ -25,6 +25,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 
@@ -81,6 +82,16 @@ class RunLayout:
     def stage_done(self, k: int | str, stage: str) -> dict | None:
         rel = self.stage_file(k, stage)
         return self.store.read_json(rel) if self.store.exists(rel) else None
+
+    def rounds(self) -> list[int]:
+        """The numbers of the rounds the run has a folder for, highest first."""
+        names = self.store.list("")
+        return sorted((int(n.removeprefix("round-")) for n in names if re.fullmatch(r"round-\d+", n)), reverse=True)
+
+    def last_export(self, role: str, up_to: int | None = None) -> int:
+        """The highest round (at most `up_to`) whose `role` is exported; 0 when none is."""
+        return next((k for k in self.rounds() if (up_to is None or k <= up_to)
+                     and self.store.exists(f"{self.model_dir(k, role)}/{EXPORT_MARKER}")), 0)
 
     def round_finished(self, k: int) -> dict | None:
         """Round k's last stage (its probe of the new Generator), when it is recorded."""

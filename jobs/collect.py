@@ -37,12 +37,14 @@ def rewriter(settings, layout: RunLayout):
                            timeout_s=s.request_timeout_s, max_retries=s.max_retries)
         return client.role(endpoint.model), None
     # what serving and the rewrite need, checked before Ray starts
-    done = layout.stage_done(settings.run.rounds, "train-generator")
+    k = layout.last_export("generator", up_to=settings.run.rounds)  # a run stopped early: its last Generator
+    done = layout.stage_done(k, "train-generator") if k else None
     if not done or settings.serving.mode == "lora":
         model_dir(settings.model.base, settings, "model.base")
     loop_prompts(settings)
     check_api_key(settings)
     ctx = RunContext.open(settings, "serve", tag="collect")
+    ctx.log(f"rewriting with the Generator of {f'round {k}' if done else 'the base model'}")
     ctx.serve({"generator": done["export_uri"] if done else settings.model.base})
     return ctx.model("generator", ctx.client(concurrency=False)), ctx
 

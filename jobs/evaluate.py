@@ -29,9 +29,9 @@ import os
 import re
 import time
 
-from cluster.cli import add_settings_args, settings_from_args
+from cluster.cli import add_settings_args, positive_int, settings_from_args, text_override
 from cluster.settings import Settings
-from cluster.storage import Storage
+from cluster.storage import Storage, checked_uri
 from evaluation.generation import log
 from evaluation.outputs import Target, respond, score
 from evaluation.registry import NAMES
@@ -76,7 +76,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--round", type=int, help="evaluate our Generator of this round (0: the base model)")
     p.add_argument("--endpoint", help="evaluate a model at this OpenAI-compatible URL (same as evaluation.endpoint.base_url)")
     p.add_argument("--model", help="the endpoint's model name (same as evaluation.endpoint.model)")
-    p.add_argument("--limit", type=int, help="an evenly spaced subset of this many prompts")
+    p.add_argument("--limit", type=positive_int, help="an evenly spaced subset of this many prompts")
     p.add_argument("--out", help="output folder or s3:// URI")
     return p
 
@@ -137,13 +137,15 @@ async def run_command(args, settings: Settings) -> dict | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    overrides = []
-    if args.endpoint:
-        overrides.append(f"evaluation.endpoint.base_url={args.endpoint}")
-    if args.model:
-        overrides.append(f"evaluation.endpoint.model={args.model}")
+    overrides = [text_override(key, value) for key, value in
+                 (("evaluation.endpoint.base_url", args.endpoint), ("evaluation.endpoint.model", args.model)) if value]
     args.overrides = list(args.overrides) + overrides
     settings = settings_from_args(args)
+    if args.out:
+        try:
+            checked_uri(args.out)
+        except ValueError as err:
+            bad_input(f"--out: {err}")
     if args.round is not None and settings.evaluation.endpoint.base_url:
         bad_input("give --round or --endpoint, not both")
     if settings.evaluation.judge:

@@ -29,9 +29,10 @@ import time
 from cluster.cli import add_settings_args, settings_from_args
 from cluster.layout import EXPORT_MARKER, RunLayout
 from cluster.settings import FOLDER_NAME
-from cluster.storage import Storage, filesystem_for
-from jobs import run_job
+from cluster.storage import Storage, checked_uri, filesystem_for
+from jobs import bad_input, run_job
 from runtime.log import logger
+from runtime.preflight import check_storage_root, model_dir
 from training.sources import DataSpec, load_mixture
 
 SHARD_RECORDS = 5000
@@ -66,21 +67,14 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    init_model = args.init_model or settings.model.base
-    if "://" not in init_model:  # Ray workers start elsewhere: they get absolute paths
-        init_model = os.path.abspath(init_model)
-    if args.init_adapter and "://" not in args.init_adapter:
-        args.init_adapter = os.path.abspath(args.init_adapter)
-    fs, path = filesystem_for(init_model, settings.storage)
-    if not fs.exists(f"{path}/config.json"):
-        print(f"error: no model at {init_model} (config.json not found)", file=sys.stderr)
-        return 2
+    init_model = folder_arg(args.init_model or settings.model.base, "--init-model" if args.init_model else "model.base")
+    model_dir(init_model, settings, "--init-model" if args.init_model else "model.base")
     if args.init_adapter:
+        args.init_adapter = folder_arg(args.init_adapter, "--init-adapter")
         fs, path = filesystem_for(args.init_adapter, settings.storage)
         if not fs.exists(f"{path}/adapter_config.json"):
-            print(f"error: --init-adapter: no LoRA adapter at {args.init_adapter} (adapter_config.json not found)",
-                  file=sys.stderr)
-            return 2
+            bad_input(f"--init-adapter: no LoRA adapter at {args.init_adapter} (adapter_config.json not found)")
+    check_storage_root(settings)  # the data shards below are the first write
 
     # 1. the data, checked before any cluster starts
     started = time.time()
@@ -123,6 +117,16 @@ def main(argv: list[str] | None = None) -> int:
     log(f"model: {summary['model']}")
     print(json.dumps({k: summary[k] for k in ("records", "set_aside", "model")}))
     return 0
+
+
+def folder_arg(uri: str, what: str) -> str:
+    """A model or adapter location, checked as storage locations are; local paths made
+    absolute (the Ray workers that read them start elsewhere)."""
+    try:
+        uri = checked_uri(uri)
+    except ValueError as err:
+        bad_input(f"{what}: {err}")
+    return uri if uri.startswith("s3://") else os.path.abspath(uri)
 
 
 def fine_tune(settings, layout: RunLayout, args, init_model: str, files: list[str]) -> dict:

@@ -305,7 +305,9 @@ def check_chat_file(settings: Settings, uri: str, what: str) -> None:
 
 
 def check_agentwrite_inputs(settings: Settings, prompts_uri: str) -> InstructionFile:
-    """jobs.agentwrite: the prompts file (and the writer model when this job serves it)."""
+    """jobs.agentwrite: the storage root, the prompts file (and the writer model when this
+    job serves it)."""
+    check_storage_root(settings)
     aw = settings.agentwrite
     try:
         prompts = load_prompts(aw.prompt_dir)
@@ -322,7 +324,8 @@ def check_agentwrite_inputs(settings: Settings, prompts_uri: str) -> Instruction
 
 def generator_to_serve(settings: Settings, round: int | str | None) -> tuple[int | str, str]:
     """(round, weights) of the Generator jobs.serve and jobs.evaluate --round serve: `round`'s
-    export, the final model (`final`), the last round that exported one (None), or the base
+    export, the final model (`final`), the last round on storage that exported one (None,
+    whatever run.rounds says), or the base
     model (0, or None before any export); exit 2 when there is none, or when the base model it
     needs (round 0, or LoRA's base under an adapter) is not there. Called before Ray starts."""
     layout = RunLayout.create(Storage.open(settings.storage.root, settings.storage), settings.run.name)
@@ -332,11 +335,9 @@ def generator_to_serve(settings: Settings, round: int | str | None) -> tuple[int
             bad_input(f"no final model under {layout.store.uri(FINAL)} (the loop's final stage writes it)")
         k, weights = FINAL, layout.store.uri(rel)
     else:
-        rounds = [round] if round else range(settings.run.rounds, 0, -1) if round is None else []
-        found = [k for k in rounds if layout.store.exists(f"{layout.model_dir(k, 'generator')}/{EXPORT_MARKER}")]
-        if round and not found:
+        k = layout.last_export("generator") if round is None else round
+        if k and not layout.store.exists(f"{layout.model_dir(k, 'generator')}/{EXPORT_MARKER}"):
             bad_input(f"no exported Generator for round {round} under {layout.store.uri()}")
-        k = found[0] if found else 0
         weights = layout.store.uri(layout.model_dir(k, "generator")) if k else settings.model.base
     if k == 0 or settings.serving.mode == "lora":
         model_dir(settings.model.base, settings, "model.base")

@@ -271,6 +271,11 @@ def test_a_file_with_most_lines_unusable_stops_the_job_naming_the_file_and_the_l
      "give --round or --endpoint, not both"),
     (["score", "--responses", "{tmp}/empty.jsonl", "--set", "evaluation.judge=true",
       "--set", "evaluation.judge_prompt={tmp}/judge.txt"], "evaluation.judge_prompt: file not found"),
+    (["generate", "--data", "{tmp}/empty.jsonl", "--out", "S3://bucket/out"],
+     "--out: S3://bucket/out: neither a local path nor an S3 URI"),
+    (["score", "--responses", "{tmp}/empty.jsonl", "--limit", "0"], "argument --limit: at least 1, not 0"),
+    (["generate", "--data", "{tmp}/empty.jsonl", "--endpoint", "http://127.0.0.1:9/v1", "--model", "1.5"],
+     "{tmp}/empty.jsonl: no usable line"),  # the model name "1.5" is text, not YAML's number
 ])
 def test_bad_input_exits_2_like_every_other_job(repo, tmp_path, capsys, argv, message):
     (tmp_path / "empty.jsonl").write_text("\n")

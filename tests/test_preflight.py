@@ -5,13 +5,15 @@ instruction is limited by the model's tokenizer against its context window."""
 import ast
 import json
 import re
+import shutil
 import socket
 from pathlib import Path
 
 import pytest
 
+from cluster.layout import RunLayout
 from cluster.settings import load_settings
-from cluster.storage import StorageUnavailable
+from cluster.storage import Storage, StorageUnavailable
 from runtime import preflight
 
 REPO = Path(__file__).resolve().parents[1]
@@ -107,6 +109,16 @@ def test_which_generator_is_served_and_none_is_refused_before_ray_starts(tmp_pat
     (export / EXPORT_MARKER).write_text("{}")
     assert preflight.generator_to_serve(s, None) == (1, str(export))
     assert preflight.generator_to_serve(s, 0) == (0, s.model.base)
+    later = tmp_path / "runs" / "demo" / f"round-{s.run.rounds + 1}" / "generator"  # a run taken further
+    later.mkdir(parents=True)                                                     # than this run.rounds
+    assert preflight.generator_to_serve(s, None) == (1, str(export))  # not exported yet
+    (later / EXPORT_MARKER).write_text("{}")
+    assert preflight.generator_to_serve(s, None) == (s.run.rounds + 1, str(later))
+    assert preflight.generator_to_serve(s, 1) == (1, str(export))
+    layout = RunLayout.create(Storage.open(str(tmp_path / "runs"), s.storage), "demo")
+    assert layout.last_export("generator", up_to=s.run.rounds) == 1  # jobs.collect: the rounds it collects
+    assert layout.last_export("extender") == 0
+    shutil.rmtree(later.parent)  # the jobs below see round 1's export only
     base = ["--config", str(TINY), "--set", f"model.base={REPO / 'models' / 'tiny'}", "--storage", str(tmp_path / "runs")]
     for args, message in [
         (["--round", "7"], f"error: no exported Generator for round 7 under {tmp_path / 'runs' / 'demo'}"),

@@ -140,11 +140,16 @@ def test_the_job_stops_before_any_cluster_on_bad_data(repo, tiny_model, tmp_path
     assert train_job.main([*base, "--data", empty]) == 2
     assert "no usable record" in capsys.readouterr().err
     assert train_job.main([*base, "--data", f"{empty}@zero"]) == 2
-    assert train_job.main([*base, "--data", empty, "--init-model", str(tmp_path)]) == 2
-    assert "no model at" in capsys.readouterr().err
     good = write_jsonl(tmp_path / "good.jsonl", [{"messages": QA}])
-    assert train_job.main([*base, "--data", good, "--init-adapter", str(tmp_path / "no-adapter")]) == 2
-    assert "--init-adapter: no LoRA adapter at" in capsys.readouterr().err
+    for args, message in [
+        (["--init-model", str(tmp_path)], f"error: --init-model: no model at {tmp_path} (config.json not found)"),
+        (["--init-model", "S3://bucket/model"], "error: --init-model: S3://bucket/model: neither a local path nor"),
+        (["--init-adapter", str(tmp_path / "no-adapter")], "--init-adapter: no LoRA adapter at"),
+        (["--init-adapter", "gs://bucket/adapter"], "error: --init-adapter: gs://bucket/adapter: gs:// is not supported"),
+    ]:
+        with pytest.raises(SystemExit) as stop:
+            train_job.main([*base, "--data", good, *args])
+        assert stop.value.code == 2 and message in capsys.readouterr().err
     for name in ("../../escaped", "a/b", ".hidden"):  # a fine-tune's folder stays inside its run
         assert train_job.main([*base, "--data", good, "--name", name]) == 2
         assert f"--name {name!r}: a folder inside the run is one name" in capsys.readouterr().err
