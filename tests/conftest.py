@@ -3,6 +3,7 @@ made once per test session."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import socket
@@ -68,7 +69,10 @@ def s3_bucket(s3_server, request):
     against moto)."""
     import boto3
 
-    name = "t-" + re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[:40].strip("-")
+    # the name cut to fit a bucket's 63 characters, and told apart from its parametrized siblings
+    # (test_x[full] and test_x[lora] share their first 40 characters) by its node id's digest
+    digest = hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:8]
+    name = "t-" + re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[:40].strip("-") + "-" + digest
     boto3.client("s3", endpoint_url=s3_server["endpoint"], region_name="us-east-1").create_bucket(Bucket=name)
     return name
 

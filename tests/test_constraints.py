@@ -35,8 +35,18 @@ def test_windows_follow_the_method(kind, numbers, expected):
 def test_every_constraint_admits_its_response_with_round_numbers(kind, words):
     c = constraint_for(kind, words)
     assert c.kind == kind and c.admits(words)
-    step = 100 if words < 1000 else 500 if words < 2000 else 1000
-    assert all(n % step == 0 for n in c.numbers) or all(n % 10 == 0 for n in c.numbers)
+
+
+@pytest.mark.parametrize("words, about, range_, above, below", [
+    (37, (40,), (20, 40), (30,), (50,)),            # under 100 words: tens
+    (150, (150,), (100, 200), (100,), (200,)),      # no window of hundreds admits 150: tens
+    (999, (1000,), (700, 1100), (800,), (1200,)),   # hundreds under 1,000
+    (1234, (1500,), (1000, 1500), (1000,), (1500,)),  # five hundreds to 2,000
+    (7777, (8000,), (5000, 9000), (6000,), (10000,)),  # thousands above
+])
+def test_the_numbers_are_the_roundest_that_admit_the_response(words, about, range_, above, below):
+    assert [constraint_for(kind, words).numbers for kind in ("about", "range", "above", "below")] == [
+        about, range_, above, below]
 
 
 def test_round_numbers_for_the_default_window():

@@ -50,6 +50,9 @@ def test_defaults_for_id_and_language_and_blank_lines_skipped():
 def test_the_limit_is_what_the_message_says():
     ok = json.dumps({"instruction": "a" * MAX_INSTRUCTION_CHARS}).encode()
     assert len(parse_instructions(ok, "f", "f").records) == 1
+    over = parse_instructions(json.dumps({"instruction": "a" * (MAX_INSTRUCTION_CHARS + 1)}).encode(), "f", "f")
+    assert over.records == [] and over.rejected[0]["reason"] == (
+        f'field "instruction" has {MAX_INSTRUCTION_CHARS + 1} characters (limit {MAX_INSTRUCTION_CHARS})')
 
 
 def lines(*objs) -> bytes:

@@ -1,4 +1,8 @@
+import os
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 from longform.sampling import length_biased_sample, seeded_rng
 
@@ -28,3 +32,16 @@ def test_seeded_and_deterministic():
     c = length_biased_sample(items, lambda x: x, seeded_rng(1, 1, "shard-00000", "drafts"))
     assert a == b
     assert a != c
+
+
+def test_the_draws_are_the_same_in_another_process():
+    """A resumed job is a new process, with its own str hash salt: its seeds must not use hash()."""
+    code = ("from longform.params import stable_seed; from longform.sampling import seeded_rng; "
+            "print(stable_seed(0, 'en-001', 'd0'), seeded_rng(0, 1, 'shard-00000', 'drafts').random())")
+    repo = Path(__file__).resolve().parents[1]
+    outputs = {subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, check=True,
+                              env={**os.environ, "PYTHONHASHSEED": salt}).stdout for salt in ("1", "2")}
+    from longform.params import stable_seed
+
+    here = f"{stable_seed(0, 'en-001', 'd0')} {seeded_rng(0, 1, 'shard-00000', 'drafts').random()}\n"
+    assert outputs == {here}
