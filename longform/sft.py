@@ -11,21 +11,28 @@ instruction/input/output form that LLaMA-Factory reads.
 from __future__ import annotations
 
 import random
+import re
 from typing import Any
 
-from longform.extension import join_units, split_units
+from longform.extension import join_units, split_sentences
 from longform.languages import LangCode
 from longform.prompts import PromptBook
 
 
 def drop_lines(text: str, keep: float, rng: random.Random) -> str:
-    """Keep each unit (line, or sentence for a one-line text) with probability `keep`.
-    At least one unit always survives, so the input is never empty."""
-    units = split_units(text)
-    kept = [u for u in units if rng.random() < keep]
-    if not kept and units:
-        kept = [rng.choice(units)]
-    return join_units(kept)
+    """Keep each line with probability `keep`: lines, not paragraphs (a heading and its list
+    lose lines, not the whole block), the blank lines between paragraphs as they were. A text
+    of one line loses sentences instead. At least one unit always survives, so the input is
+    never empty."""
+    lines = text.strip().split("\n")
+    filled = [i for i, line in enumerate(lines) if line.strip()]
+    if len(filled) <= 1:
+        sentences = split_sentences(text)
+        kept = [u for u in sentences if rng.random() < keep]
+        return join_units(kept or ([rng.choice(sentences)] if sentences else []))
+    kept = {i for i in filled if rng.random() < keep} or {rng.choice(filled)}
+    text = "\n".join(line for i, line in enumerate(lines) if i in kept or not line.strip())
+    return re.sub(r"\n\s*\n(\s*\n)+", "\n\n", text).strip()  # a dropped paragraph leaves no gap
 
 
 def chat_example(example_id: str, prompt: str, answer: str, meta: dict[str, Any]) -> dict:

@@ -90,6 +90,21 @@ def test_drop_lines_keeps_about_80_percent_and_never_nothing():
     assert drop_lines("Only line.", 0.0001, random.Random(0)) == "Only line."
 
 
+def test_drop_lines_drops_lines_inside_a_block_and_keeps_the_paragraph_breaks():
+    """A heading with its list is one paragraph of several lines: lines go one by one."""
+    blocks = [f"## Part {b}\n" + "\n".join(f"- item {b}.{i}" for i in range(4)) for b in range(200)]
+    text = "Intro.\n\n" + "\n\n".join(blocks)
+    out = drop_lines(text, 0.8, random.Random(0))
+    kept = [line for line in out.split("\n") if line.strip()]
+    assert 0.75 < len(kept) / 1001 < 0.85
+    parts = out.split("\n\n")
+    assert all(p.strip() for p in parts) and "\n\n\n" not in out  # no gap where a paragraph went
+    partial = [p for p in parts if 1 < len(p.split("\n")) < 5]
+    assert len(partial) > 50  # blocks that lost some of their lines and kept the others
+    assert all(line in text.split("\n") for line in kept)  # lines are kept whole, in order
+    assert kept == [line for line in text.split("\n") if line in set(kept)]
+
+
 def test_alpaca_export():
     result, _, _ = shard()
     row = to_alpaca(result.extender_sft[0])
