@@ -58,6 +58,9 @@ class DuplicateIndex:
     def add(self, text: str) -> None:
         self.sets.append(shingles(text))
 
+    def remove(self, text: str) -> None:
+        self.sets.remove(shingles(text))
+
     def is_duplicate(self, text: str) -> bool:
         candidate = shingles(text)
         return any(len(candidate & s) / len(candidate | s) >= DUPLICATE_JACCARD for s in self.sets)
@@ -146,15 +149,15 @@ async def grow_pool(pool: list[dict], wanted: int, generator: ChatModel, judge: 
             if reason:
                 reject(result, key, lang, text, reason)
                 continue
-            index.add(text)  # a twin later in this batch is a duplicate of this one
+            index.add(text)  # a twin later in this batch is a duplicate of this one (until it is turned down)
             judged.append((lang, key, text, sources))
         verdicts = await asyncio.gather(*(judge.chat(user(prompts.render("judge_long", lang, instruction=text)),
                                                      **judge_decoding.request_fields(f"{key}/judge"))
                                           for lang, key, text, _ in judged), return_exceptions=True)
         for (lang, key, text, sources), verdict in zip(judged, verdicts):
+            if isinstance(verdict, BaseException) and not isinstance(verdict, ModelCallError):
+                raise verdict
             if isinstance(verdict, BaseException):
-                if not isinstance(verdict, ModelCallError):
-                    raise verdict
                 reject(result, key, lang, text, f"call_failed: judge: {verdict}")
             elif not says_yes(verdict, lang):
                 reject(result, key, lang, text, f"judge: not a long-answer instruction ({verdict.strip()[:40]!r})")
@@ -164,6 +167,8 @@ async def grow_pool(pool: list[dict], wanted: int, generator: ChatModel, judge: 
                 result.new.append(record)
                 pool.append(record)
                 result.tally["self_instruct.accepted"] += 1
+                continue
+            index.remove(text)  # not in the pool: a later candidate like it is judged on its own
     return result
 
 

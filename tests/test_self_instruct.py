@@ -143,6 +143,15 @@ def test_rejections_keep_their_reason_and_are_counted():
     assert result.tally["self_instruct.rejected.judge"] == 1
 
 
+def test_a_candidate_the_judge_turned_down_does_not_block_a_later_one_like_it():
+    text = "Write a long guide to ships and sailors of the north."
+    generator = Scripted([text])
+    judge = Scripted(["no", "yes"])
+    result = run(POOL[:2], 1, generator, judge, batch_size=1, max_candidates=2)
+    assert [r["reason"].split(":")[0] for r in result.rejected] == ["judge"]
+    assert [r["instruction"] for r in result.new] == [text]  # judged again, not "a near-duplicate in the pool"
+
+
 def test_a_failed_call_is_a_rejection_not_an_instruction():
     generator = Scripted(["Write a long guide to ships and sailors of the north."], fail_on={0})
     result = run(POOL[:2], 1, generator, Scripted(["yes"]), batch_size=1, max_candidates=2)
