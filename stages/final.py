@@ -146,7 +146,8 @@ class FinalStage:
         mixed = 0
         if s.final.mix_with and s.final.mix_fraction:
             general, rejected, _ = load_mixture([DataSpec(s.final.mix_with)], s.storage, s.run.seed)
-            want = round(s.final.mix_fraction / (1 - s.final.mix_fraction) * collected["collected"])
+            # a share of all the final SFT data: the collected examples and the closed cuts beside them
+            want = round(s.final.mix_fraction / (1 - s.final.mix_fraction) * (collected["collected"] + cuts))
             rows = weighted(general, want / max(1, len(general)), seeded_rng(s.run.seed, FINAL, "mix"))
             store.write_jsonl(f"{FINAL}/mix.jsonl", rows)
             files.append(store.uri(f"{FINAL}/mix.jsonl"))

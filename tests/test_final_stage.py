@@ -52,6 +52,8 @@ def test_the_general_file_is_mixed_in_at_the_share_asked_for(tmp_path, monkeypat
     assert seen["files"] == ["d.jsonl", stage.layout.store.uri(f"{FINAL}/mix.jsonl")]
     assert seen["init"] == stage.settings.model.base and seen["target"].export == f"{FINAL}/model"  # the base model, not a round's
     assert mixed[0]["messages"][-1] == {"role": "assistant", "content": "Hello."}
+    result = stage.train(collected, {"examples": 40, "file": "c.jsonl"})  # closed cuts are final data too
+    assert result["mixed"] == 20 and seen["files"][:2] == ["d.jsonl", "c.jsonl"]  # 0.2 of 100
 
 
 def test_closed_cuts_are_written_by_the_served_generator_and_join_the_final_sft_data(tmp_path, monkeypatch):
