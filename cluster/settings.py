@@ -26,6 +26,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from evaluation.registry import NAMES as BENCHMARK_NAMES
+from longform.constraints import MIN_CONSTRAINED_WORDS
 from longform.params import Decoding, MethodParams
 
 # -- secrets in messages -----------------------------------------------------------------------
@@ -495,6 +496,9 @@ class FinalSection(Section):
         lo, hi = self.probe_words
         if not 0 < lo <= hi:
             raise ValueError(f"probe_words must be [lo, hi] with 0 < lo <= hi, got {list(self.probe_words)}")
+        if lo < MIN_CONSTRAINED_WORDS:
+            raise ValueError(f"probe_words: {lo} words is too few to ask for (every constraint type has round "
+                             f"numbers from {MIN_CONSTRAINED_WORDS} words)")
         return self
 
 

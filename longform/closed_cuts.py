@@ -33,7 +33,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from longform.constraints import appended_query, constraint_for, pick_kind, query_record
+from longform.constraints import appended_query, drawn_constraint, query_record
 from longform.model import ChatModel, ModelCallError, user
 from longform.params import Decoding
 from longform.preference import first_queries, paragraph_cuts
@@ -103,10 +103,9 @@ def examples(todo: list[Beginning], closings: list[str | Exception], min_words: 
         if text in seen:
             reject("duplicate", "the same text as another closed cut")
             continue
-        try:
-            c = constraint_for(pick_kind(seeded_rng(seed, "closed-cut", b.id)), words)
-        except ValueError as err:  # a type whose round numbers cannot admit so few words
-            reject("no_constraint", str(err))
+        c = drawn_constraint(words, seeded_rng(seed, "closed-cut", b.id))
+        if c is None:
+            reject("no_constraint", f"no constraint type has round numbers for {words} words")
             continue
         seen.add(text)
         kept.append(query_record(b.id, b.meta.get("round"), b.meta["lang"], b.meta["instruction"],

@@ -107,13 +107,32 @@ def pick_kind(rng: random.Random) -> str:
     return rng.choices(list(TYPES), weights=list(TYPES.values()))[0]
 
 
+# every type has round numbers that admit a length from here up (below 20 words some have none)
+MIN_CONSTRAINED_WORDS = 20
+
+
+def fitting(words: int, first: str):
+    """The roundest constraint of each type that admits `words`: `first`, then the others in
+    TYPES' order; a type with no round numbers for so few words is passed over."""
+    for kind in (first, *(k for k in TYPES if k != first)):
+        try:
+            yield constraint_for(kind, words)
+        except ValueError:
+            continue
+
+
+def drawn_constraint(words: int, rng: random.Random) -> Constraint | None:
+    """The constraint collect gives an answer of `words`: of a type drawn by TYPES' weights
+    (the next that fits when that one has no round numbers for so few words); None when none
+    does (under MIN_CONSTRAINED_WORDS)."""
+    return next(fitting(words, pick_kind(rng)), None)
+
+
 def separating_constraint(words: int, others, rng: random.Random) -> Constraint | None:
     """The roundest constraint that admits `words` and none of `others` (lengths): of a type
     drawn as collect draws it, else of the next type in TYPES' order that does; None when none
     does."""
-    drawn = pick_kind(rng)
-    fits = (constraint_for(kind, words) for kind in (drawn, *(k for k in TYPES if k != drawn)))
-    return next((c for c in fits if not any(c.admits(n) for n in others)), None)
+    return next((c for c in fitting(words, pick_kind(rng)) if not any(c.admits(n) for n in others)), None)
 
 
 def numbers_stated(text: str, constraint: Constraint) -> bool:

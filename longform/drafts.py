@@ -19,6 +19,7 @@ class Draft:
     attempts: int = 0
     rejections: list[str] = field(default_factory=list)
     error: str | None = None
+    failed: tuple[str, str] | None = None  # (text, rule) of the last attempt a quality rule turned down
 
     @property
     def reason(self) -> str | None:
@@ -44,4 +45,5 @@ async def write_draft(
             draft.text, draft.words = text, count_words(text)
             return draft
         draft.rejections.append(rejection.rule)
+        draft.failed = (text, rejection.rule)
     return draft

@@ -81,6 +81,7 @@ class Extension:
     steps: list[Step] = field(default_factory=list)
     attempts: int = 0
     error: str | None = None
+    failed: tuple[str, str] | None = None  # (text, rule) of the last candidate a quality rule turned down
 
     @property
     def reason(self) -> str | None:
@@ -129,6 +130,7 @@ async def extend_once(
         rejection = check_quality(candidate)
         if rejection is not None:
             result.steps.append(Step(words, False, rejection.rule))
+            result.failed = (candidate, rejection.rule)
         elif words <= best_words:
             result.steps.append(Step(words, False, "not_longer"))
         else:
@@ -156,6 +158,7 @@ async def extend(
             return total
         total.steps.extend(result.steps)
         total.attempts = attempt
+        total.failed = result.failed or total.failed
         if result.text is not None:
             total.text, total.words = result.text, result.words
             return total

@@ -44,7 +44,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from longform.constraints import (TYPES, appended_query, constraint_for, pick_kind, query_record,
+from longform.constraints import (TYPES, appended_query, constraint_for, drawn_constraint, query_record,
                                   separating_constraint)
 from longform.quality import check_quality
 from longform.sampling import seeded_rng
@@ -79,6 +79,13 @@ def index_answers(records) -> dict[tuple[str, str], list[Answer]]:
         fate = status if status in PASSED else f"{status}: {r.get('reason') or 'no reason recorded'}"
         answer = Answer(str(r["id"]), text, count_words(text), status in PASSED, fate)
         out.setdefault(instruction_key(r["lang"], r["instruction"]), []).append(answer)
+    for r in records:  # texts a quality rule turned down on the way to a record (longform.round.failed_field)
+        failed = r.get("failed") or {}
+        text = (failed.get("text") or "").strip()
+        if text and text not in seen and r.get("instruction") and r.get("lang"):
+            seen.add(text)
+            answer = Answer(f"{r['id']}/failed", text, count_words(text), False, f"failed: {failed.get('rule')}")
+            out.setdefault(instruction_key(r["lang"], r["instruction"]), []).append(answer)
     return out
 
 
@@ -225,7 +232,10 @@ def number_examples(queries: list[dict], min_words: int, kinds_per_cut: int, see
             if words < min_words or check_quality(cut) is not None:
                 continue
             for kind in rng.sample(sorted(TYPES), min(kinds_per_cut, len(TYPES))):
-                c = constraint_for(kind, words)
+                try:
+                    c = constraint_for(kind, words)
+                except ValueError:  # a type with no round numbers for so few words
+                    continue
                 out.append(query_record(f"{meta['source_id']}/cut-{i}-{kind}", meta.get("round"), meta["lang"],
                                         meta["instruction"], appended_query(meta["instruction"], c, meta["lang"]),
                                         cut, c, words, origin="paragraph cut"))
@@ -248,7 +258,9 @@ def sampled_examples(queries: list[dict], samples: list[tuple[dict, str]], min_w
             continue
         seen.add(text)
         source_id = f"{meta['source_id']}/sample-{i}"
-        c = constraint_for(pick_kind(seeded_rng(seed, "sampled", source_id)), words)
+        c = drawn_constraint(words, seeded_rng(seed, "sampled", source_id))
+        if c is None:
+            continue
         out.append(query_record(source_id, meta.get("round"), meta["lang"], meta["instruction"],
                                 appended_query(meta["instruction"], c, meta["lang"]), text, c, words,
                                 origin="sampled answer"))

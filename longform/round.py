@@ -32,6 +32,7 @@ from longform.params import Decoding, MethodParams
 from longform.prompts import PromptBook
 from longform.sampling import length_biased_sample, seeded_rng
 from longform.sft import extender_example, generator_example
+from longform.words import count_words
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ def draft_record(spec: RoundSpec, inst: dict, index: int, draft: Draft) -> dict:
         "rejections": draft.rejections,
         "status": "kept" if draft.text is not None else "rejected",
         "reason": draft.reason,
+        **failed_field(draft.failed),
     }
 
 
@@ -89,7 +91,17 @@ def extension_record(spec: RoundSpec, draft: dict, index: int, ext: Extension) -
         "steps": [s.as_dict() for s in ext.steps],
         "status": "kept" if ext.text is not None else "rejected",
         "reason": ext.reason,
+        **failed_field(ext.failed),
     }
+
+
+def failed_field(failed: tuple[str, str] | None) -> dict:
+    """The last text a quality rule turned down on the way to this record, kept for the
+    preference stage (a rejected answer it need not generate); nothing when there was none."""
+    if failed is None:
+        return {}
+    text, rule = failed
+    return {"failed": {"text": text, "words": count_words(text), "rule": rule}}
 
 
 def sample_in_place(records: list[dict], spec: RoundSpec, shard: str, stage: str, tally: Counter):

@@ -24,7 +24,7 @@ from collections import Counter
 
 from cluster.layout import FINAL, RunLayout
 from cluster.settings import Settings
-from longform.constraints import (Constraint, appended_query, constraint_for, numbers_stated, pick_kind,
+from longform.constraints import (Constraint, appended_query, drawn_constraint, numbers_stated,
                                   query_record)
 from longform.model import ChatModel, ModelCallError, user
 from longform.prompts import PromptBook, load_prompts
@@ -70,11 +70,16 @@ async def build(records: list[dict], model: ChatModel | None, settings: Settings
     for r in records:
         words = count_words(r["text"])
         if not col.min_words <= words <= col.max_words:
-            rejected.append({"id": r["id"], "words": words,
+            rejected.append({"id": r["id"], "round": r["round"], "words": words,
                              "reason": f"outside the window {col.min_words}-{col.max_words} words"})
             continue
-        kind = pick_kind(seeded_rng(settings.run.seed, "collect", r["id"]))
-        chosen.append((r, words, constraint_for(kind, words)))
+        # drawn per response: the round too (every round names its records after the same seeds)
+        c = drawn_constraint(words, seeded_rng(settings.run.seed, "collect", r["round"], r["id"]))
+        if c is None:
+            rejected.append({"id": r["id"], "round": r["round"], "words": words,
+                             "reason": f"no constraint type has round numbers for {words} words"})
+            continue
+        chosen.append((r, words, c))
     limit = asyncio.Semaphore(col.concurrency)
 
     async def one(r, c):

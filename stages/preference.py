@@ -21,7 +21,7 @@ import asyncio
 import statistics
 from collections import Counter
 
-from cluster.layout import FINAL
+from cluster.layout import FINAL, RunLayout
 from stages import collect
 from longform.model import ChatModel
 from longform.preference import balanced, build_pairs, extra_windows, index_answers, judge_requests
@@ -41,10 +41,19 @@ def run_answers(layout, rounds: int) -> list[dict]:
             for kind in ("drafts", "extensions") for r in layout.shard_records(k, kind)]
 
 
+def with_round_prefix(layout: RunLayout, q: dict) -> dict:
+    """A constrained query whose source id is prefixed with its round's folder, as the answers'
+    ids are, so that a pair's id and `query_id` name one record of one round."""
+    meta = q["meta"]
+    if meta.get("round") is None:
+        return q
+    return {**q, "meta": {**meta, "source_id": f"{layout.round_dir(meta['round'])}/{meta['source_id']}"}}
+
+
 def queries_and_answers(settings, layout) -> tuple[list[dict], dict, int]:
     """The constrained queries to pair (the final data's, then `dpo.extra_windows` more an
     instruction), the run's answers by instruction, and how many queries were added."""
-    queries = list(layout.store.read_jsonl(f"{collect.ROOT}/data.jsonl"))
+    queries = [with_round_prefix(layout, q) for q in layout.store.read_jsonl(f"{collect.ROOT}/data.jsonl")]
     answers = index_answers(run_answers(layout, settings.run.rounds))
     extra = extra_windows(queries, answers, settings.dpo.extra_windows, settings.collect.min_words,
                           settings.collect.max_words, settings.run.seed)

@@ -76,6 +76,28 @@ def test_types_come_in_the_reference_proportions():
         assert abs(counts[kind] / 4000 - share) < 0.03, counts
 
 
+def test_every_type_has_numbers_from_the_least_constrained_length_up():
+    from longform.constraints import MIN_CONSTRAINED_WORDS, drawn_constraint
+
+    for words in range(MIN_CONSTRAINED_WORDS, 2500):
+        for kind in TYPES:
+            assert constraint_for(kind, words).admits(words)
+    with pytest.raises(ValueError, match="no about constraint fits 14 words"):
+        constraint_for("about", 14)
+    fits = {drawn_constraint(14, seeded_rng(0, "collect", i)) for i in range(50)}  # about is drawn 40% of the time
+    assert {c.kind for c in fits} == {"range", "above", "below"} and all(c.admits(14) for c in fits)
+    assert drawn_constraint(3, seeded_rng(0, "collect", 0)) is None
+
+
+def test_build_sets_aside_an_answer_too_short_for_any_constraint(repo):
+    settings = load_settings(repo / "configs/tiny.yaml", ["collect.min_words=1", "collect.max_words=1000",
+                                                          "collect.rewrite=false"])
+    kept, rejected, _ = asyncio.run(build([record(0, 3), record(1, 14), record(2, 300)], None, settings))
+    assert rejected == [{"id": "r1/x0", "round": 1, "words": 3,
+                         "reason": "no constraint type has round numbers for 3 words"}]
+    assert [k["meta"]["source_id"] for k in kept] == ["r1/x1", "r1/x2"]
+
+
 def record(i: int, words: int, lang: str = "en", round: int = 1) -> dict:
     text = ("Tea. " * words).strip() if lang == "en" else "茶" * (words - 1) + "。"
     return {"id": f"r{round}/x{i}", "round": round, "lang": lang, "instruction": f"Write about tea {i}.",

@@ -117,3 +117,14 @@ def test_degenerate_drafts_do_not_crash(text):
     model = fixed_candidates(["Short."] * 3)
     result = run(extend_once("I.", text, "en", model, PROMPTS, MethodParams(), DECODING, "k"))
     assert result.text is None or result.words > 1.2 * result.draft_words
+
+
+def test_the_last_candidate_a_rule_turned_down_is_kept_beside_the_result():
+    draft = "First part of the draft.\n\nSecond part of the draft."
+    tails = iter(["\n\nA continuation that stops mid-sentence,", "\n\nA proper ending that goes on and on. "
+                  "It adds a lot more to say about everything. And then it ends here."])
+    model = ScriptedModel(chat=lambda prompt, s: "First part of the draft.", cont=lambda prompt, prefix, s: next(tails))
+    params = MethodParams(extension_attempts=1, extension_steps=2, min_growth=1.2)
+    result = asyncio.run(extend("Write.", draft, "en", model, PROMPTS, params, Decoding(), "k"))
+    assert [s.reason for s in result.steps] == ["no_final_punctuation", "accepted"]
+    assert result.text is not None and result.failed == ("A continuation that stops mid-sentence,", "no_final_punctuation")

@@ -58,6 +58,35 @@ def test_the_nearest_answer_the_constraint_does_not_admit_is_rejected_first():
     assert first["chosen"][0]["content"] == text(200, "x0") and first["rejected"][0]["content"] == text(210, "x1")
 
 
+def test_a_text_a_quality_rule_turned_down_in_a_round_is_rejected_as_failing_it():
+    """The round keeps no text on a rejected record (text None); the text a rule turned down on
+    the way to a record is kept beside it (`failed`), and that is what the pair rejects."""
+    import asyncio
+
+    from longform.drafts import write_draft
+    from longform.params import Decoding
+    from longform.round import draft_record
+    from tests.scripted import ScriptedModel
+
+    cut_off, good = text(205, "f") + ",", text(200, "x0") + "."
+    replies = iter([cut_off, good])
+    draft = asyncio.run(write_draft(INSTRUCTION, ScriptedModel(chat=lambda p, s: next(replies)), Decoding(), 3, "k"))
+    spec = type("Spec", (), {"round": 1})()
+    record = draft_record(spec, {"id": "en-1", "instruction": INSTRUCTION, "lang": "en"}, 0, draft)
+    assert record["text"] == good and record["failed"] == {"text": cut_off, "words": 205,
+                                                           "rule": "no_final_punctuation"}
+    turned_down = {**answer("en-1/d1", 10, "rejected", "attempts_exhausted"), "text": None,
+                   "failed": {"text": text(30, "g") + ",", "words": 30, "rule": "no_final_punctuation"}}
+    collected = query("en-1/d0", 200, (160, 240), "x0")
+    collected["messages"][-1]["content"] = good
+    pairs, _, tally = build_pairs([collected], index_answers([record, turned_down]), per_query=2)
+    got = [(p["meta"]["rejected"]["id"], p["meta"]["rejected"]["why"], p["meta"]["rejected"]["fate"]) for p in pairs]
+    assert got == [("en-1/d0/failed", "failed_rule", "failed: no_final_punctuation"),
+                   ("en-1/d1/failed", "under_window", "failed: no_final_punctuation")]
+    assert pairs[0]["rejected"][0]["content"] == cut_off and pairs[0]["chosen"][0]["content"] == good
+    assert pairs[0]["meta"]["chosen"]["id"] == "en-1/d0" and tally["rejected.failed_rule"] == 1
+
+
 def test_one_pair_per_query_by_default_and_an_answer_of_another_instruction_is_never_used():
     pairs, _, _ = build_pairs([query("r2/x0", 200, (160, 240), "x0")], index_answers(RECORDS))
     assert len(pairs) == 1 and pairs[0]["meta"]["rejected"]["id"] == "r2/x1"

@@ -290,6 +290,7 @@ def test_every_settings_key_is_read_somewhere_in_the_product(repo):
     (["collect.min_words=700"], "collect: min_words (700) is above max_words (600)"),
     (["final.probe_words=[300, 100]"], "final: probe_words must be [lo, hi] with 0 < lo <= hi"),
     (["final.probe_words=[0, 100]"], "final: probe_words must be [lo, hi] with 0 < lo <= hi"),
+    (["final.probe_words=[5, 100]"], "final: probe_words: 5 words is too few to ask for"),
     (["final.mix_fraction=0.2"], "final: mix_fraction is set but mix_with names no file"),
     (["evaluation.after_each_round=true"], "evaluation: after_each_round needs at least one entry in benchmarks"),
     (["collect.endpoint.base_url=http://x/v1"], "collect.endpoint: an endpoint needs a model name (model)"),
