@@ -18,6 +18,7 @@ from runtime import preflight
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "tiny.yaml"
+pytestmark = pytest.mark.usefixtures("tiny_model")  # settings() below name models/tiny: built when missing
 
 
 def settings(tmp_path, *overrides):
