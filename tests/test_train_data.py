@@ -35,6 +35,10 @@ def test_the_three_record_shapes_become_the_same_messages():
                         "input": "A long text.", "output": "Short."})
     assert [m["role"] for m in full] == ["system", "user", "assistant", "user", "assistant"]
     assert full[3]["content"] == "Summarise:\n\nA long text."
+    # ShareGPT keeps its system prompt in a column of its own, as alpaca does
+    assert to_messages({"system": "Be brief.", "conversations": [{"from": "human", "value": "Write about rain."},
+                                                               {"from": "gpt", "value": "Rain falls."}]}) == [
+        {"role": "system", "content": "Be brief."}, *QA]
     # what the project itself writes round-trips: collect's alpaca.jsonl and data.jsonl
     assert to_messages(to_alpaca({"messages": QA})) == QA
 
@@ -70,6 +74,10 @@ def test_a_bom_does_not_cost_the_first_line(tmp_path):
     path = tmp_path / "bom.jsonl"
     path.write_bytes(b"\xef\xbb\xbf" + json.dumps({"messages": QA}).encode() + b"\n")
     assert len(read_source(str(path), CFG).records) == 1
+    listed = tmp_path / "bom.json"  # a JSON list is still taken for one, not for JSON lines
+    listed.write_bytes(b"\xef\xbb\xbf" + json.dumps([{"messages": QA}] * 2, indent=1).encode())
+    source = read_source(str(listed), CFG)
+    assert len(source.records) == 2 and source.rejected == []
 
 
 def test_parquet_json_list_and_a_saved_datasets_folder(tmp_path):

@@ -21,6 +21,7 @@ W - floor(W) share of them once more (0.5: half of them; 2: each twice).
 
 from __future__ import annotations
 
+import codecs
 import json
 import math
 import os
@@ -166,8 +167,9 @@ def to_messages(record) -> list[dict]:
         raise BadRecord(f"a record must be an object, got {type(record).__name__}")
     if "messages" in record:
         messages = from_chat(record["messages"])
-    elif "conversations" in record:
-        messages = from_sharegpt(record["conversations"])
+    elif "conversations" in record:  # the system prompt, where there is one, in a column of its own
+        system = [turn("system", record["system"], "system")] if record.get("system") else []
+        messages = system + from_sharegpt(record["conversations"])
     elif "instruction" in record and "output" in record:
         messages = from_alpaca(record)
     else:
@@ -197,7 +199,7 @@ def rows_of(uri: str, cfg: StorageSection):
             yield f"row {i}", row
     else:
         data = fs.cat_file(path)
-        text_start = data.lstrip()[:1]
+        text_start = data.removeprefix(codecs.BOM_UTF8).lstrip()[:1]
         if path.endswith(".json") and text_start == b"[":
             try:
                 rows = json.loads(data.decode("utf-8-sig"))
