@@ -103,8 +103,14 @@ class AgentWriteWorker(ShardActor):
                 return await write_sample(record["instruction"], record["lang"], model, cache, self.spec,
                                           key=sample_key(record))
 
+        tasks = [asyncio.ensure_future(one(r)) for r in records]
         try:
-            samples = await asyncio.gather(*(one(r) for r in records))
+            samples = await asyncio.gather(*tasks)
+        except BaseException:  # a sample that fails the shard (not a failed call: that is its record's)
+            for task in tasks:  # stops its siblings before the client closes under them
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
         finally:
             await client.aclose()
         rows = [sample_record(r, s) for r, s in zip(records, samples)]

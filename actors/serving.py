@@ -333,6 +333,10 @@ class Serving:
         roles = self.running_roles()
         if not roles:
             return None, "the running app was not deployed by this project's Serving"
+        keyed = self.running_asks_key()
+        if keyed != bool(self.settings.serving.api_key_env):  # the front end, not the engines: no fingerprint
+            return None, ("the running app asks for an API key and these settings give none" if keyed else
+                          "the running app asks for no API key and these settings want one (serving.api_key_env)")
         built = {c.model_id: fingerprint(c) for c in self.configs({role: self.settings.model.base for role in ROLES})}
         served = {}
         for role in roles:
@@ -406,6 +410,11 @@ class Serving:
         prefix = deployment_name("")
         return [n[len(prefix):] for n in serve.status().applications[APP_NAME].deployments if n.startswith(prefix)]
 
+    def running_asks_key(self) -> bool:
+        """Whether the running app's front end is the keyed one (its deployment is named after
+        its class)."""
+        return KeyedIngress.__name__ in serve.status().applications[APP_NAME].deployments
+
     def handle(self, model_id: str):
         return deployment_handle(APP_NAME, model_id)
 
@@ -431,7 +440,10 @@ class Serving:
         """Publish each role's new adapter under a name never used before (Serve LLM keeps
         serving the old weights for a re-used name)."""
         for role, source in sources.items():
-            if source == self.settings.model.base or (self.sources or {}).get(role) == source:
+            if source == self.settings.model.base:
+                self.adapters.pop(role, None)  # the base model again: model_id() names it, not an old adapter
+                continue
+            if (self.sources or {}).get(role) == source:
                 continue
             name = f"{role}-{len(self.run_store.list(ADAPTERS_DIR)) + 1}"
             publish_adapter(self.run_store, source, name, self.settings)

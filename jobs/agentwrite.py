@@ -62,7 +62,12 @@ def start_writer(settings: Settings, run_store: Storage):
     weights = settings.agentwrite.model or settings.model.base
     serving = Serving(settings, run_store=run_store)
     log(f"serving the writer: {weights}")
-    log(f"writer answering after {serving.deploy({'generator': weights}):.1f}s")
+    try:
+        seconds = serving.deploy({"generator": weights})
+    except BaseException:  # a deploy that failed or timed out holds the cluster's resources: let them go
+        serving.release()
+        raise
+    log(f"writer answering after {seconds:.1f}s")
     return Writer(serving.endpoint, serving.model_id("generator"), weights,
                   api_key_env=settings.serving.api_key_env), serving
 

@@ -106,10 +106,12 @@ class ReplicasOf:
         return SimpleNamespace(results=lambda timeout_s: [self.answers[method]])
 
 
-def running_app_of(monkeypatch, deployments: dict[str, dict[str, str]]) -> None:
-    """A running app whose role deployments answer as `deployments` says."""
+def running_app_of(monkeypatch, deployments: dict[str, dict[str, str]], keyed: bool = False) -> None:
+    """A running app whose role deployments answer as `deployments` says (its front end asks
+    for an API key when `keyed`)."""
     monkeypatch.setattr(Serving, "running", lambda self: True)
     monkeypatch.setattr(Serving, "running_roles", lambda self: list(deployments))
+    monkeypatch.setattr(Serving, "running_asks_key", lambda self: keyed)
     monkeypatch.setattr(Serving, "handle", lambda self, name: ReplicasOf(deployments[name]))
 
 
@@ -132,3 +134,30 @@ def test_a_lora_job_publishes_into_a_running_app_only_if_it_would_have_built_it(
     full = Serving(load_settings(repo / "configs/tiny.yaml", ["model.base=models/tiny"]))
     assert full.in_place({"generator": "models/tiny"}) == (
         None, "the running app serves a 'base' deployment, which these settings do not build")
+
+
+def test_a_running_app_is_taken_over_only_with_the_api_key_these_settings_ask_for(repo, monkeypatch):
+    """A resumed job that now asks for a key must not keep an open front end, nor the reverse."""
+    plain = load_settings(repo / "configs/tiny.yaml", ["model.base=models/tiny"])
+    keyed = load_settings(repo / "configs/tiny.yaml", ["model.base=models/tiny", "serving.api_key_env=LOOP_KEY"])
+    built = {c.model_id: fingerprint(c) for c in Serving(plain).configs({r: "models/tiny" for r in ("generator", "extender")})}
+    app = {role: {"fingerprint": f, "weights": "models/tiny"} for role, f in built.items()}
+    running_app_of(monkeypatch, app, keyed=False)
+    assert Serving(plain).in_place({"generator": "models/tiny"})[1] == ""
+    assert Serving(keyed).in_place({"generator": "models/tiny"}) == (
+        None, "the running app asks for no API key and these settings want one (serving.api_key_env)")
+    running_app_of(monkeypatch, app, keyed=True)
+    assert Serving(plain).in_place({"generator": "models/tiny"}) == (
+        None, "the running app asks for an API key and these settings give none")
+
+
+def test_a_lora_role_set_back_to_the_base_model_is_served_as_the_base(repo):
+    """The final stage serves the base model for its probe: the old adapter must not answer."""
+    from actors.serving import BASE_ID
+
+    lora = load_settings(repo / "configs/tiny.yaml", ["model.base=models/tiny", "storage.root=s3://bucket/runs",
+                                                      "serving.mode=lora", "training.method=lora"])
+    serving = Serving(lora, run_store=Storage.open("s3://bucket/runs/r", lora.storage), adapters={"generator": "generator-3"})
+    assert serving.model_id("generator") == f"{BASE_ID}:generator-3"
+    serving.publish_adapters({"generator": lora.model.base})
+    assert serving.model_id("generator") == BASE_ID
