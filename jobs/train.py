@@ -67,8 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    init_model = folder_arg(args.init_model or settings.model.base, "--init-model" if args.init_model else "model.base")
-    model_dir(init_model, settings, "--init-model" if args.init_model else "model.base")
+    what = "--init-model" if args.init_model else "model.base"
+    init_model = folder_arg(args.init_model or settings.model.base, what)
+    model_dir(init_model, settings, what)  # exit 2 when there is no model there
     if args.init_adapter:
         args.init_adapter = folder_arg(args.init_adapter, "--init-adapter")
         fs, path = filesystem_for(args.init_adapter, settings.storage)
