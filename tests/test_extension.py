@@ -112,11 +112,14 @@ def test_a_failed_call_is_recorded_and_never_becomes_text():
     assert result.reason.startswith("model_error") and "scripted failure" in result.reason
 
 
-@pytest.mark.parametrize("text", ["", "Only one sentence here."])
-def test_degenerate_drafts_do_not_crash(text):
+@pytest.mark.parametrize("text, expected, reasons", [
+    ("", "Short.", ["accepted", "not_longer", "not_longer"]),  # anything grows an empty draft
+    ("Only one sentence here.", None, ["not_longer"] * 3),     # one sentence: half of it is nothing
+])
+def test_degenerate_drafts_do_not_crash(text, expected, reasons):
     model = fixed_candidates(["Short."] * 3)
     result = run(extend_once("I.", text, "en", model, PROMPTS, MethodParams(), DECODING, "k"))
-    assert result.text is None or result.words > 1.2 * result.draft_words
+    assert result.text == expected and [s.reason for s in result.steps] == reasons
 
 
 def test_the_last_candidate_a_rule_turned_down_is_kept_beside_the_result():

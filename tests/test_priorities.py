@@ -55,7 +55,7 @@ def test_extension_calls_deeper_and_retried_first_longer_texts_first():
                                       cont=lambda prompt, prefix, s: next(tails)))
     params = MethodParams(extension_attempts=2, extension_steps=1)
     result = asyncio.run(extend("Write.", draft, "en", model, PROMPTS, params, Decoding(), "k"))
-    assert result.attempts == 2 and result.text is not None
+    assert result.attempts == 2 and result.text.endswith(synthetic_text("en", 120).strip())  # the second attempt's
     (s1_a1, s1_a2), (s2_a1, s2_a2) = priorities(model, "chat"), priorities(model, "continue")
     assert s2_a1 < s1_a1 and s2_a2 < s1_a2  # stage 2 before stage 1 of the same text
     assert s1_a2 < s1_a1 and s2_a2 < s2_a1  # the second attempt before first attempts
