@@ -50,12 +50,13 @@ def test_a_retried_draft_goes_before_first_attempts():
 
 def test_extension_calls_deeper_and_retried_first_longer_texts_first():
     draft = synthetic_text("en", 60)
-    tails = iter(["\n\nShort end.", "\n\n" + synthetic_text("en", 120)])  # attempt 1 does not grow 1.2x
+    longer = synthetic_text("en", 120)
+    tails = iter(["\n\nShort end.", "\n\n" + longer])  # attempt 1 does not grow 1.2x
     model = prioritized(ScriptedModel(chat=lambda prompt, s: synthetic_text("en", 30),
                                       cont=lambda prompt, prefix, s: next(tails)))
     params = MethodParams(extension_attempts=2, extension_steps=1)
     result = asyncio.run(extend("Write.", draft, "en", model, PROMPTS, params, Decoding(), "k"))
-    assert result.attempts == 2 and result.text.endswith(synthetic_text("en", 120).strip())  # the second attempt's
+    assert result.attempts == 2 and result.text.endswith(longer.strip())  # the second attempt's
     (s1_a1, s1_a2), (s2_a1, s2_a2) = priorities(model, "chat"), priorities(model, "continue")
     assert s2_a1 < s1_a1 and s2_a2 < s1_a2  # stage 2 before stage 1 of the same text
     assert s1_a2 < s1_a1 and s2_a2 < s2_a1  # the second attempt before first attempts
