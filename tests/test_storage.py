@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import tempfile
+import threading
 import time
 from contextlib import contextmanager
 
@@ -76,8 +77,14 @@ class Outage:
         self.up = False
 
     def start(self) -> None:
+        """The server again on its port. moto's start() waits without end for a server that
+        could not bind (the port taken during the outage): waited here a while, then a failure."""
         self.server = self.make()
-        self.server.start()
+        starting = threading.Thread(target=self.server.start, daemon=True)
+        starting.start()
+        starting.join(timeout=30)
+        if starting.is_alive():
+            raise RuntimeError(f"the S3 server did not start again on port {self.port} (taken during the outage?)")
         self.up = True
 
 
