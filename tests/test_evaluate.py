@@ -320,6 +320,7 @@ def test_generate_and_judge_on_the_tiny_model_counts_unparseable_verdicts(repo, 
 @pytest.mark.cluster
 def test_the_loop_hook_evaluates_the_served_generator(repo, served_tiny, tmp_path):
     benchmark_rows("LonGen.jsonl")
+    benchmark_rows("longbench_write.jsonl")  # both files are read below: a missing one skips, named
     benchmarks = json.dumps([{"name": "longbench-write", "data": str(LBW_FILE), "limit": 2},
                              {"name": "longen", "data": str(BENCHMARKS / "LonGen.jsonl"), "limit": 2}])
     settings = load_settings(repo / "configs/tiny.yaml", [
