@@ -88,10 +88,13 @@ class RunLayout:
         names = self.store.list("")
         return sorted((int(n.removeprefix("round-")) for n in names if re.fullmatch(r"round-\d+", n)), reverse=True)
 
+    def exported(self, k: int | str, role: str) -> bool:
+        """Whether round k's `role` (the final stage's `model`) is exported, its marker written last."""
+        return self.store.exists(f"{self.model_dir(k, role)}/{EXPORT_MARKER}")
+
     def last_export(self, role: str, up_to: int | None = None) -> int:
         """The highest round (at most `up_to`) whose `role` is exported; 0 when none is."""
-        return next((k for k in self.rounds() if (up_to is None or k <= up_to)
-                     and self.store.exists(f"{self.model_dir(k, role)}/{EXPORT_MARKER}")), 0)
+        return next((k for k in self.rounds() if (up_to is None or k <= up_to) and self.exported(k, role)), 0)
 
     def round_finished(self, k: int) -> dict | None:
         """Round k's last stage (its probe of the new Generator), when it is recorded."""

@@ -31,13 +31,13 @@ import time
 
 from cluster.cli import add_settings_args, positive_int, settings_from_args, text_override
 from cluster.settings import Settings
-from cluster.storage import Storage, checked_uri
+from cluster.storage import Storage
 from evaluation.generation import log
 from evaluation.outputs import Target, respond, score
 from evaluation.registry import NAMES
 from evaluation.scoring import headline
 from jobs import bad_input, run_job
-from runtime.preflight import check_api_key, generator_to_serve
+from runtime.preflight import check_api_key, checked_location, generator_to_serve
 from stages.benchmarks import judge_wording, load_rows, options
 
 EVAL_APP = "evaluate"  # the Serve application `generate --round` deploys
@@ -142,10 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     args.overrides = list(args.overrides) + overrides
     settings = settings_from_args(args)
     if args.out:
-        try:
-            checked_uri(args.out)
-        except ValueError as err:
-            bad_input(f"--out: {err}")
+        checked_location(args.out, "--out")
     if args.round is not None and settings.evaluation.endpoint.base_url:
         bad_input("give --round or --endpoint, not both")
     if settings.evaluation.judge:

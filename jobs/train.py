@@ -29,10 +29,10 @@ import time
 from cluster.cli import add_settings_args, settings_from_args
 from cluster.layout import EXPORT_MARKER, RunLayout
 from cluster.settings import FOLDER_NAME
-from cluster.storage import Storage, checked_uri, filesystem_for
+from cluster.storage import Storage, filesystem_for
 from jobs import bad_input, run_job
 from runtime.log import logger
-from runtime.preflight import check_storage_root, model_dir
+from runtime.preflight import check_storage_root, checked_location, model_dir
 from training.sources import DataSpec, load_mixture
 
 SHARD_RECORDS = 5000
@@ -121,12 +121,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def folder_arg(uri: str, what: str) -> str:
-    """A model or adapter location, checked as storage locations are; local paths made
-    absolute (the Ray workers that read them start elsewhere)."""
-    try:
-        uri = checked_uri(uri)
-    except ValueError as err:
-        bad_input(f"{what}: {err}")
+    """A model or adapter location, checked; local paths made absolute (the Ray workers that
+    read them start elsewhere)."""
+    uri = checked_location(uri, what)
     return uri if uri.startswith("s3://") else os.path.abspath(uri)
 
 

@@ -31,9 +31,9 @@ import tempfile
 from dataclasses import dataclass
 
 from cluster.errors import bad_input
-from cluster.layout import EXPORT_MARKER, FINAL, RunLayout
+from cluster.layout import FINAL, RunLayout
 from cluster.settings import Settings, mask_text
-from cluster.storage import Storage, filesystem_for, with_retries
+from cluster.storage import Storage, checked_uri, filesystem_for, with_retries
 from longform.instructions import InstructionFile, TokenLimit, parse_instructions
 from longform.params import Decoding
 from longform.prompts import TEMPLATES, PromptBook, load_prompts
@@ -55,6 +55,15 @@ class Use:
 
 
 # -- files --------------------------------------------------------------------------------------
+def checked_location(uri: str, what: str) -> str:
+    """A location given on the command line (--out, --init-model, ...), checked as the settings'
+    locations are (`cluster.storage.checked_uri`); exit 2 naming the flag."""
+    try:
+        return checked_uri(uri)
+    except ValueError as err:
+        bad_input(f"{what}: {err}")
+
+
 def read_input(uri: str, settings: Settings, what: str) -> bytes:
     """The bytes of an input file, through the storage retries; exit 2 if it is not a file."""
     try:
@@ -330,13 +339,12 @@ def generator_to_serve(settings: Settings, round: int | str | None) -> tuple[int
     needs (round 0, or LoRA's base under an adapter) is not there. Called before Ray starts."""
     layout = RunLayout.create(Storage.open(settings.storage.root, settings.storage), settings.run.name)
     if round == FINAL:
-        rel = f"{FINAL}/model"
-        if not layout.store.exists(f"{rel}/{EXPORT_MARKER}"):
+        if not layout.exported(FINAL, "model"):
             bad_input(f"no final model under {layout.store.uri(FINAL)} (the loop's final stage writes it)")
-        k, weights = FINAL, layout.store.uri(rel)
+        k, weights = FINAL, layout.store.uri(layout.model_dir(FINAL, "model"))
     else:
         k = layout.last_export("generator") if round is None else round
-        if k and not layout.store.exists(f"{layout.model_dir(k, 'generator')}/{EXPORT_MARKER}"):
+        if k and not layout.exported(k, "generator"):
             bad_input(f"no exported Generator for round {round} under {layout.store.uri()}")
         weights = layout.store.uri(layout.model_dir(k, "generator")) if k else settings.model.base
     if k == 0 or settings.serving.mode == "lora":
